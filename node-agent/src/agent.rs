@@ -1,0 +1,22 @@
+//! The state every RPC handler shares.
+
+use std::sync::{Arc, RwLock};
+
+use reef_images::pull::Puller;
+
+use crate::config::Config;
+
+pub struct Agent {
+    pub config: Config,
+    pub puller: Puller,
+    /// Unix time in nanoseconds when this reefd started.
+    pub started_at: i64,
+    /// The pod CIDR kubelet sent with UpdateRuntimeConfig; networking takes it over when it lands.
+    pub pod_cidr: RwLock<String>,
+}
+
+impl Agent {
+    pub fn new(config: Config, puller: Puller) -> Arc<Agent> {
+        Arc::new(Agent { config, puller, started_at: reef_images::pull::now_nanos(), pod_cidr: RwLock::default() })
+    }
+}

@@ -1,0 +1,40 @@
+//! Reef's own API (proto/reef/v1): what rctl and orchestrators need beyond the CRI.
+
+mod image_pull;
+mod info;
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use reef_api::v1 as api;
+use tonic::{Request, Response, Status};
+
+use crate::agent::Agent;
+use crate::instrument::call;
+
+#[derive(Clone)]
+pub struct ReefApi {
+    agent: Arc<Agent>,
+}
+
+impl ReefApi {
+    pub fn new(agent: Arc<Agent>) -> Self {
+        ReefApi { agent }
+    }
+}
+
+#[tonic::async_trait]
+impl api::reef_server::Reef for ReefApi {
+    async fn info(&self, request: Request<api::InfoRequest>) -> Result<Response<api::InfoResponse>, Status> {
+        call("reef.Info", info::handle(&self.agent, request.into_inner())).await
+    }
+
+    type PullImageStream = Pin<Box<dyn tokio_stream::Stream<Item = Result<api::PullImageProgress, Status>> + Send>>;
+
+    async fn pull_image(
+        &self,
+        request: Request<api::PullImageRequest>,
+    ) -> Result<Response<Self::PullImageStream>, Status> {
+        call("reef.PullImage", image_pull::handle(Arc::clone(&self.agent), request.into_inner())).await
+    }
+}

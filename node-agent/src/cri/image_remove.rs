@@ -1,0 +1,22 @@
+use k8s_cri::v1 as cri;
+
+use crate::agent::Agent;
+use crate::error::ReefError;
+
+/// Removing an image that is not there succeeds: kubelet's image GC and critest both rely on it.
+pub async fn handle(agent: &Agent, req: cri::RemoveImageRequest) -> Result<cri::RemoveImageResponse, ReefError> {
+    let name = req.image.map(|i| i.image).unwrap_or_default();
+    if name.is_empty() {
+        return Err(ReefError::InvalidArgument("image is required".into()));
+    }
+    let store = agent.puller.store().clone();
+    let removed = tokio::task::spawn_blocking(move || store.remove(&name).map(|id| (name, id)))
+        .await
+        .map_err(|e| ReefError::Internal(format!("remove image task: {e}")))?;
+    match removed {
+        Ok((name, Some(id))) => tracing::info!(image = %name, %id, "removed"),
+        Ok((name, None)) => tracing::debug!(image = %name, "not present, nothing to remove"),
+        Err(source) => return Err(ReefError::Image { image: String::new(), source }),
+    }
+    Ok(cri::RemoveImageResponse {})
+}

@@ -1,0 +1,179 @@
+//! The CRI services. The trait impls stay thin: each RPC goes through `instrument::call` to a handler in the
+//! module named for it (`image_pull.rs` for PullImage, …), which does the work against the agent's managers.
+
+mod image_fs_info;
+mod image_list;
+pub(crate) mod image_pull;
+mod image_remove;
+mod image_status;
+mod runtime_config;
+mod status;
+mod version;
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use k8s_cri::v1 as cri;
+use tonic::{Request, Response, Status};
+
+use crate::agent::Agent;
+use crate::error::ReefError;
+use crate::instrument::call;
+
+#[derive(Clone)]
+pub struct Cri {
+    agent: Arc<Agent>,
+}
+
+impl Cri {
+    pub fn new(agent: Arc<Agent>) -> Self {
+        Cri { agent }
+    }
+}
+
+type Reply<T> = Result<Response<T>, Status>;
+
+/// RPCs whose issue has not landed answer Unimplemented, through the same wrapper as the rest.
+macro_rules! not_yet {
+    ($($fn:ident($req:ty) -> $resp:ty = $name:literal;)*) => {
+        $(
+            // Written in async_trait's expanded form: the attribute cannot see inside macro output.
+            fn $fn<'life0, 'async_trait>(
+                &'life0 self,
+                _request: Request<$req>,
+            ) -> Pin<Box<dyn std::future::Future<Output = Reply<$resp>> + Send + 'async_trait>>
+            where
+                'life0: 'async_trait,
+                Self: 'async_trait,
+            {
+                Box::pin(call($name, async { Err::<$resp, _>(ReefError::Unimplemented($name)) }))
+            }
+        )*
+    };
+}
+
+#[tonic::async_trait]
+impl cri::runtime_service_server::RuntimeService for Cri {
+    async fn version(&self, request: Request<cri::VersionRequest>) -> Reply<cri::VersionResponse> {
+        call("Version", version::handle(request.into_inner())).await
+    }
+
+    async fn status(&self, request: Request<cri::StatusRequest>) -> Reply<cri::StatusResponse> {
+        call("Status", status::handle(&self.agent, request.into_inner())).await
+    }
+
+    async fn runtime_config(&self, request: Request<cri::RuntimeConfigRequest>) -> Reply<cri::RuntimeConfigResponse> {
+        call("RuntimeConfig", runtime_config::get(&self.agent, request.into_inner())).await
+    }
+
+    async fn update_runtime_config(
+        &self,
+        request: Request<cri::UpdateRuntimeConfigRequest>,
+    ) -> Reply<cri::UpdateRuntimeConfigResponse> {
+        call("UpdateRuntimeConfig", runtime_config::update(&self.agent, request.into_inner())).await
+    }
+
+    type GetContainerEventsStream =
+        Pin<Box<dyn tokio_stream::Stream<Item = Result<cri::ContainerEventResponse, Status>> + Send>>;
+
+    async fn get_container_events(
+        &self,
+        _request: Request<cri::GetEventsRequest>,
+    ) -> Reply<Self::GetContainerEventsStream> {
+        call("GetContainerEvents", async {
+            Err::<Self::GetContainerEventsStream, _>(ReefError::Unimplemented("GetContainerEvents"))
+        })
+        .await
+    }
+
+    not_yet! {
+        run_pod_sandbox(cri::RunPodSandboxRequest) -> cri::RunPodSandboxResponse = "RunPodSandbox";
+        stop_pod_sandbox(cri::StopPodSandboxRequest) -> cri::StopPodSandboxResponse = "StopPodSandbox";
+        remove_pod_sandbox(cri::RemovePodSandboxRequest) -> cri::RemovePodSandboxResponse = "RemovePodSandbox";
+        pod_sandbox_status(cri::PodSandboxStatusRequest) -> cri::PodSandboxStatusResponse = "PodSandboxStatus";
+        list_pod_sandbox(cri::ListPodSandboxRequest) -> cri::ListPodSandboxResponse = "ListPodSandbox";
+        create_container(cri::CreateContainerRequest) -> cri::CreateContainerResponse = "CreateContainer";
+        start_container(cri::StartContainerRequest) -> cri::StartContainerResponse = "StartContainer";
+        stop_container(cri::StopContainerRequest) -> cri::StopContainerResponse = "StopContainer";
+        remove_container(cri::RemoveContainerRequest) -> cri::RemoveContainerResponse = "RemoveContainer";
+        list_containers(cri::ListContainersRequest) -> cri::ListContainersResponse = "ListContainers";
+        container_status(cri::ContainerStatusRequest) -> cri::ContainerStatusResponse = "ContainerStatus";
+        update_container_resources(cri::UpdateContainerResourcesRequest) -> cri::UpdateContainerResourcesResponse = "UpdateContainerResources";
+        reopen_container_log(cri::ReopenContainerLogRequest) -> cri::ReopenContainerLogResponse = "ReopenContainerLog";
+        exec_sync(cri::ExecSyncRequest) -> cri::ExecSyncResponse = "ExecSync";
+        exec(cri::ExecRequest) -> cri::ExecResponse = "Exec";
+        attach(cri::AttachRequest) -> cri::AttachResponse = "Attach";
+        port_forward(cri::PortForwardRequest) -> cri::PortForwardResponse = "PortForward";
+        container_stats(cri::ContainerStatsRequest) -> cri::ContainerStatsResponse = "ContainerStats";
+        list_container_stats(cri::ListContainerStatsRequest) -> cri::ListContainerStatsResponse = "ListContainerStats";
+        pod_sandbox_stats(cri::PodSandboxStatsRequest) -> cri::PodSandboxStatsResponse = "PodSandboxStats";
+        list_pod_sandbox_stats(cri::ListPodSandboxStatsRequest) -> cri::ListPodSandboxStatsResponse = "ListPodSandboxStats";
+        checkpoint_container(cri::CheckpointContainerRequest) -> cri::CheckpointContainerResponse = "CheckpointContainer";
+        list_metric_descriptors(cri::ListMetricDescriptorsRequest) -> cri::ListMetricDescriptorsResponse = "ListMetricDescriptors";
+        list_pod_sandbox_metrics(cri::ListPodSandboxMetricsRequest) -> cri::ListPodSandboxMetricsResponse = "ListPodSandboxMetrics";
+    }
+}
+
+#[tonic::async_trait]
+impl cri::image_service_server::ImageService for Cri {
+    async fn list_images(&self, request: Request<cri::ListImagesRequest>) -> Reply<cri::ListImagesResponse> {
+        call("ListImages", image_list::handle(&self.agent, request.into_inner())).await
+    }
+
+    async fn image_status(&self, request: Request<cri::ImageStatusRequest>) -> Reply<cri::ImageStatusResponse> {
+        call("ImageStatus", image_status::handle(&self.agent, request.into_inner())).await
+    }
+
+    async fn pull_image(&self, request: Request<cri::PullImageRequest>) -> Reply<cri::PullImageResponse> {
+        call("PullImage", image_pull::handle(&self.agent, request.into_inner())).await
+    }
+
+    async fn remove_image(&self, request: Request<cri::RemoveImageRequest>) -> Reply<cri::RemoveImageResponse> {
+        call("RemoveImage", image_remove::handle(&self.agent, request.into_inner())).await
+    }
+
+    async fn image_fs_info(&self, request: Request<cri::ImageFsInfoRequest>) -> Reply<cri::ImageFsInfoResponse> {
+        call("ImageFsInfo", image_fs_info::handle(&self.agent, request.into_inner())).await
+    }
+}
+
+/// The CRI's view of a stored image.
+pub fn image_to_cri(record: &reef_images::store::ImageRecord) -> cri::Image {
+    let (uid, username) = user_of(&record.user);
+    cri::Image {
+        id: record.id.clone(),
+        repo_tags: record.repo_tags.clone(),
+        repo_digests: record.repo_digests.clone(),
+        size: record.size,
+        uid,
+        username,
+        spec: Some(cri::ImageSpec { image: record.id.clone(), ..Default::default() }),
+        pinned: record.pinned,
+    }
+}
+
+/// The image config's `User` is `user[:group]`; kubelet wants a uid when the user part is numeric (it checks
+/// runAsNonRoot against it) and a name otherwise.
+fn user_of(user: &str) -> (Option<cri::Int64Value>, String) {
+    let name = user.split(':').next().unwrap_or_default();
+    if name.is_empty() {
+        return (None, String::new());
+    }
+    match name.parse::<i64>() {
+        Ok(uid) => (Some(cri::Int64Value { value: uid }), String::new()),
+        Err(_) => (None, name.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numeric_users_become_uids_and_names_stay_names() {
+        assert_eq!(user_of("1000"), (Some(cri::Int64Value { value: 1000 }), String::new()));
+        assert_eq!(user_of("1000:1000"), (Some(cri::Int64Value { value: 1000 }), String::new()));
+        assert_eq!(user_of("nobody:nogroup"), (None, "nobody".into()));
+        assert_eq!(user_of(""), (None, String::new()));
+    }
+}

@@ -1,0 +1,32 @@
+use std::collections::HashMap;
+
+use k8s_cri::v1 as cri;
+
+use crate::agent::Agent;
+use crate::error::ReefError;
+
+pub async fn handle(agent: &Agent, req: cri::StatusRequest) -> Result<cri::StatusResponse, ReefError> {
+    let conditions = vec![
+        cri::RuntimeCondition { r#type: "RuntimeReady".into(), status: true, reason: String::new(), message: String::new() },
+        // Pod networking is its own piece of work; until it lands, say so rather than claim a usable network.
+        cri::RuntimeCondition {
+            r#type: "NetworkReady".into(),
+            status: false,
+            reason: "NetworkPluginNotReady".into(),
+            message: "reef: pod networking is not available in this build".into(),
+        },
+    ];
+    let mut info = HashMap::new();
+    if req.verbose {
+        info.insert("config".to_string(), agent.config.redacted_json());
+    }
+    Ok(cri::StatusResponse {
+        status: Some(cri::RuntimeStatus { conditions }),
+        info,
+        runtime_handlers: vec![cri::RuntimeHandler {
+            name: String::new(),
+            features: Some(cri::RuntimeHandlerFeatures { recursive_read_only_mounts: false, user_namespaces: false }),
+        }],
+        features: None,
+    })
+}

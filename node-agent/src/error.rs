@@ -1,0 +1,100 @@
+//! reefd's error type and the one place where errors become gRPC statuses.
+
+use reef_images::{ErrorKind, ImageError};
+use tonic::Code;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReefError {
+    #[error("{0}")]
+    InvalidArgument(String),
+
+    #[error("pull image {image:?}")]
+    Pull {
+        image: String,
+        #[source]
+        source: ImageError,
+    },
+
+    #[error("image {image:?}")]
+    Image {
+        image: String,
+        #[source]
+        source: ImageError,
+    },
+
+    #[error("{0} is not implemented yet")]
+    Unimplemented(&'static str),
+
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl ReefError {
+    pub fn code(&self) -> Code {
+        match self {
+            ReefError::InvalidArgument(_) => Code::InvalidArgument,
+            ReefError::Pull { source, .. } | ReefError::Image { source, .. } => match source.kind() {
+                ErrorKind::InvalidArgument => Code::InvalidArgument,
+                ErrorKind::NotFound => Code::NotFound,
+                ErrorKind::Unauthenticated => Code::Unauthenticated,
+                ErrorKind::PermissionDenied => Code::PermissionDenied,
+                ErrorKind::BadContent => Code::FailedPrecondition,
+                ErrorKind::DataLoss => Code::DataLoss,
+                ErrorKind::Unavailable => Code::Unavailable,
+                ErrorKind::ResourceExhausted => Code::ResourceExhausted,
+                ErrorKind::Internal => Code::Internal,
+            },
+            ReefError::Unimplemented(_) => Code::Unimplemented,
+            ReefError::Internal(_) => Code::Internal,
+        }
+    }
+}
+
+/// The whole cause chain on one line: kubelet shows only the status message, so it must carry everything.
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(inner) = cur {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        cur = inner.source();
+    }
+    s
+}
+
+impl From<ReefError> for tonic::Status {
+    fn from(e: ReefError) -> Self {
+        tonic::Status::new(e.code(), chain(&e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pull_failures_name_the_image_and_the_cause() {
+        let e = ReefError::Pull {
+            image: "docker.io/library/nope:latest".into(),
+            source: ImageError::RemoteNotFound { registry: "docker.io".into(), detail: "manifest unknown".into() },
+        };
+        let status = tonic::Status::from(e);
+        assert_eq!(status.code(), Code::NotFound);
+        assert!(status.message().contains("docker.io/library/nope:latest"));
+        assert!(status.message().contains("manifest unknown"));
+    }
+
+    #[test]
+    fn hostile_layers_are_failed_preconditions_and_digest_mismatches_data_loss() {
+        let hostile = ReefError::Pull {
+            image: "x".into(),
+            source: ImageError::UnsafeLayerEntry { entry: "../x".into(), reason: "escapes".into() },
+        };
+        assert_eq!(hostile.code(), Code::FailedPrecondition);
+        let mismatch = ReefError::Pull {
+            image: "x".into(),
+            source: ImageError::DigestMismatch { what: "l".into(), expected: "a".into(), actual: "b".into() },
+        };
+        assert_eq!(mismatch.code(), Code::DataLoss);
+    }
+}

@@ -1,0 +1,98 @@
+//! reefd: the Reef node agent. Serves the Kubernetes CRI and Reef's own API on a unix socket.
+
+mod agent;
+mod api;
+mod config;
+mod cri;
+mod error;
+mod instrument;
+mod server;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use reef_images::pull::Puller;
+use reef_images::registry::Registries;
+use reef_images::store::Store;
+use reef_images::unpack::UnpackOptions;
+
+use crate::config::{Config, DEFAULT_CONFIG_PATH};
+
+/// Reef's node agent: serves the Kubernetes CRI and Reef's own API on a unix socket.
+#[derive(Parser)]
+#[command(name = "reefd", version)]
+struct Args {
+    /// Configuration file (TOML). Without it every setting takes its default.
+    #[arg(long, env = "REEF_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Print the version as JSON and exit.
+    #[arg(long)]
+    version_json: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    if args.version_json {
+        println!(
+            "{}",
+            serde_json::json!({"name": "reefd", "version": env!("CARGO_PKG_VERSION"), "cri_api": "v1"})
+        );
+        return ExitCode::SUCCESS;
+    }
+    let (path, explicit) = match &args.config {
+        Some(p) => (p.clone(), true),
+        None => (PathBuf::from(DEFAULT_CONFIG_PATH), false),
+    };
+    let config = match Config::load(&path, explicit) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("reefd: invalid configuration: {}", error::chain(&e));
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(&config.log_level);
+    match run(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("reefd: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+}
+
+fn run(config: Config) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        // Two workers keep idle memory low; the heavy work (unpacking) runs on blocking threads anyway.
+        .worker_threads(2)
+        .thread_name("reefd")
+        .build()
+        .context("start the async runtime")?;
+    runtime.block_on(async move {
+        // The socket comes first: a second reefd must stop before it touches the store.
+        let socket = server::Socket::bind(&config.socket)?;
+        std::fs::create_dir_all(&config.state_dir)
+            .with_context(|| format!("create state dir {}", config.state_dir.display()))?;
+        let root = config.root_dir.clone();
+        let store = tokio::task::spawn_blocking(move || Store::open(&root))
+            .await
+            .context("open the image store")?
+            .with_context(|| format!("open the image store in {}", config.root_dir.display()))?;
+        let registries = Registries::new(config.registry.clone(), config.images.max_concurrent_downloads)
+            .context("registry settings")?;
+        let unpack = UnpackOptions { allow_device_nodes: config.images.allow_device_nodes, ..Default::default() };
+        let puller = Puller::new(store, registries, unpack, config.images.max_concurrent_downloads);
+        let agent = agent::Agent::new(config, puller);
+        server::serve(agent, socket).await
+    })
+}

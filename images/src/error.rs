@@ -74,6 +74,10 @@ pub enum ImageError {
     #[error("metadata store")]
     Metadata(#[from] redb::Error),
 
+    /// Stopped because another part of the same operation failed; never the error a caller sees for a pull.
+    #[error("cancelled")]
+    Cancelled,
+
     #[error("invalid registry configuration: {0}")]
     Config(String),
 }
@@ -95,11 +99,10 @@ impl ImageError {
             | BadArchive { .. } => ErrorKind::BadContent,
             DigestMismatch { .. } => ErrorKind::DataLoss,
             DiskFull { .. } => ErrorKind::ResourceExhausted,
-            Io { source, .. } if source.raw_os_error() == Some(nix::libc::ENOSPC) => {
-                ErrorKind::ResourceExhausted
-            }
+            Io { source, .. } if source.raw_os_error() == Some(nix::libc::ENOSPC) => ErrorKind::ResourceExhausted,
             Io { .. } | Metadata(_) => ErrorKind::Internal,
             Config(_) => ErrorKind::InvalidArgument,
+            Cancelled => ErrorKind::Unavailable,
         }
     }
 

@@ -6,7 +6,7 @@ pub mod unpack;
 
 pub use error::{ErrorKind, ImageError, Result};
 pub mod manifest;
+pub mod pull;
 pub mod reference;
 pub mod registry;
 pub mod store;
-pub mod pull;

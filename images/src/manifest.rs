@@ -203,8 +203,7 @@ pub struct RootFs {
 }
 
 pub fn parse_config(body: &[u8], layer_count: usize) -> Result<ImageConfig> {
-    let config: ImageConfig =
-        serde_json::from_slice(body).map_err(|e| malformed(format!("image config: {e}")))?;
+    let config: ImageConfig = serde_json::from_slice(body).map_err(|e| malformed(format!("image config: {e}")))?;
     if config.rootfs.diff_ids.len() != layer_count {
         return Err(malformed(format!(
             "image config lists {} diff_ids for {} layers",

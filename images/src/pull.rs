@@ -64,7 +64,12 @@ pub struct Puller {
 }
 
 impl Puller {
-    pub fn new(store: Arc<Store>, registries: Registries, unpack: UnpackOptions, max_concurrent_downloads: usize) -> Self {
+    pub fn new(
+        store: Arc<Store>,
+        registries: Registries,
+        unpack: UnpackOptions,
+        max_concurrent_downloads: usize,
+    ) -> Self {
         Puller {
             store,
             registries,
@@ -85,7 +90,12 @@ impl Puller {
 
     /// Pulls `image` and returns its record. Endpoints are tried in order while the manifest cannot be had from
     /// one (not found, unreachable, refused); once content flows, its errors are final.
-    pub async fn pull(&self, image: &ImageRef, credentials: &Credentials, progress: ProgressSink) -> Result<ImageRecord> {
+    pub async fn pull(
+        &self,
+        image: &ImageRef,
+        credentials: &Credentials,
+        progress: ProgressSink,
+    ) -> Result<ImageRecord> {
         let mut last_err = None;
         for endpoint in self.registries.endpoints(image) {
             let session = self.registries.session(image, &endpoint, credentials)?;
@@ -119,7 +129,9 @@ impl Puller {
                     .ok_or_else(|| ImageError::NoMatchingPlatform { platform: want.to_string() })?;
                 let (body, digest) = session.manifest(Some(&chosen.digest)).await?;
                 let Fetched::Manifest(m) = manifest::parse_document(&body, None)? else {
-                    return Err(ImageError::MalformedManifest { reason: "an index entry points at another index".into() });
+                    return Err(ImageError::MalformedManifest {
+                        reason: "an index entry points at another index".into(),
+                    });
                 };
                 blobs.push((digest.clone(), body.to_vec()));
                 (m, digest)
@@ -128,10 +140,18 @@ impl Puller {
         Ok(Resolved::Fetch { manifest, manifest_digest, repo_digest, blobs })
     }
 
-    async fn fetch(&self, image: &ImageRef, session: &Arc<Session>, resolved: Resolved, progress: ProgressSink) -> Result<ImageRecord> {
+    async fn fetch(
+        &self,
+        image: &ImageRef,
+        session: &Arc<Session>,
+        resolved: Resolved,
+        progress: ProgressSink,
+    ) -> Result<ImageRecord> {
         let (manifest, manifest_digest, repo_digest, mut blobs) = match resolved {
             Resolved::Present { record, repo_digest } => return self.name(image, record, repo_digest),
-            Resolved::Fetch { manifest, manifest_digest, repo_digest, blobs } => (manifest, manifest_digest, repo_digest, blobs),
+            Resolved::Fetch { manifest, manifest_digest, repo_digest, blobs } => {
+                (manifest, manifest_digest, repo_digest, blobs)
+            }
         };
         let config_body = session.blob(&manifest.config.digest, MAX_CONFIG_SIZE).await?;
         let config = manifest::parse_config(&config_body, manifest.layers.len())?;
@@ -153,24 +173,53 @@ impl Puller {
         );
 
         let permits = Arc::new(Semaphore::new(self.max_concurrent_downloads));
-        let jobs = manifest.layers.iter().zip(&config.rootfs.diff_ids).zip(&chain_ids).map(|((layer, diff_id), chain_id)| {
-            let job = LayerJob {
-                digest: layer.digest.clone(),
-                size: layer.size,
-                diff_id: diff_id.clone(),
-                chain_id: chain_id.clone(),
-            };
-            let permits = Arc::clone(&permits);
-            let progress = progress.clone();
-            async move {
-                let hold = self.store.hold_layer(&job.chain_id);
-                report(&progress, job.progress(LayerState::Waiting, 0));
-                let _permit = permits.acquire().await.map_err(|_| ImageError::Config("pull cancelled".into()))?;
-                let record = self.ensure_layer(session, &job, &progress).await?;
-                Ok::<_, ImageError>((record, hold))
+        // The first failing layer stops the others; every layer task still runs to its end (cleanup included)
+        // before the pull answers, so no temporary directory outlives a failed pull.
+        let (cancel_tx, cancel_rx) = tokio::sync::watch::channel(false);
+        let jobs =
+            manifest.layers.iter().zip(&config.rootfs.diff_ids).zip(&chain_ids).map(|((layer, diff_id), chain_id)| {
+                let job = LayerJob {
+                    digest: layer.digest.clone(),
+                    size: layer.size,
+                    diff_id: diff_id.clone(),
+                    chain_id: chain_id.clone(),
+                };
+                let permits = Arc::clone(&permits);
+                let progress = progress.clone();
+                let (cancel_tx, mut cancel_rx) = (cancel_tx.clone(), cancel_rx.clone());
+                async move {
+                    let hold = self.store.hold_layer(&job.chain_id);
+                    report(&progress, job.progress(LayerState::Waiting, 0));
+                    let permit = tokio::select! {
+                        permit = permits.acquire() => permit.ok(),
+                        _ = cancel_rx.wait_for(|c| *c) => None,
+                    };
+                    let result = match permit {
+                        Some(_permit) => self.ensure_layer(session, &job, &progress, cancel_rx.clone()).await,
+                        None => Err(cancelled()),
+                    };
+                    if result.is_err() {
+                        let _ = cancel_tx.send(true);
+                    }
+                    result.map(|record| (record, hold))
+                }
+            });
+        let results = futures::future::join_all(jobs).await;
+        let mut layers = Vec::with_capacity(results.len());
+        let mut first_error = None;
+        for r in results {
+            match r {
+                Ok(l) => layers.push(l),
+                // Layers stopped because another failed say only that; the original cause is the one to report.
+                Err(ImageError::Cancelled) => {}
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
             }
-        });
-        let layers = futures::future::try_join_all(jobs).await?;
+        }
+        if let Some(e) = first_error {
+            return Err(e);
+        }
         let (layer_records, _holds): (Vec<LayerRecord>, Vec<_>) = layers.into_iter().unzip();
 
         // One syncfs makes every unpacked file durable before the record that lists them is committed.
@@ -202,7 +251,13 @@ impl Puller {
 
     /// Makes sure the layer is unpacked under layers/, downloading it unless it is already there. Concurrent pulls
     /// that need one layer serialize on it, so it is downloaded once.
-    async fn ensure_layer(&self, session: &Arc<Session>, job: &LayerJob, progress: &ProgressSink) -> Result<LayerRecord> {
+    async fn ensure_layer(
+        &self,
+        session: &Arc<Session>,
+        job: &LayerJob,
+        progress: &ProgressSink,
+        cancel: tokio::sync::watch::Receiver<bool>,
+    ) -> Result<LayerRecord> {
         let _guard = self.layer_locks.lock(&job.chain_id).await;
         let dest = self.store.layer_path(&job.chain_id);
         if dest.is_dir() {
@@ -211,7 +266,7 @@ impl Puller {
             return Ok(job.record(stats));
         }
         report(progress, job.progress(LayerState::Downloading, 0));
-        let stats = self.download_layer(session, job, &dest, progress).await?;
+        let stats = self.download_layer(session, job, &dest, progress, cancel).await?;
         self.layer_stats.lock().unwrap_or_else(|p| p.into_inner()).insert(job.chain_id.clone(), stats);
         report(progress, job.progress(LayerState::Done, job.size));
         Ok(job.record(stats))
@@ -230,7 +285,14 @@ impl Puller {
             .unwrap_or_default()
     }
 
-    async fn download_layer(&self, session: &Arc<Session>, job: &LayerJob, dest: &Path, progress: &ProgressSink) -> Result<UnpackStats> {
+    async fn download_layer(
+        &self,
+        session: &Arc<Session>,
+        job: &LayerJob,
+        dest: &Path,
+        progress: &ProgressSink,
+        mut cancel: tokio::sync::watch::Receiver<bool>,
+    ) -> Result<UnpackStats> {
         let mut stream = session.blob_stream(&job.digest).await?;
         let tmp = self.store.temp_dir("layer")?;
         let (tx, rx) = std::sync::mpsc::sync_channel::<Chunk>(CHANNEL_DEPTH);
@@ -241,7 +303,15 @@ impl Puller {
         let mut received: i64 = 0;
         let mut last_report = Instant::now();
         let mut stream_error = None;
-        while let Some(chunk) = stream.next().await {
+        loop {
+            let chunk = tokio::select! {
+                chunk = stream.next() => chunk,
+                _ = cancel.wait_for(|c| *c) => {
+                    stream_error = Some(cancelled());
+                    break;
+                }
+            };
+            let Some(chunk) = chunk else { break };
             match chunk {
                 Ok(bytes) => {
                     received += bytes.len() as i64;
@@ -331,7 +401,8 @@ fn unpack_verified(
     opts: &UnpackOptions,
 ) -> Result<UnpackStats> {
     let result = (|| {
-        let mut input = std::io::BufReader::with_capacity(256 << 10, ChannelReader { rx, current: bytes::Bytes::new() });
+        let mut input =
+            std::io::BufReader::with_capacity(256 << 10, ChannelReader { rx, current: bytes::Bytes::new() });
         let magic = input.fill_buf().map_err(|e| stream_io(job, e))?.to_vec();
         let decompressed: Box<dyn Read> = if magic.starts_with(&[0x1f, 0x8b]) {
             Box::new(flate2::bufread::MultiGzDecoder::new(input))
@@ -361,6 +432,10 @@ fn unpack_verified(
     result
 }
 
+fn cancelled() -> ImageError {
+    ImageError::Cancelled
+}
+
 fn stream_io(job: &LayerJob, e: std::io::Error) -> ImageError {
     ImageError::BadArchive { reason: format!("layer {}: {e}", job.digest) }
 }
@@ -378,7 +453,10 @@ impl Read for ChannelReader {
                 Ok(Chunk::End) => return Ok(0),
                 // A dropped sender without End is a cancelled pull: never let it look like a complete layer.
                 Ok(Chunk::Failed) | Err(_) => {
-                    return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "layer download did not complete"));
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "layer download did not complete",
+                    ));
                 }
             }
         }
@@ -424,8 +502,5 @@ fn sync_filesystem(path: &Path) -> Result<()> {
 }
 
 pub fn now_nanos() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or_default()
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or_default()
 }

@@ -22,10 +22,8 @@ pub struct ImageRef {
 
 impl ImageRef {
     pub fn parse(input: &str) -> Result<Self> {
-        let bad = |reason: &str| ImageError::InvalidReference {
-            reference: input.to_string(),
-            reason: reason.to_string(),
-        };
+        let bad =
+            |reason: &str| ImageError::InvalidReference { reference: input.to_string(), reason: reason.to_string() };
         if input.is_empty() {
             return Err(bad("empty reference"));
         }
@@ -104,9 +102,7 @@ impl fmt::Display for ImageRef {
 fn split_registry(name: &str) -> (&str, &str) {
     match name.split_once('/') {
         Some((first, rest))
-            if first.contains(['.', ':'])
-                || first == "localhost"
-                || first.chars().any(|c| c.is_ascii_uppercase()) =>
+            if first.contains(['.', ':']) || first == "localhost" || first.chars().any(|c| c.is_ascii_uppercase()) =>
         {
             (first, rest)
         }
@@ -153,7 +149,8 @@ fn validate_repository(repo: &str) -> std::result::Result<(), String> {
         if !first.is_ascii_alphanumeric() || !last.is_ascii_alphanumeric() {
             return Err(format!("repository component {component:?} must start and end with a letter or digit"));
         }
-        if component.contains("..") || component.contains("___") || component.contains("._") || component.contains("_.") {
+        if component.contains("..") || component.contains("___") || component.contains("._") || component.contains("_.")
+        {
             return Err(format!("repository component {component:?} has invalid separators"));
         }
     }
@@ -171,7 +168,9 @@ fn validate_tag(tag: &str) -> std::result::Result<(), String> {
 /// Only sha256 is accepted: it is what registries serve and what the store addresses content by.
 pub fn validate_digest(digest: &str) -> std::result::Result<(), String> {
     match digest.split_once(':') {
-        Some(("sha256", hex)) if hex.len() == 64 && hex.chars().all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c)) => {
+        Some(("sha256", hex))
+            if hex.len() == 64 && hex.chars().all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c)) =>
+        {
             Ok(())
         }
         Some(("sha256", _)) => Err(format!("invalid sha256 digest {digest:?}")),

@@ -67,12 +67,11 @@ impl Credentials {
             return Ok(RegistryAuth::Basic(self.username.clone(), self.password.clone()));
         }
         if !self.auth.is_empty() {
-            let decoded = base64_decode(self.auth.trim())
-                .ok_or_else(|| ImageError::Config("auth is not valid base64".into()))?;
+            let decoded =
+                base64_decode(self.auth.trim()).ok_or_else(|| ImageError::Config("auth is not valid base64".into()))?;
             let text = String::from_utf8(decoded).map_err(|_| ImageError::Config("auth is not UTF-8".into()))?;
-            let (u, p) = text
-                .split_once(':')
-                .ok_or_else(|| ImageError::Config("auth must encode username:password".into()))?;
+            let (u, p) =
+                text.split_once(':').ok_or_else(|| ImageError::Config("auth must encode username:password".into()))?;
             return Ok(RegistryAuth::Basic(u.to_string(), p.to_string()));
         }
         if !self.identity_token.is_empty() {
@@ -129,10 +128,9 @@ impl RegistryConfig {
     pub fn endpoints(&self, registry: &str) -> Vec<Endpoint> {
         match self.mirrors.get(registry) {
             Some(m) => m.endpoints.iter().filter_map(|e| parse_endpoint(e, &self.insecure).ok()).collect(),
-            None => vec![Endpoint {
-                host: registry.to_string(),
-                plain_http: self.insecure.iter().any(|h| h == registry),
-            }],
+            None => {
+                vec![Endpoint { host: registry.to_string(), plain_http: self.insecure.iter().any(|h| h == registry) }]
+            }
         }
     }
 
@@ -140,7 +138,11 @@ impl RegistryConfig {
         let mut hosts = self.insecure.clone();
         for m in self.mirrors.values() {
             hosts.extend(
-                m.endpoints.iter().filter_map(|e| parse_endpoint(e, &self.insecure).ok()).filter(|e| e.plain_http).map(|e| e.host),
+                m.endpoints
+                    .iter()
+                    .filter_map(|e| parse_endpoint(e, &self.insecure).ok())
+                    .filter(|e| e.plain_http)
+                    .map(|e| e.host),
             );
         }
         hosts
@@ -248,10 +250,7 @@ impl Session {
             Some(d) => self.reference.clone_with_digest(d.to_string()),
             None => self.reference.clone(),
         };
-        self.client
-            .pull_manifest_raw(&r, &self.auth, crate::manifest::ACCEPTED)
-            .await
-            .map_err(|e| self.classify(e))
+        self.client.pull_manifest_raw(&r, &self.auth, crate::manifest::ACCEPTED).await.map_err(|e| self.classify(e))
     }
 
     /// A small blob read whole (the image config); its digest is verified by the client.
@@ -259,7 +258,9 @@ impl Session {
         let mut out = Vec::new();
         self.client.pull_blob(&self.reference, digest, &mut out).await.map_err(|e| self.classify(e))?;
         if out.len() > limit {
-            return Err(ImageError::MalformedManifest { reason: format!("blob {digest} is larger than {limit} bytes") });
+            return Err(ImageError::MalformedManifest {
+                reason: format!("blob {digest} is larger than {limit} bytes"),
+            });
         }
         Ok(out)
     }
@@ -278,9 +279,16 @@ impl Session {
         if let Some(oci_client::errors::DigestError::VerificationError { expected, actual }) =
             e.get_ref().and_then(|inner| inner.downcast_ref::<oci_client::errors::DigestError>())
         {
-            return ImageError::DigestMismatch { what: what.to_string(), expected: expected.clone(), actual: actual.clone() };
+            return ImageError::DigestMismatch {
+                what: what.to_string(),
+                expected: expected.clone(),
+                actual: actual.clone(),
+            };
         }
-        ImageError::Unreachable { registry: self.endpoint.host.clone(), reason: format!("reading {what}: {}", error_chain(&e)) }
+        ImageError::Unreachable {
+            registry: self.endpoint.host.clone(),
+            reason: format!("reading {what}: {}", error_chain(&e)),
+        }
     }
 }
 

@@ -83,6 +83,18 @@ pub struct Usage {
     pub inodes: u64,
 }
 
+/// `registry/repo` of a repo tag (`registry/repo:tag`) or repo digest (`registry/repo@sha256:…`).
+fn repository_of(name: &str) -> &str {
+    match name.split_once('@') {
+        Some((repo, _)) => repo,
+        // The tag follows the last ':' after the last '/', so a registry port is not mistaken for it.
+        None => match name.rfind(':') {
+            Some(i) if !name[i..].contains('/') => &name[..i],
+            _ => name,
+        },
+    }
+}
+
 fn hex_of(digest: &str) -> &str {
     digest.strip_prefix("sha256:").unwrap_or(digest)
 }
@@ -122,7 +134,8 @@ impl Store {
                 }
             }
         }
-        let store = Arc::new(Store { root: root.to_path_buf(), db, index: RwLock::new(index), in_use: Mutex::default() });
+        let store =
+            Arc::new(Store { root: root.to_path_buf(), db, index: RwLock::new(index), in_use: Mutex::default() });
         store.clean_tmp()?;
         store.collect_garbage()?;
         Ok(store)
@@ -172,17 +185,16 @@ impl Store {
     pub fn collect_garbage(&self) -> Result<()> {
         let (layers, blobs) = {
             let index = self.read_index();
-            let layers: HashSet<String> = index
-                .images
-                .values()
-                .flat_map(|r| r.layers.iter().map(|l| hex_of(&l.chain_id).to_string()))
-                .collect();
+            let layers: HashSet<String> =
+                index.images.values().flat_map(|r| r.layers.iter().map(|l| hex_of(&l.chain_id).to_string())).collect();
             let blobs: HashSet<String> = index
                 .images
                 .values()
                 .flat_map(|r| {
                     let mut v = vec![hex_of(&r.id).to_string(), hex_of(&r.manifest_digest).to_string()];
-                    v.extend(r.repo_digests.iter().filter_map(|d| d.rsplit_once('@')).map(|(_, d)| hex_of(d).to_string()));
+                    v.extend(
+                        r.repo_digests.iter().filter_map(|d| d.rsplit_once('@')).map(|(_, d)| hex_of(d).to_string()),
+                    );
                     v
                 })
                 .collect();
@@ -359,9 +371,10 @@ impl Store {
     pub fn remove(&self, name: &str) -> Result<Option<String>> {
         let Some(record) = self.resolve(name) else { return Ok(None) };
         let by_name = ImageRef::parse(name).ok().and_then(|r| {
-            [r.tagged(), r.digest.as_ref().map(|d| r.with_digest(d))].into_iter().flatten().find(|k| {
-                record.repo_tags.contains(k) || record.repo_digests.contains(k)
-            })
+            [r.tagged(), r.digest.as_ref().map(|d| r.with_digest(d))]
+                .into_iter()
+                .flatten()
+                .find(|k| record.repo_tags.contains(k) || record.repo_digests.contains(k))
         });
         {
             let mut index = self.write_index();
@@ -370,9 +383,9 @@ impl Store {
                 remaining.repo_tags.retain(|t| t != n);
                 // Removing a tag also drops the image's digests of that repository when no tag of it remains, as
                 // containerd does; otherwise a removed image would linger under its digest.
-                let repo = n.rsplit_once([':', '@']).map(|(r, _)| r.to_string()).unwrap_or_default();
-                if !remaining.repo_tags.iter().any(|t| t.rsplit_once(':').is_some_and(|(r, _)| r == repo)) {
-                    remaining.repo_digests.retain(|d| d.rsplit_once('@').is_none_or(|(r, _)| r != repo));
+                let repo = repository_of(n);
+                if !remaining.repo_tags.iter().any(|t| repository_of(t) == repo) {
+                    remaining.repo_digests.retain(|d| repository_of(d) != repo);
                 }
                 remaining.repo_digests.retain(|t| t != n);
             }
@@ -494,6 +507,24 @@ mod tests {
         assert_eq!(store.remove("r.io/x:2").unwrap(), Some(new.id.clone()));
         assert!(store.resolve(&new.id).is_none());
         assert_eq!(store.remove("r.io/x:2").unwrap(), None);
+    }
+
+    #[test]
+    fn removing_by_digest_keeps_other_repositories_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let d = format!("sha256:{}", "e".repeat(64));
+        let mut r = record("a", &["r.io:5000/x:1", "m.io/y:1"], "c");
+        r.repo_digests = vec![format!("r.io:5000/x@{d}"), format!("m.io/y@{d}")];
+        store.commit(r.clone()).unwrap();
+        assert_eq!(repository_of("r.io:5000/x:1"), "r.io:5000/x");
+        assert_eq!(repository_of(&format!("r.io:5000/x@{d}")), "r.io:5000/x");
+        assert_eq!(store.remove(&format!("r.io:5000/x@{d}")).unwrap(), Some(r.id.clone()));
+        let left = store.resolve(&r.id).unwrap();
+        assert_eq!(left.repo_digests, vec![format!("m.io/y@{d}")]);
+        assert_eq!(store.remove("r.io:5000/x:1").unwrap(), Some(r.id.clone()));
+        assert_eq!(store.remove("m.io/y:1").unwrap(), Some(r.id.clone()));
+        assert!(store.resolve(&r.id).is_none(), "the last name removes the image");
     }
 
     #[test]

@@ -35,10 +35,7 @@ struct Args {
 fn main() -> ExitCode {
     let args = Args::parse();
     if args.version_json {
-        println!(
-            "{}",
-            serde_json::json!({"name": "reefd", "version": env!("CARGO_PKG_VERSION"), "cri_api": "v1"})
-        );
+        println!("{}", serde_json::json!({"name": "reefd", "version": env!("CARGO_PKG_VERSION"), "cri_api": "v1"}));
         return ExitCode::SUCCESS;
     }
     let (path, explicit) = match &args.config {

@@ -7,7 +7,12 @@ use crate::error::ReefError;
 
 pub async fn handle(agent: &Agent, req: cri::StatusRequest) -> Result<cri::StatusResponse, ReefError> {
     let conditions = vec![
-        cri::RuntimeCondition { r#type: "RuntimeReady".into(), status: true, reason: String::new(), message: String::new() },
+        cri::RuntimeCondition {
+            r#type: "RuntimeReady".into(),
+            status: true,
+            reason: String::new(),
+            message: String::new(),
+        },
         // Pod networking is its own piece of work; until it lands, say so rather than claim a usable network.
         cri::RuntimeCondition {
             r#type: "NetworkReady".into(),

@@ -1,0 +1,26 @@
+//! The runtime's error type. Each module has its own enum naming its steps; this one gathers them so callers
+//! match on one type. Causes are kept as `source` (errno included), never flattened into strings.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error(transparent)]
+    Cgroup(#[from] crate::cgroups::CgroupError),
+
+    #[error(transparent)]
+    Seccomp(#[from] crate::seccomp::SeccompError),
+
+    #[error(transparent)]
+    Log(#[from] crate::logging::LogError),
+
+    #[error("{op} {path}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+pub type Result<T, E = RuntimeError> = std::result::Result<T, E>;

@@ -1,0 +1,6 @@
+//! In progress.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error("placeholder")]
+    Placeholder,
+}

@@ -1,0 +1,6 @@
+//! In progress.
+#[derive(Debug, thiserror::Error)]
+pub enum SeccompError {
+    #[error("placeholder")]
+    Placeholder,
+}

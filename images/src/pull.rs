@@ -303,6 +303,7 @@ impl Puller {
         let mut received: i64 = 0;
         let mut last_report = Instant::now();
         let mut stream_error = None;
+        let mut unpacker_gone = false;
         loop {
             let chunk = tokio::select! {
                 chunk = stream.next() => chunk,
@@ -315,9 +316,14 @@ impl Puller {
             match chunk {
                 Ok(bytes) => {
                     received += bytes.len() as i64;
-                    // A closed channel means the unpacker failed; its error is the one to report.
+                    if unpacker_gone {
+                        continue;
+                    }
+                    // A closed channel means the unpacker failed. Reading on to the end lets the digest check
+                    // tell corrupted transfers (data loss) from layers that are bad as published.
                     if send(&tx, Chunk::Data(bytes)).await.is_err() {
-                        break;
+                        unpacker_gone = true;
+                        continue;
                     }
                     if last_report.elapsed() >= PROGRESS_INTERVAL {
                         last_report = Instant::now();

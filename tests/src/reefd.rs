@@ -1,0 +1,176 @@
+//! A reefd of the test's own: its own root, state dir, socket and config, killed and removed on drop.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use k8s_cri::v1::image_service_client::ImageServiceClient;
+use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use reef_api::v1::reef_client::ReefClient;
+use tempfile::TempDir;
+use tonic::transport::Channel;
+
+pub struct Reefd {
+    dir: TempDir,
+    child: Option<Child>,
+    /// TOML appended to the generated config (registry settings and the like).
+    extra: String,
+}
+
+/// The reefd binary: `$REEFD_BIN`, else `<target>/debug/reefd` (build it first: `cargo build --bins`).
+pub fn reefd_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("REEFD_BIN") {
+        return p.into();
+    }
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    target.join("debug/reefd")
+}
+
+impl Reefd {
+    /// Starts reefd with `extra` TOML appended to a config that puts every path in a fresh temporary directory.
+    pub fn start(extra: &str) -> Reefd {
+        let dir = tempfile::Builder::new().prefix("reef-e2e-").tempdir().expect("reefd dir");
+        let mut reefd = Reefd { dir, child: None, extra: extra.to_string() };
+        reefd.write_config();
+        reefd.spawn();
+        reefd
+    }
+
+    fn write_config(&self) {
+        let d = self.dir.path();
+        let config = format!(
+            "root_dir = \"{}\"\nstate_dir = \"{}\"\nsocket = \"{}\"\nlog_level = \"debug\"\n{}",
+            self.root().display(),
+            d.join("state").display(),
+            self.socket().display(),
+            self.extra
+        );
+        std::fs::write(self.config_path(), config).expect("write reefd config");
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("config.toml")
+    }
+
+    pub fn root(&self) -> PathBuf {
+        self.dir.path().join("root")
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.dir.path().join("state/reef.sock")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("reefd.log")).unwrap_or_default()
+    }
+
+    /// Starts reefd against the existing directories and waits for its socket to answer.
+    pub fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("reefd.log"))
+            .expect("reefd log");
+        let child = Command::new(reefd_bin())
+            .arg("--config")
+            .arg(self.config_path())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {}: {e}", reefd_bin().display()));
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if std::os::unix::net::UnixStream::connect(self.socket()).is_ok() {
+                return;
+            }
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                panic!("reefd exited at start with {status}:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("reefd did not listen on {} in time:\n{}", self.socket().display(), self.log());
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+
+    /// SIGTERM, and the exit status once reefd is gone.
+    pub fn stop(&mut self) -> Option<ExitStatus> {
+        let mut child = self.child.take()?;
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        child.wait().ok()
+    }
+
+    pub async fn channel(&self) -> Channel {
+        connect(&self.socket()).await
+    }
+
+    pub async fn images(&self) -> ImageServiceClient<Channel> {
+        ImageServiceClient::new(self.channel().await)
+    }
+
+    pub async fn runtime(&self) -> RuntimeServiceClient<Channel> {
+        RuntimeServiceClient::new(self.channel().await)
+    }
+
+    pub async fn reef(&self) -> ReefClient<Channel> {
+        ReefClient::new(self.channel().await)
+    }
+
+    /// Entries of `<root>/tmp`: work in progress that must not outlive a pull.
+    pub fn leftover_tmp(&self) -> Vec<String> {
+        match std::fs::read_dir(self.root().join("tmp")) {
+            Ok(entries) => entries.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// Unpacked layer directories.
+    pub fn layer_dirs(&self) -> Vec<PathBuf> {
+        match std::fs::read_dir(self.root().join("layers")) {
+            Ok(entries) => entries.flatten().map(|e| e.path()).collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+}
+
+impl Drop for Reefd {
+    fn drop(&mut self) {
+        self.kill9();
+        if std::thread::panicking() {
+            eprintln!("--- reefd log ---\n{}", self.log());
+        }
+    }
+}
+
+pub async fn connect(socket: &Path) -> Channel {
+    let path = socket.to_path_buf();
+    tonic::transport::Endpoint::try_from("http://[::]:50051")
+        .expect("endpoint")
+        .connect_with_connector(tower::service_fn(move |_| {
+            let path = path.clone();
+            async move {
+                let stream = tokio::net::UnixStream::connect(path).await?;
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+            }
+        }))
+        .await
+        .expect("connect to reefd")
+}

@@ -11,6 +11,8 @@ use tempfile::TempDir;
 use tonic::transport::Channel;
 
 pub struct Reefd {
+    /// A tmpfs mounted at the root dir, for disk-full tests; unmounted on drop.
+    small_root: bool,
     dir: TempDir,
     child: Option<Child>,
     /// TOML appended to the generated config (registry settings and the like).
@@ -32,7 +34,26 @@ impl Reefd {
     /// Starts reefd with `extra` TOML appended to a config that puts every path in a fresh temporary directory.
     pub fn start(extra: &str) -> Reefd {
         let dir = tempfile::Builder::new().prefix("reef-e2e-").tempdir().expect("reefd dir");
-        let mut reefd = Reefd { dir, child: None, extra: extra.to_string() };
+        let mut reefd = Reefd { small_root: false, dir, child: None, extra: extra.to_string() };
+        reefd.write_config();
+        reefd.spawn();
+        reefd
+    }
+
+    /// Like `start`, with the root dir on a tmpfs of `size` (e.g. "4m"), so that the disk fills up.
+    pub fn start_with_small_root(extra: &str, size: &str) -> Reefd {
+        let dir = tempfile::Builder::new().prefix("reef-e2e-").tempdir().expect("reefd dir");
+        let root = dir.path().join("root");
+        std::fs::create_dir(&root).expect("root dir");
+        nix::mount::mount(
+            Some("tmpfs"),
+            &root,
+            Some("tmpfs"),
+            nix::mount::MsFlags::empty(),
+            Some(format!("size={size}").as_str()),
+        )
+        .expect("mount a tmpfs root");
+        let mut reefd = Reefd { small_root: true, dir, child: None, extra: extra.to_string() };
         reefd.write_config();
         reefd.spawn();
         reefd
@@ -154,6 +175,9 @@ impl Reefd {
 impl Drop for Reefd {
     fn drop(&mut self) {
         self.kill9();
+        if self.small_root {
+            let _ = nix::mount::umount2(&self.root(), nix::mount::MntFlags::MNT_DETACH);
+        }
         if std::thread::panicking() {
             eprintln!("--- reefd log ---\n{}", self.log());
         }

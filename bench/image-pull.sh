@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 LAYERS=${1:-8}; MIB=${2:-64}; ROUNDS=${3:-3}
 ./scripts/install-deps --bench >/dev/null
-cargo build --release --bins -q
+cargo build --release --workspace --bins -q
 
 work=$(mktemp -d /tmp/reef-bench-pull.XXXXXX)
 pids=()

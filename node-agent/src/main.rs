@@ -76,6 +76,7 @@ fn run(config: Config) -> anyhow::Result<()> {
         .build()
         .context("start the async runtime")?;
     runtime.block_on(async move {
+        let signals = server::ShutdownSignals::install()?;
         // The socket comes first: a second reefd must stop before it touches the store.
         let socket = server::Socket::bind(&config.socket)?;
         std::fs::create_dir_all(&config.state_dir)
@@ -90,6 +91,6 @@ fn run(config: Config) -> anyhow::Result<()> {
         let unpack = UnpackOptions { allow_device_nodes: config.images.allow_device_nodes, ..Default::default() };
         let puller = Puller::new(store, registries, unpack, config.images.max_concurrent_downloads);
         let agent = agent::Agent::new(config, puller);
-        server::serve(agent, socket).await
+        server::serve(agent, socket, signals).await
     })
 }

@@ -66,7 +66,31 @@ impl Socket {
     }
 }
 
-pub async fn serve(agent: Arc<Agent>, socket: Socket) -> anyhow::Result<()> {
+/// SIGTERM and SIGINT, listened for from before the socket exists: a signal that arrives as soon as clients can
+/// connect must already mean a graceful stop.
+pub struct ShutdownSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignals {
+    pub fn install() -> anyhow::Result<ShutdownSignals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(ShutdownSignals {
+            term: signal(SignalKind::terminate()).context("listen for SIGTERM")?,
+            int: signal(SignalKind::interrupt()).context("listen for SIGINT")?,
+        })
+    }
+
+    async fn recv(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
+        }
+    }
+}
+
+pub async fn serve(agent: Arc<Agent>, socket: Socket, mut signals: ShutdownSignals) -> anyhow::Result<()> {
     let cri = Cri::new(Arc::clone(&agent));
     let Socket { listener, path, _lock } = socket;
     tracing::info!(socket = %path.display(), version = env!("CARGO_PKG_VERSION"), "reefd serving");
@@ -87,7 +111,7 @@ pub async fn serve(agent: Arc<Agent>, socket: Socket) -> anyhow::Result<()> {
             let _ = stop_rx.await;
         });
     let mut server = tokio::spawn(server);
-    let signal = shutdown_signal();
+    let signal = signals.recv();
     tokio::select! {
         result = &mut server => {
             result.context("server task")?.context("serve")?;
@@ -104,16 +128,4 @@ pub async fn serve(agent: Arc<Agent>, socket: Socket) -> anyhow::Result<()> {
     let _ = std::fs::remove_file(&path);
     tracing::info!("reefd stopped");
     Ok(())
-}
-
-async fn shutdown_signal() -> &'static str {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
-        // Without signal handlers reefd still runs; it just cannot shut down gracefully.
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-    }
 }

@@ -14,6 +14,9 @@ pub enum RuntimeError {
     #[error(transparent)]
     Log(#[from] crate::logging::LogError),
 
+    #[error(transparent)]
+    Launch(#[from] crate::launch::LaunchError),
+
     #[error("{op} {path}")]
     Io {
         op: &'static str,

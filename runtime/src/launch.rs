@@ -1,0 +1,166 @@
+//! Starting a container process natively: no runc, no helper binary.
+//!
+//! Roles (youki's three, for the same reason):
+//! - the **caller** (the pod monitor) forks the intermediate and keeps the start gate and the error pipe;
+//! - the **intermediate** joins the pod's namespaces by path, unshares the new ones and forks again, because a new
+//!   PID namespace only applies to children: its child is PID 1 there. It reports that pid and exits, so the caller
+//!   must be a child subreaper (`PR_SET_CHILD_SUBREAPER`) to inherit and reap the container;
+//! - the **init** sets up the root filesystem, pivots into it, drops to the container's user, reports Ready and
+//!   blocks on the start gate until StartContainer, then execs the container's command.
+//!
+//! Everything the children need is computed before forking (`LaunchPlan`), so a failure in the plan is an error
+//! in the caller, not in a half-made child. A child that fails writes a typed record (step and errno) on a
+//! close-on-exec pipe; a successful exec closes the pipe, which the caller sees as end-of-file.
+
+mod child;
+mod protocol;
+mod sys;
+
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::PathBuf;
+
+use nix::fcntl::OFlag;
+use nix::sched::CloneFlags;
+use nix::sys::wait::{WaitStatus, waitpid};
+use nix::unistd::{ForkResult, Pid, pipe2};
+
+pub use protocol::{LaunchError, Step};
+
+use crate::mounts::MountPlan;
+
+/// What to run and how, resolved from an OCI spec before any process is forked.
+#[derive(Debug, Clone)]
+pub struct LaunchPlan {
+    /// The container's root filesystem, already assembled (for images, an overlay mounted by the caller).
+    pub rootfs: PathBuf,
+    pub readonly_rootfs: bool,
+    /// Namespaces to create.
+    pub new_namespaces: CloneFlags,
+    /// Namespaces to join (pod namespaces pinned as files, another container's), in this order.
+    pub join_namespaces: Vec<(CloneFlags, PathBuf)>,
+    /// Mounts inside the container (the spec's, /proc and /dev included), in order.
+    pub mounts: Vec<MountPlan>,
+    pub masked_paths: Vec<String>,
+    pub readonly_paths: Vec<String>,
+    pub hostname: Option<String>,
+    pub args: Vec<CString>,
+    pub env: Vec<CString>,
+    pub cwd: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub additional_gids: Vec<u32>,
+    pub no_new_privileges: bool,
+}
+
+/// A container process set up and waiting at the start gate.
+pub struct Launched {
+    pid: Pid,
+    start: Option<OwnedFd>,
+    reports: OwnedFd,
+}
+
+impl Launched {
+    /// The container's init, as seen from the caller's PID namespace.
+    pub fn pid(&self) -> Pid {
+        self.pid
+    }
+
+    /// Opens the start gate. Returns once the command was exec'd, or with why it could not be.
+    pub fn start(&mut self) -> Result<(), LaunchError> {
+        let gate = self.start.take().ok_or(LaunchError::AlreadyStarted)?;
+        protocol::write_all(&gate, &[1]).map_err(|e| LaunchError::Protocol { step: Step::WaitStart, errno: e })?;
+        drop(gate);
+        match protocol::read_report(&self.reports)? {
+            None => Ok(()),
+            Some(protocol::Report::Failed { step, errno }) => Err(LaunchError::Child { step, errno }),
+            Some(protocol::Report::Ready) => Err(LaunchError::Unexpected("a second Ready")),
+        }
+    }
+}
+
+impl Drop for Launched {
+    fn drop(&mut self) {
+        // Closing an unopened gate makes init exit instead of waiting forever: a created container that is
+        // dropped without starting must not linger.
+        self.start.take();
+    }
+}
+
+/// Forks the container and returns when its init is ready at the start gate.
+///
+/// The caller must be a child subreaper (or the init will be reparented away from it) and must reap the pid.
+pub fn launch(plan: &LaunchPlan) -> Result<Launched, LaunchError> {
+    let (reports_rx, reports_tx) =
+        pipe2(OFlag::O_CLOEXEC).map_err(|e| LaunchError::Protocol { step: Step::Pipe, errno: e })?;
+    let (start_rx, start_tx) =
+        pipe2(OFlag::O_CLOEXEC).map_err(|e| LaunchError::Protocol { step: Step::Pipe, errno: e })?;
+    let (pid_rx, pid_tx) = pipe2(OFlag::O_CLOEXEC).map_err(|e| LaunchError::Protocol { step: Step::Pipe, errno: e })?;
+    let prepared = child::Prepared::new(plan)?;
+
+    let intermediate = match sys::fork() {
+        Ok(ForkResult::Child) => {
+            drop(reports_rx);
+            drop(start_tx);
+            drop(pid_rx);
+            child::intermediate(&prepared, reports_tx.as_raw_fd(), start_rx.as_raw_fd(), pid_tx.as_raw_fd())
+        }
+        Ok(ForkResult::Parent { child }) => child,
+        Err(e) => return Err(LaunchError::Protocol { step: Step::Fork, errno: e }),
+    };
+    drop(reports_tx);
+    drop(start_rx);
+    drop(pid_tx);
+
+    let pid = protocol::read_pid(&pid_rx);
+    // The intermediate exits right after reporting; reap it so it leaves no zombie.
+    let intermediate_status = waitpid(intermediate, None);
+    let pid = match (pid, intermediate_status) {
+        (Ok(Some(pid)), _) => pid,
+        _ => {
+            return Err(match protocol::read_report(&reports_rx)? {
+                Some(protocol::Report::Failed { step, errno }) => LaunchError::Child { step, errno },
+                _ => LaunchError::Unexpected("the intermediate process exited without a pid"),
+            });
+        }
+    };
+    match protocol::read_report(&reports_rx)? {
+        Some(protocol::Report::Ready) => Ok(Launched { pid, start: Some(start_tx), reports: reports_rx }),
+        Some(protocol::Report::Failed { step, errno }) => {
+            let _ = waitpid(pid, None);
+            Err(LaunchError::Child { step, errno })
+        }
+        None => {
+            let _ = waitpid(pid, None);
+            Err(LaunchError::Unexpected("init exited before it was ready"))
+        }
+    }
+}
+
+/// Exit of a container process, as the CRI needs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    Code(i32),
+    Signal(i32),
+}
+
+impl Exit {
+    /// The CRI's single exit code: a signal death is 128 + the signal, as shells report it.
+    pub fn code(self) -> i32 {
+        match self {
+            Exit::Code(c) => c,
+            Exit::Signal(s) => 128 + s,
+        }
+    }
+}
+
+/// Waits for a container's init (the caller's job as its subreaper).
+pub fn wait(pid: Pid) -> nix::Result<Exit> {
+    loop {
+        match waitpid(pid, None)? {
+            WaitStatus::Exited(_, code) => return Ok(Exit::Code(code)),
+            WaitStatus::Signaled(_, sig, _) => return Ok(Exit::Signal(sig as i32)),
+            _ => continue,
+        }
+    }
+}

@@ -1,0 +1,290 @@
+//! What runs in the forked children. Each function ends in exec or exit: errors go to the caller as a report,
+//! never as a return value, since there is nobody to return to.
+
+use std::ffi::{CStr, CString};
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use nix::errno::Errno;
+use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat2};
+use nix::mount::{MntFlags, MsFlags, mount, umount2};
+use nix::sched::CloneFlags;
+use nix::sys::stat::{Mode, SFlag};
+use nix::unistd::{ForkResult, Gid, Uid};
+
+use super::protocol::{LaunchError, Step, send_failed, send_pid, send_ready};
+use super::{LaunchPlan, sys};
+use crate::mounts::MountPlan;
+
+/// The plan with everything a child would otherwise allocate or open computed in the caller.
+pub struct Prepared<'a> {
+    plan: &'a LaunchPlan,
+    join: Vec<(CloneFlags, OwnedFd)>,
+    rootfs: CString,
+}
+
+impl<'a> Prepared<'a> {
+    pub fn new(plan: &'a LaunchPlan) -> Result<Prepared<'a>, LaunchError> {
+        let mut join = Vec::new();
+        for (flag, path) in &plan.join_namespaces {
+            let fd = nix::fcntl::open(path, OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty())
+                .map_err(|e| LaunchError::InvalidPlan(format!("namespace {}: {e}", path.display())))?;
+            join.push((*flag, fd));
+        }
+        if plan.args.is_empty() {
+            return Err(LaunchError::InvalidPlan("no command to run".into()));
+        }
+        let rootfs = CString::new(plan.rootfs.as_os_str().as_encoded_bytes())
+            .map_err(|_| LaunchError::InvalidPlan("rootfs path has a NUL byte".into()))?;
+        Ok(Prepared { plan, join, rootfs })
+    }
+}
+
+fn fail(reports: i32, step: Step, errno: Errno) -> ! {
+    send_failed(reports, step, errno);
+    sys::exit_now(1)
+}
+
+fn check<T>(reports: i32, step: Step, r: nix::Result<T>) -> T {
+    match r {
+        Ok(v) => v,
+        Err(e) => fail(reports, step, e),
+    }
+}
+
+pub fn intermediate(p: &Prepared<'_>, reports: i32, start: i32, pid_out: i32) -> ! {
+    for (flag, fd) in &p.join {
+        check(reports, Step::JoinNamespace, nix::sched::setns(fd, *flag));
+    }
+    check(reports, Step::Unshare, nix::sched::unshare(p.plan.new_namespaces));
+    match sys::fork() {
+        Ok(ForkResult::Child) => init(p, reports, start),
+        Ok(ForkResult::Parent { child }) => {
+            send_pid(pid_out, child);
+            sys::exit_now(0)
+        }
+        Err(e) => fail(reports, Step::ForkInit, e),
+    }
+}
+
+fn init(p: &Prepared<'_>, reports: i32, start: i32) -> ! {
+    let plan = p.plan;
+    let none: Option<&str> = None;
+    // Slave, not private: unmounts on the host still reach the container, nothing of the container leaks out.
+    check(reports, Step::MakeRootPrivate, mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_SLAVE, none));
+    check(
+        reports,
+        Step::BindRootfs,
+        mount(Some(p.rootfs.as_c_str()), p.rootfs.as_c_str(), none, MsFlags::MS_BIND | MsFlags::MS_REC, none),
+    );
+    let root = check(
+        reports,
+        Step::BindRootfs,
+        nix::fcntl::open(p.rootfs.as_c_str(), OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty()),
+    );
+    let mut dev_is_tmpfs = false;
+    for m in &plan.mounts {
+        if let Err(e) = mount_one(&root, m) {
+            fail(reports, Step::Mount, e);
+        }
+        dev_is_tmpfs |= m.destination == "/dev" && m.fstype == "tmpfs";
+    }
+    if dev_is_tmpfs {
+        check(reports, Step::CreateDevices, create_devices(&root));
+    }
+    check(reports, Step::PivotRoot, pivot(&root));
+    drop(root);
+    if plan.readonly_rootfs {
+        let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
+        check(reports, Step::ReadonlyRootfs, mount(none, "/", none, flags, none));
+    }
+    for path in &plan.masked_paths {
+        check(reports, Step::MaskPath, mask(path));
+    }
+    for path in &plan.readonly_paths {
+        check(reports, Step::ReadonlyPath, make_readonly(path));
+    }
+    if let Some(name) = &plan.hostname {
+        check(reports, Step::Hostname, nix::unistd::sethostname(name));
+    }
+    let groups: Vec<Gid> = plan.additional_gids.iter().map(|g| Gid::from_raw(*g)).collect();
+    check(reports, Step::Setgroups, nix::unistd::setgroups(&groups));
+    let (gid, uid) = (Gid::from_raw(plan.gid), Uid::from_raw(plan.uid));
+    check(reports, Step::Setgid, nix::unistd::setresgid(gid, gid, gid));
+    check(reports, Step::Setuid, nix::unistd::setresuid(uid, uid, uid));
+    // After dropping to the user, so that the user's own permissions decide, as in runc.
+    check(reports, Step::Chdir, nix::unistd::chdir(plan.cwd.as_str()));
+    if plan.no_new_privileges {
+        check(reports, Step::NoNewPrivileges, nix::sys::prctl::set_no_new_privs());
+    }
+    send_ready(reports);
+    let mut gate = [0u8; 1];
+    match nix::unistd::read(sys::borrow(start), &mut gate) {
+        Ok(1) => {}
+        // The gate was closed without opening: the container was removed before it started.
+        _ => sys::exit_now(0),
+    }
+    exec(plan, reports)
+}
+
+/// Mounts one entry onto its destination resolved inside the root, so a symlink in the image cannot move a
+/// mount (a host bind mount, say) outside the container's filesystem.
+fn mount_one(root: &OwnedFd, m: &MountPlan) -> nix::Result<()> {
+    let source_is_file = m.is_bind() && std::fs::metadata(&m.source).is_ok_and(|md| !md.is_dir());
+    let target = ensure_target(root, &m.destination, source_is_file)?;
+    let target_path = format!("/proc/self/fd/{}", target.as_raw_fd());
+    let none: Option<&str> = None;
+    let data = (!m.data.is_empty()).then_some(m.data.as_str());
+    let first = if m.is_bind() { m.flags & (MsFlags::MS_BIND | MsFlags::MS_REC) } else { m.flags };
+    mount(Some(m.source.as_str()), target_path.as_str(), Some(m.fstype.as_str()), first, data)?;
+    if m.needs_remount() {
+        mount(none, target_path.as_str(), none, m.flags | MsFlags::MS_REMOUNT, none)?;
+    }
+    if !m.propagation.is_empty() {
+        mount(none, target_path.as_str(), none, m.propagation, none)?;
+    }
+    Ok(())
+}
+
+fn resolve_in_root(root: &OwnedFd, path: &str, flags: OFlag) -> nix::Result<OwnedFd> {
+    let how = OpenHow::new().flags(flags | OFlag::O_CLOEXEC).resolve(ResolveFlag::RESOLVE_IN_ROOT);
+    let rel = path.trim_start_matches('/');
+    openat2(root, if rel.is_empty() { "." } else { rel }, how)
+}
+
+/// Opens (creating if missing, like `mkdir -p`) a mount destination inside the root, as an O_PATH fd.
+fn ensure_target(root: &OwnedFd, destination: &str, file: bool) -> nix::Result<OwnedFd> {
+    let components: Vec<&str> = destination.split('/').filter(|c| !c.is_empty() && *c != ".").collect();
+    let mut prefix = String::new();
+    for (i, c) in components.iter().enumerate() {
+        let parent = resolve_in_root(root, &prefix, OFlag::O_DIRECTORY | OFlag::O_PATH)?;
+        let last = i + 1 == components.len();
+        let created = if last && file {
+            nix::fcntl::openat(
+                &parent,
+                *c,
+                OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_CLOEXEC,
+                Mode::from_bits_truncate(0o644),
+            )
+            .map(drop)
+        } else {
+            nix::sys::stat::mkdirat(&parent, *c, Mode::from_bits_truncate(0o755))
+        };
+        match created {
+            Ok(()) | Err(Errno::EEXIST) => {}
+            Err(e) => return Err(e),
+        }
+        prefix.push('/');
+        prefix.push_str(c);
+    }
+    resolve_in_root(root, &prefix, OFlag::O_PATH)
+}
+
+fn create_devices(root: &OwnedFd) -> nix::Result<()> {
+    let dev = resolve_in_root(root, "/dev", OFlag::O_DIRECTORY | OFlag::O_RDONLY)?;
+    for (name, major, minor) in
+        [("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9), ("tty", 5, 0)]
+    {
+        match nix::sys::stat::mknodat(
+            &dev,
+            name,
+            SFlag::S_IFCHR,
+            Mode::from_bits_truncate(0o666),
+            nix::sys::stat::makedev(major, minor),
+        ) {
+            Ok(()) | Err(Errno::EEXIST) => {}
+            Err(e) => return Err(e),
+        }
+        // mknod honours the umask; the nodes must be usable by any user.
+        nix::sys::stat::fchmodat(
+            &dev,
+            name,
+            Mode::from_bits_truncate(0o666),
+            nix::sys::stat::FchmodatFlags::FollowSymlink,
+        )?;
+    }
+    for (name, target) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+        ("ptmx", "pts/ptmx"),
+        ("core", "/proc/kcore"),
+    ] {
+        match nix::unistd::symlinkat(target, &dev, name) {
+            Ok(()) | Err(Errno::EEXIST) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// pivot_root(".", ".") stacks the old root on the new one; detaching it leaves only the container's view.
+fn pivot(root: &OwnedFd) -> nix::Result<()> {
+    nix::unistd::fchdir(root)?;
+    nix::unistd::pivot_root(".", ".")?;
+    umount2(".", MntFlags::MNT_DETACH)?;
+    nix::unistd::chdir("/")
+}
+
+fn mask(path: &str) -> nix::Result<()> {
+    let none: Option<&str> = None;
+    match nix::sys::stat::stat(path) {
+        Err(Errno::ENOENT) => Ok(()),
+        Err(e) => Err(e),
+        Ok(st) if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR => {
+            mount(Some("tmpfs"), path, Some("tmpfs"), MsFlags::MS_RDONLY, none)
+        }
+        Ok(_) => mount(Some("/dev/null"), path, none, MsFlags::MS_BIND, none),
+    }
+}
+
+fn make_readonly(path: &str) -> nix::Result<()> {
+    let none: Option<&str> = None;
+    match mount(Some(path), path, none, MsFlags::MS_BIND | MsFlags::MS_REC, none) {
+        Err(Errno::ENOENT) => return Ok(()),
+        other => other?,
+    }
+    let flags = MsFlags::MS_BIND
+        | MsFlags::MS_REMOUNT
+        | MsFlags::MS_RDONLY
+        | MsFlags::MS_NOSUID
+        | MsFlags::MS_NODEV
+        | MsFlags::MS_NOEXEC;
+    mount(none, path, none, flags, none)
+}
+
+/// execvpe against the container's PATH (from its environment), inside its filesystem.
+fn exec(plan: &LaunchPlan, reports: i32) -> ! {
+    let program = &plan.args[0];
+    let candidates: Vec<CString> = if program.as_bytes().contains(&b'/') {
+        vec![program.clone()]
+    } else {
+        let path = plan
+            .env
+            .iter()
+            .find_map(|e| e.to_bytes().strip_prefix(b"PATH="))
+            .unwrap_or(b"/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+        path.split(|&b| b == b':')
+            .filter(|d| !d.is_empty())
+            .filter_map(|d| CString::new([d, b"/", program.to_bytes()].concat()).ok())
+            .collect()
+    };
+    let mut last = Errno::ENOENT;
+    for candidate in &candidates {
+        let err = match nix::unistd::execve::<&CStr, &CStr>(
+            candidate,
+            &plan.args.iter().map(|a| a.as_c_str()).collect::<Vec<_>>(),
+            &plan.env.iter().map(|a| a.as_c_str()).collect::<Vec<_>>(),
+        ) {
+            Err(e) => e,
+        };
+        // ENOENT means "try the next directory"; anything else (EACCES, ENOEXEC) is the answer.
+        last = err;
+        if err != Errno::ENOENT {
+            break;
+        }
+    }
+    send_failed(reports, Step::Exec, last);
+    // 127 is what shells return for a command that cannot be run.
+    sys::exit_now(127)
+}

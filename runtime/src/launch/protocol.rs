@@ -1,0 +1,163 @@
+//! The records children send back. Fixed-size and plain (kind, step, errno) so a child writes one with a single
+//! write(2) and no allocation, and the caller gets a typed error rather than a string.
+
+use std::os::fd::AsFd;
+
+use nix::errno::Errno;
+use nix::unistd::Pid;
+
+/// The step of container setup a child was at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+pub enum Step {
+    Pipe = 1,
+    Fork,
+    JoinNamespace,
+    Unshare,
+    ForkInit,
+    MakeRootPrivate,
+    BindRootfs,
+    Mount,
+    CreateDevices,
+    PivotRoot,
+    MaskPath,
+    ReadonlyPath,
+    ReadonlyRootfs,
+    Hostname,
+    Setgroups,
+    Setgid,
+    Setuid,
+    Chdir,
+    NoNewPrivileges,
+    WaitStart,
+    Exec,
+    Unknown,
+}
+
+impl Step {
+    fn from_u32(v: u32) -> Step {
+        use Step::*;
+        const ALL: [Step; 21] = [
+            Pipe,
+            Fork,
+            JoinNamespace,
+            Unshare,
+            ForkInit,
+            MakeRootPrivate,
+            BindRootfs,
+            Mount,
+            CreateDevices,
+            PivotRoot,
+            MaskPath,
+            ReadonlyPath,
+            ReadonlyRootfs,
+            Hostname,
+            Setgroups,
+            Setgid,
+            Setuid,
+            Chdir,
+            NoNewPrivileges,
+            WaitStart,
+            Exec,
+        ];
+        ALL.into_iter().find(|s| *s as u32 == v).unwrap_or(Unknown)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    #[error("container setup failed at {step:?}")]
+    Child {
+        step: Step,
+        #[source]
+        errno: Errno,
+    },
+    #[error("launch protocol failed at {step:?}")]
+    Protocol {
+        step: Step,
+        #[source]
+        errno: Errno,
+    },
+    #[error("invalid launch plan: {0}")]
+    InvalidPlan(String),
+    #[error("the container was already started")]
+    AlreadyStarted,
+    #[error("launch protocol: {0}")]
+    Unexpected(&'static str),
+}
+
+pub enum Report {
+    Ready,
+    Failed { step: Step, errno: Errno },
+}
+
+const READY: u32 = 1;
+const FAILED: u32 = 2;
+
+/// In a child: one record, one write.
+pub fn send_failed(fd: i32, step: Step, errno: Errno) {
+    let mut rec = [0u8; 12];
+    rec[..4].copy_from_slice(&FAILED.to_ne_bytes());
+    rec[4..8].copy_from_slice(&(step as u32).to_ne_bytes());
+    rec[8..].copy_from_slice(&(errno as i32).to_ne_bytes());
+    raw_write(fd, &rec);
+}
+
+pub fn send_ready(fd: i32) {
+    let mut rec = [0u8; 12];
+    rec[..4].copy_from_slice(&READY.to_ne_bytes());
+    raw_write(fd, &rec);
+}
+
+pub fn send_pid(fd: i32, pid: Pid) {
+    raw_write(fd, &pid.as_raw().to_ne_bytes());
+}
+
+fn raw_write(fd: i32, data: &[u8]) {
+    // A short or failed write can only lose the report, which the reader then sees as end-of-file.
+    let _ = nix::unistd::write(super::sys::borrow(fd), data);
+}
+
+pub fn write_all(fd: &impl AsFd, data: &[u8]) -> Result<(), Errno> {
+    let mut off = 0;
+    while off < data.len() {
+        match nix::unistd::write(fd, &data[off..]) {
+            Ok(n) => off += n,
+            Err(Errno::EINTR) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+fn read_exact(fd: &impl AsFd, buf: &mut [u8]) -> Result<bool, Errno> {
+    let mut off = 0;
+    while off < buf.len() {
+        match nix::unistd::read(fd, &mut buf[off..]) {
+            Ok(0) => return if off == 0 { Ok(false) } else { Err(Errno::EPIPE) },
+            Ok(n) => off += n,
+            Err(Errno::EINTR) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(true)
+}
+
+/// The next report, or `None` at end-of-file (a successful exec, or a child gone without a word).
+pub fn read_report(fd: &impl AsFd) -> Result<Option<Report>, LaunchError> {
+    let mut rec = [0u8; 12];
+    let got = read_exact(fd, &mut rec).map_err(|e| LaunchError::Protocol { step: Step::Unknown, errno: e })?;
+    if !got {
+        return Ok(None);
+    }
+    let word = |i: usize| u32::from_ne_bytes([rec[i], rec[i + 1], rec[i + 2], rec[i + 3]]);
+    Ok(Some(match word(0) {
+        READY => Report::Ready,
+        _ => Report::Failed { step: Step::from_u32(word(4)), errno: Errno::from_raw(word(8) as i32) },
+    }))
+}
+
+pub fn read_pid(fd: &impl AsFd) -> Result<Option<Pid>, Errno> {
+    let mut buf = [0u8; 4];
+    Ok(read_exact(fd, &mut buf)?.then(|| Pid::from_raw(i32::from_ne_bytes(buf))))
+}

@@ -1,0 +1,147 @@
+//! Launching real containers (needs root): a busybox root filesystem, new namespaces, the start gate, exit codes
+//! and typed setup errors.
+
+use std::ffi::CString;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use nix::sched::CloneFlags;
+use reef_runtime::launch::{Exit, LaunchError, LaunchPlan, Step, launch, wait};
+use reef_runtime::mounts::MountPlan;
+
+fn privileged() -> bool {
+    let ok = std::env::var("REEF_E2E").as_deref() == Ok("1")
+        && nix::unistd::geteuid().is_root()
+        && Path::new("/bin/busybox").exists();
+    if !ok {
+        eprintln!("skipped: needs REEF_E2E=1, root and /bin/busybox");
+    } else {
+        // The container's init is reparented to us when the intermediate process exits.
+        nix::sys::prctl::set_child_subreaper(true).expect("become a child subreaper");
+    }
+    ok
+}
+
+fn busybox_rootfs(dir: &Path) {
+    std::fs::create_dir_all(dir.join("bin")).unwrap();
+    std::fs::copy("/bin/busybox", dir.join("bin/busybox")).unwrap();
+    for applet in ["sh", "echo", "hostname", "id", "cat", "wc", "touch", "ls", "sleep"] {
+        std::os::unix::fs::symlink("busybox", dir.join("bin").join(applet)).unwrap();
+    }
+    for d in ["proc", "dev", "sys", "etc"] {
+        std::fs::create_dir_all(dir.join(d)).unwrap();
+    }
+    std::fs::create_dir_all(dir.join("tmp")).unwrap();
+    std::fs::set_permissions(dir.join("tmp"), std::fs::Permissions::from_mode(0o1777)).unwrap();
+}
+
+fn cstrings(v: &[&str]) -> Vec<CString> {
+    v.iter().map(|s| CString::new(*s).unwrap()).collect()
+}
+
+fn plan(rootfs: &Path, script: &str) -> LaunchPlan {
+    let opts = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    LaunchPlan {
+        rootfs: rootfs.to_path_buf(),
+        readonly_rootfs: false,
+        new_namespaces: CloneFlags::CLONE_NEWNS
+            | CloneFlags::CLONE_NEWPID
+            | CloneFlags::CLONE_NEWUTS
+            | CloneFlags::CLONE_NEWIPC
+            | CloneFlags::CLONE_NEWNET,
+        join_namespaces: vec![],
+        mounts: vec![
+            MountPlan::from_oci("/proc", "proc", "proc", &opts(&["nosuid", "noexec", "nodev"])),
+            MountPlan::from_oci("/dev", "tmpfs", "tmpfs", &opts(&["nosuid", "strictatime", "mode=755", "size=65536k"])),
+            MountPlan::from_oci("/sys", "sysfs", "sysfs", &opts(&["nosuid", "noexec", "nodev", "ro"])),
+        ],
+        masked_paths: vec!["/proc/keys".into(), "/proc/acpi".into(), "/proc/does-not-exist".into()],
+        readonly_paths: vec!["/proc/sys".into()],
+        hostname: Some("reef-test".into()),
+        args: cstrings(&["sh", "-c", script]),
+        env: cstrings(&["PATH=/bin", "HOME=/"]),
+        cwd: "/tmp".into(),
+        uid: 1000,
+        gid: 1000,
+        additional_gids: vec![10, 20],
+        no_new_privileges: true,
+    }
+}
+
+#[test]
+fn a_container_runs_as_pid_1_with_its_own_hostname_user_and_masked_paths() {
+    if !privileged() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let rootfs = dir.path().join("rootfs");
+    busybox_rootfs(&rootfs);
+    let script = "{ echo $$; hostname; id -u; id -G; pwd; cat /proc/keys | wc -c; ls /proc/acpi | wc -l; \
+                  touch /proc/sys/kernel/x 2>/dev/null || echo proc-sys-ro; \
+                  grep -c NoNewPrivs:.1 /proc/self/status 2>/dev/null || cat /proc/self/status | grep NoNewPrivs; \
+                  ls /dev/null /dev/zero; } > /tmp/out 2>&1; exit 7";
+    let mut container = launch(&plan(&rootfs, script)).expect("launch");
+    assert!(!rootfs.join("tmp/out").exists(), "nothing runs before the start gate opens");
+    container.start().expect("start");
+    assert_eq!(wait(container.pid()).expect("wait"), Exit::Code(7));
+    let out = std::fs::read_to_string(rootfs.join("tmp/out")).unwrap();
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "1", "the command is PID 1 of its namespace: {out}");
+    assert_eq!(lines[1], "reef-test");
+    assert_eq!(lines[2], "1000");
+    assert_eq!(lines[3], "1000 10 20");
+    assert_eq!(lines[4], "/tmp");
+    assert_eq!(lines[5], "0", "/proc/keys reads empty (masked by /dev/null): {out}");
+    assert_eq!(lines[6], "0", "/proc/acpi is an empty tmpfs: {out}");
+    assert_eq!(lines[7], "proc-sys-ro");
+    assert_eq!(lines[8], "1", "no_new_privs is set: {out}");
+    assert!(out.contains("/dev/null") && out.contains("/dev/zero"), "{out}");
+    // Nothing of the container's mounts is left in our namespace.
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mountinfo.contains(rootfs.to_str().unwrap()), "container mounts leaked to the host");
+}
+
+#[test]
+fn a_missing_command_fails_at_exec_with_its_errno() {
+    if !privileged() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    busybox_rootfs(dir.path());
+    let mut p = plan(dir.path(), "");
+    p.args = cstrings(&["no-such-command"]);
+    let mut container = launch(&p).expect("launch");
+    let err = container.start().expect_err("exec must fail");
+    assert!(matches!(err, LaunchError::Child { step: Step::Exec, errno: nix::errno::Errno::ENOENT }), "{err:?}");
+    assert_eq!(wait(container.pid()).expect("wait"), Exit::Code(127));
+}
+
+#[test]
+fn setup_failures_come_back_typed_before_start() {
+    if !privileged() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    busybox_rootfs(dir.path());
+    let mut p = plan(dir.path(), "true");
+    p.mounts.push(MountPlan::from_oci("/bogus", "no-such-fs", "none", &[]));
+    match launch(&p) {
+        Err(LaunchError::Child { step: Step::Mount, errno }) => assert_eq!(errno, nix::errno::Errno::ENODEV),
+        Err(other) => panic!("wrong error: {other:?}"),
+        Ok(_) => panic!("a bogus mount must fail the launch"),
+    }
+}
+
+#[test]
+fn a_container_dropped_before_start_exits_without_running() {
+    if !privileged() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    busybox_rootfs(dir.path());
+    let container = launch(&plan(dir.path(), "echo ran > /tmp/ran")).expect("launch");
+    let pid = container.pid();
+    drop(container);
+    assert_eq!(wait(pid).expect("wait"), Exit::Code(0));
+    assert!(!dir.path().join("tmp/ran").exists());
+}

@@ -17,6 +17,9 @@ pub enum RuntimeError {
     #[error(transparent)]
     Launch(#[from] crate::launch::LaunchError),
 
+    #[error(transparent)]
+    Rootfs(#[from] crate::rootfs::RootfsError),
+
     #[error("{op} {path}")]
     Io {
         op: &'static str,

@@ -12,6 +12,7 @@ pub mod error;
 pub mod launch;
 pub mod logging;
 pub mod mounts;
+pub mod rootfs;
 pub mod seccomp;
 
 /// The spec crate this runtime is built against; callers use this one so versions cannot mix.

@@ -264,7 +264,7 @@ mod tests {
         for body in [
             "not json".to_string(),
             r#"{"schemaVersion":2}"#.to_string(),
-            format!(r#"{{"schemaVersion":2,"config":{{"digest":"sha256:zz"}},"layers":[]}}"#),
+            r#"{"schemaVersion":2,"config":{"digest":"sha256:zz"},"layers":[]}"#.to_string(),
             format!(r#"{{"schemaVersion":3,"config":{{"digest":"{A}"}},"layers":[]}}"#),
         ] {
             assert!(

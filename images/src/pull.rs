@@ -115,10 +115,10 @@ impl Puller {
         let (body, top_digest) = session.manifest(None).await?;
         let repo_digest = image.with_digest(&top_digest);
         // Already stored under this exact manifest: the one manifest request was all it took.
-        if let Some(record) = self.store.by_repo_digest(&repo_digest) {
-            if record.layers.iter().all(|l| self.store.layer_path(&l.chain_id).is_dir()) {
-                return Ok(Resolved::Present { record, repo_digest });
-            }
+        if let Some(record) = self.store.by_repo_digest(&repo_digest)
+            && record.layers.iter().all(|l| self.store.layer_path(&l.chain_id).is_dir())
+        {
+            return Ok(Resolved::Present { record, repo_digest });
         }
         let mut blobs = vec![(top_digest.clone(), body.to_vec())];
         let (manifest, manifest_digest) = match manifest::parse_document(&body, None)? {
@@ -156,10 +156,10 @@ impl Puller {
         let config_body = session.blob(&manifest.config.digest, MAX_CONFIG_SIZE).await?;
         let config = manifest::parse_config(&config_body, manifest.layers.len())?;
         let id = manifest.config.digest.clone();
-        if let Some(record) = self.store.resolve(&id).filter(|r| r.id == id) {
-            if record.layers.iter().all(|l| self.store.layer_path(&l.chain_id).is_dir()) {
-                return self.name(image, record, repo_digest);
-            }
+        if let Some(record) = self.store.resolve(&id).filter(|r| r.id == id)
+            && record.layers.iter().all(|l| self.store.layer_path(&l.chain_id).is_dir())
+        {
+            return self.name(image, record, repo_digest);
         }
         blobs.push((id.clone(), config_body));
         let chain_ids = manifest::chain_ids(&config.rootfs.diff_ids);
@@ -430,10 +430,10 @@ fn unpack_verified(
         std::fs::rename(tmp, dest).map_err(|e| ImageError::io("rename layer", dest, e))?;
         Ok(stats)
     })();
-    if result.is_err() {
-        if let Err(e) = std::fs::remove_dir_all(tmp) {
-            tracing::warn!(path = %tmp.display(), error = %e, "cannot remove a failed layer's temporary directory");
-        }
+    if result.is_err()
+        && let Err(e) = std::fs::remove_dir_all(tmp)
+    {
+        tracing::warn!(path = %tmp.display(), error = %e, "cannot remove a failed layer's temporary directory");
     }
     result
 }

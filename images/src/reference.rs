@@ -116,10 +116,10 @@ fn validate_registry(host: &str) -> std::result::Result<(), String> {
         Some((h, p)) if !p.contains(']') => (h, Some(p)),
         _ => (host, None),
     };
-    if let Some(port) = port {
-        if port.is_empty() || port.parse::<u16>().is_err() {
-            return Err(format!("invalid port in registry {host:?}"));
-        }
+    if let Some(port) = port
+        && (port.is_empty() || port.parse::<u16>().is_err())
+    {
+        return Err(format!("invalid port in registry {host:?}"));
     }
     let ok = if h.starts_with('[') && h.ends_with(']') {
         h[1..h.len() - 1].parse::<std::net::Ipv6Addr>().is_ok()

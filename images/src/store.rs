@@ -327,17 +327,17 @@ impl Store {
             record = merged;
         }
         for name in record.repo_tags.iter().chain(&record.repo_digests) {
-            if let Some(other_id) = index.names.get(name) {
-                if *other_id != record.id {
-                    if let Some(other) = changed.iter_mut().find(|o| &o.id == other_id) {
-                        other.repo_tags.retain(|t| t != name);
-                        other.repo_digests.retain(|t| t != name);
-                    } else if let Some(other) = index.images.get(other_id) {
-                        let mut other = other.clone();
-                        other.repo_tags.retain(|t| t != name);
-                        other.repo_digests.retain(|t| t != name);
-                        changed.push(other);
-                    }
+            if let Some(other_id) = index.names.get(name)
+                && *other_id != record.id
+            {
+                if let Some(other) = changed.iter_mut().find(|o| &o.id == other_id) {
+                    other.repo_tags.retain(|t| t != name);
+                    other.repo_digests.retain(|t| t != name);
+                } else if let Some(other) = index.images.get(other_id) {
+                    let mut other = other.clone();
+                    other.repo_tags.retain(|t| t != name);
+                    other.repo_digests.retain(|t| t != name);
+                    changed.push(other);
                 }
             }
         }

@@ -430,10 +430,10 @@ impl Unpacker {
         for ext in extensions.flatten() {
             let Ok(key) = ext.key() else { continue };
             let Some(name) = key.strip_prefix("SCHILY.xattr.") else { continue };
-            if name == "security.capability" || name.starts_with("user.") {
-                if let Err(e) = xattr::FileExt::set_xattr(file, name, ext.value_bytes()) {
-                    tracing::debug!(path = %rel.display(), xattr = name, error = %e, "cannot set xattr");
-                }
+            if (name == "security.capability" || name.starts_with("user."))
+                && let Err(e) = xattr::FileExt::set_xattr(file, name, ext.value_bytes())
+            {
+                tracing::debug!(path = %rel.display(), xattr = name, error = %e, "cannot set xattr");
             }
         }
     }

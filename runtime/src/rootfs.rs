@@ -130,15 +130,20 @@ mod tests {
         std::fs::write(o.layers[0].join("only-bottom"), "b").unwrap();
         std::fs::write(o.layers[1].join("f"), "top").unwrap();
         o.mount().unwrap();
-        let result = (|| {
-            assert_eq!(std::fs::read_to_string(o.target.join("f")).unwrap(), "top");
-            assert!(o.target.join("only-bottom").exists());
-            std::fs::write(o.target.join("new"), "w").unwrap();
-            assert!(o.upper.join("new").exists(), "writes land in the upper dir");
-            assert!(!o.layers[1].join("new").exists(), "layers stay untouched");
-        })();
+        // Unmounts even when an assertion below fails.
+        struct Mounted<'a>(&'a Path);
+        impl Drop for Mounted<'_> {
+            fn drop(&mut self) {
+                let _ = unmount(self.0);
+            }
+        }
+        let _mounted = Mounted(&o.target);
+        assert_eq!(std::fs::read_to_string(o.target.join("f")).unwrap(), "top");
+        assert!(o.target.join("only-bottom").exists());
+        std::fs::write(o.target.join("new"), "w").unwrap();
+        assert!(o.upper.join("new").exists(), "writes land in the upper dir");
+        assert!(!o.layers[1].join("new").exists(), "layers stay untouched");
         unmount(&o.target).unwrap();
-        unmount(&o.target).unwrap();
-        result
+        unmount(&o.target).expect("unmounting twice is fine");
     }
 }

@@ -271,13 +271,11 @@ fn exec(plan: &LaunchPlan, reports: i32) -> ! {
     };
     let mut last = Errno::ENOENT;
     for candidate in &candidates {
-        let err = match nix::unistd::execve::<&CStr, &CStr>(
+        let Err(err) = nix::unistd::execve::<&CStr, &CStr>(
             candidate,
             &plan.args.iter().map(|a| a.as_c_str()).collect::<Vec<_>>(),
             &plan.env.iter().map(|a| a.as_c_str()).collect::<Vec<_>>(),
-        ) {
-            Err(e) => e,
-        };
+        );
         // ENOENT means "try the next directory"; anything else (EACCES, ENOEXEC) is the answer.
         last = err;
         if err != Errno::ENOENT {

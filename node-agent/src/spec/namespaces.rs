@@ -1,0 +1,94 @@
+//! Which namespaces a container creates and which it joins, from the CRI's NamespaceOption modes.
+
+use std::path::PathBuf;
+
+use k8s_cri::v1 as cri;
+use reef_runtime::oci_spec::runtime::{LinuxNamespace, LinuxNamespaceBuilder, LinuxNamespaceType, Spec};
+
+/// The pod's namespaces as files to join (pinned bind mounts, or the pod init's /proc entries for pid).
+#[derive(Debug, Clone, Default)]
+pub struct PodNamespaces {
+    pub network: Option<PathBuf>,
+    pub ipc: Option<PathBuf>,
+    pub uts: Option<PathBuf>,
+    pub pid: Option<PathBuf>,
+}
+
+fn ns(typ: LinuxNamespaceType, path: Option<PathBuf>) -> Option<LinuxNamespace> {
+    let mut b = LinuxNamespaceBuilder::default().typ(typ);
+    if let Some(p) = path {
+        b = b.path(p);
+    }
+    b.build().ok()
+}
+
+/// NODE: the host's (no entry at all); POD: join the pod's; CONTAINER: a new one. TARGET (pid only) joins
+/// another container's, which the caller passes as the pod pid path.
+pub fn with_namespaces(spec: &mut Spec, sc: &cri::LinuxContainerSecurityContext, pod: &PodNamespaces) {
+    let opts = sc.namespace_options.clone().unwrap_or_default();
+    let mode = |m: i32| cri::NamespaceMode::try_from(m).unwrap_or(cri::NamespaceMode::Pod);
+    let mut list = vec![ns(LinuxNamespaceType::Mount, None), ns(LinuxNamespaceType::Cgroup, None)];
+    let join_or_new = |typ, m, path: &Option<PathBuf>| match m {
+        cri::NamespaceMode::Node => None,
+        cri::NamespaceMode::Container => ns(typ, None),
+        cri::NamespaceMode::Pod | cri::NamespaceMode::Target => ns(typ, path.clone()),
+    };
+    let network = mode(opts.network);
+    list.push(join_or_new(LinuxNamespaceType::Network, network, &pod.network));
+    list.push(join_or_new(LinuxNamespaceType::Ipc, mode(opts.ipc), &pod.ipc));
+    // A host-network pod also has the host's hostname, as kubelet expects.
+    let uts_mode = if network == cri::NamespaceMode::Node { cri::NamespaceMode::Node } else { cri::NamespaceMode::Pod };
+    list.push(join_or_new(LinuxNamespaceType::Uts, uts_mode, &pod.uts));
+    list.push(join_or_new(LinuxNamespaceType::Pid, mode(opts.pid), &pod.pid));
+    if let Some(linux) = spec.linux_mut() {
+        linux.set_namespaces(Some(list.into_iter().flatten().collect()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_cri::v1 as cri;
+    use reef_runtime::oci_spec::runtime::LinuxNamespaceType as T;
+
+    use crate::spec::fixture::build_with;
+
+    fn namespaces(net: cri::NamespaceMode, pid: cri::NamespaceMode) -> Vec<(T, Option<String>)> {
+        let spec = build_with(|c, _, _| {
+            c.linux.as_mut().unwrap().security_context.as_mut().unwrap().namespace_options =
+                Some(cri::NamespaceOption {
+                    network: net as i32,
+                    pid: pid as i32,
+                    ipc: cri::NamespaceMode::Pod as i32,
+                    ..Default::default()
+                });
+        })
+        .unwrap();
+        spec.linux()
+            .as_ref()
+            .unwrap()
+            .namespaces()
+            .clone()
+            .unwrap()
+            .iter()
+            .map(|n| (n.typ(), n.path().as_ref().map(|p| p.display().to_string())))
+            .collect()
+    }
+
+    #[test]
+    fn pod_mode_joins_the_pinned_namespaces_and_container_mode_makes_new_ones() {
+        let ns = namespaces(cri::NamespaceMode::Pod, cri::NamespaceMode::Container);
+        assert!(ns.contains(&(T::Network, Some("/run/reef/pods/p/ns/net".into()))));
+        assert!(ns.contains(&(T::Uts, Some("/run/reef/pods/p/ns/uts".into()))));
+        assert!(ns.contains(&(T::Pid, None)), "a private pid namespace");
+        assert!(ns.contains(&(T::Mount, None)));
+    }
+
+    #[test]
+    fn node_mode_uses_the_hosts_and_host_network_brings_host_uts() {
+        let ns = namespaces(cri::NamespaceMode::Node, cri::NamespaceMode::Node);
+        let types: Vec<T> = ns.iter().map(|n| n.0).collect();
+        assert!(!types.contains(&T::Network) && !types.contains(&T::Pid) && !types.contains(&T::Uts), "{types:?}");
+        let shared = namespaces(cri::NamespaceMode::Pod, cri::NamespaceMode::Pod);
+        assert!(shared.contains(&(T::Pid, Some("/proc/42/ns/pid".into()))));
+    }
+}

@@ -1,0 +1,141 @@
+//! CPU, memory, pids-free resource limits and sysctls, from the CRI's LinuxContainerResources.
+
+use std::collections::HashMap;
+
+use k8s_cri::v1 as cri;
+use reef_runtime::oci_spec::runtime::{
+    LinuxCpuBuilder, LinuxHugepageLimitBuilder, LinuxMemoryBuilder, LinuxResources, LinuxResourcesBuilder, Spec,
+};
+
+use super::SpecError;
+
+fn invalid(reason: impl Into<String>) -> SpecError {
+    SpecError::Invalid { field: "resources", reason: reason.into() }
+}
+
+pub fn to_oci(r: &cri::LinuxContainerResources) -> Result<LinuxResources, SpecError> {
+    let mut cpu = LinuxCpuBuilder::default();
+    if r.cpu_shares > 0 {
+        cpu = cpu.shares(r.cpu_shares as u64);
+    }
+    if r.cpu_quota != 0 {
+        cpu = cpu.quota(r.cpu_quota);
+    }
+    if r.cpu_period > 0 {
+        cpu = cpu.period(r.cpu_period as u64);
+    }
+    if !r.cpuset_cpus.is_empty() {
+        cpu = cpu.cpus(r.cpuset_cpus.clone());
+    }
+    if !r.cpuset_mems.is_empty() {
+        cpu = cpu.mems(r.cpuset_mems.clone());
+    }
+    let mut memory = LinuxMemoryBuilder::default();
+    if r.memory_limit_in_bytes < 0 {
+        return Err(invalid(format!("memory limit {} is negative", r.memory_limit_in_bytes)));
+    }
+    if r.memory_limit_in_bytes > 0 {
+        memory = memory.limit(r.memory_limit_in_bytes);
+    }
+    if r.memory_swap_limit_in_bytes > 0 {
+        if r.memory_swap_limit_in_bytes < r.memory_limit_in_bytes {
+            return Err(invalid("memory+swap limit is below the memory limit"));
+        }
+        memory = memory.swap(r.memory_swap_limit_in_bytes);
+    }
+    let hugepages = r
+        .hugepage_limits
+        .iter()
+        .map(|h| LinuxHugepageLimitBuilder::default().page_size(h.page_size.clone()).limit(h.limit as i64).build())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| invalid(e.to_string()))?;
+    LinuxResourcesBuilder::default()
+        .cpu(cpu.build().map_err(|e| invalid(e.to_string()))?)
+        .memory(memory.build().map_err(|e| invalid(e.to_string()))?)
+        .hugepage_limits(hugepages)
+        .unified(r.unified.clone().into_iter().collect::<HashMap<_, _>>())
+        .build()
+        .map_err(|e| invalid(e.to_string()))
+}
+
+pub fn with_resources(spec: &mut Spec, r: &cri::LinuxContainerResources) -> Result<(), SpecError> {
+    let resources = to_oci(r)?;
+    if let Some(linux) = spec.linux_mut() {
+        linux.set_resources(Some(resources));
+    }
+    if let Some(p) = spec.process_mut() {
+        // This host refuses to lower oom_score_adj (no CAP_SYS_RESOURCE); the runtime clamps, the spec keeps the ask.
+        p.set_oom_score_adj(Some(r.oom_score_adj as i32));
+    }
+    Ok(())
+}
+
+pub fn with_sysctls(spec: &mut Spec, sysctls: &HashMap<String, String>) {
+    if sysctls.is_empty() {
+        return;
+    }
+    if let Some(linux) = spec.linux_mut() {
+        linux.set_sysctl(Some(sysctls.clone()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_cri::v1 as cri;
+
+    use crate::spec::SpecError;
+    use crate::spec::fixture::build_with;
+
+    fn with(r: cri::LinuxContainerResources) -> Result<reef_runtime::oci_spec::runtime::Spec, SpecError> {
+        build_with(move |c, _, _| c.linux.as_mut().unwrap().resources = Some(r))
+    }
+
+    #[test]
+    fn cpu_and_memory_limits_map_one_to_one() {
+        let spec = with(cri::LinuxContainerResources {
+            cpu_shares: 512,
+            cpu_quota: 50_000,
+            cpu_period: 100_000,
+            memory_limit_in_bytes: 64 << 20,
+            memory_swap_limit_in_bytes: 128 << 20,
+            cpuset_cpus: "0".into(),
+            oom_score_adj: 1000,
+            ..Default::default()
+        })
+        .unwrap();
+        let r = spec.linux().as_ref().unwrap().resources().clone().unwrap();
+        let cpu = r.cpu().clone().unwrap();
+        assert_eq!((cpu.shares(), cpu.quota(), cpu.period()), (Some(512), Some(50_000), Some(100_000)));
+        assert_eq!(cpu.cpus().as_deref(), Some("0"));
+        let mem = (*r.memory()).unwrap();
+        assert_eq!((mem.limit(), mem.swap()), (Some(64 << 20), Some(128 << 20)));
+        assert_eq!(spec.process().as_ref().unwrap().oom_score_adj(), Some(1000));
+    }
+
+    #[test]
+    fn impossible_memory_settings_are_invalid() {
+        let err = with(cri::LinuxContainerResources {
+            memory_limit_in_bytes: 64 << 20,
+            memory_swap_limit_in_bytes: 1 << 20,
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(matches!(err, SpecError::Invalid { field: "resources", .. }));
+        assert!(with(cri::LinuxContainerResources { memory_limit_in_bytes: -5, ..Default::default() }).is_err());
+    }
+
+    #[test]
+    fn pod_sysctls_reach_the_spec() {
+        let spec = build_with(|_, s, _| {
+            s.linux = Some(cri::LinuxPodSandboxConfig {
+                sysctls: [("net.ipv4.ip_unprivileged_port_start".to_string(), "0".to_string())].into(),
+                ..Default::default()
+            })
+        })
+        .unwrap();
+        assert_eq!(
+            spec.linux().as_ref().unwrap().sysctl().as_ref().unwrap()["net.ipv4.ip_unprivileged_port_start"],
+            "0"
+        );
+    }
+}

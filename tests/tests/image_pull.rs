@@ -43,6 +43,26 @@ async fn pulling_busybox_returns_the_config_digest_and_lists_its_names() {
     assert_eq!(info["imageSpec"]["config"]["User"], "1000");
     assert_eq!(status(&mut images, &id).await.image.map(|i| i.id), Some(id.clone()), "status by id");
 
+    let fs = images.image_fs_info(k8s_cri::v1::ImageFsInfoRequest {}).await.expect("ImageFsInfo").into_inner();
+    let usage = &fs.image_filesystems[0];
+    assert!(usage.used_bytes.as_ref().expect("used bytes").value >= listed[0].size);
+    let inodes = usage.inodes_used.as_ref().expect("inodes").value;
+    assert!(inodes > 100, "busybox applet links count as inodes: {inodes}");
+    assert_eq!(usage.fs_id.as_ref().expect("fs id").mountpoint, reefd.root().join("layers").display().to_string());
+    assert!(usage.timestamp > 1_700_000_000_000_000_000, "timestamps are in nanoseconds");
+
+    let filtered = images
+        .list_images(k8s_cri::v1::ListImagesRequest {
+            filter: Some(k8s_cri::v1::ImageFilter {
+                image: Some(k8s_cri::v1::ImageSpec { image: name.clone(), ..Default::default() }),
+            }),
+        })
+        .await
+        .expect("ListImages with a filter")
+        .into_inner()
+        .images;
+    assert_eq!(filtered.len(), 1);
+
     assert_eq!(pull(&mut images, &name).await.expect("second pull"), id, "pulling again is idempotent");
     assert_eq!(list(&mut images).await.len(), 1);
     assert!(reefd.leftover_tmp().is_empty());

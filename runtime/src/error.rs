@@ -6,12 +6,6 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
     #[error(transparent)]
-    Cgroup(#[from] crate::cgroups::CgroupError),
-
-    #[error(transparent)]
-    Seccomp(#[from] crate::seccomp::SeccompError),
-
-    #[error(transparent)]
     Log(#[from] crate::logging::LogError),
 
     #[error(transparent)]

@@ -2,18 +2,16 @@
 //! Knows nothing of gRPC or the CRI; node-agent maps CRI requests to OCI specs and calls in here.
 //!
 //! Split by kernel concern (as youki's libcontainer is): `launch` (forking a container into its namespaces, root
-//! filesystem and user, behind a start gate), `mounts` (OCI mount options to mount(2) flags), `cgroups`, `seccomp`
-//! and `logging` (the CRI log format the pod monitor writes; the last three are still being written).
+//! filesystem and user, behind a start gate), `mounts` (OCI mount options to mount(2) flags), `rootfs` (overlay
+//! root filesystems) and `logging` (the CRI log format the pod monitor writes). cgroups and seccomp come next.
 
 #![deny(unsafe_code)]
 
-pub mod cgroups;
 pub mod error;
 pub mod launch;
 pub mod logging;
 pub mod mounts;
 pub mod rootfs;
-pub mod seccomp;
 
 /// The spec crate this runtime is built against; callers use this one so versions cannot mix.
 pub use oci_spec;

@@ -1,6 +1,0 @@
-//! In progress.
-#[derive(Debug, thiserror::Error)]
-pub enum CgroupError {
-    #[error("placeholder")]
-    Placeholder,
-}

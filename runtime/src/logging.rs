@@ -244,11 +244,11 @@ pub fn tail(path: &Path, n: usize) -> Result<Vec<LogLine>, LogError> {
             Some(p) if p.stream == l.stream => p.message.extend_from_slice(&l.message),
             _ => pending = Some(LogLine { message: l.message.clone(), ..l.clone() }),
         }
-        if !l.partial {
-            if let Some(mut done) = pending.take() {
-                done.partial = false;
-                lines.push(done);
-            }
+        if !l.partial
+            && let Some(mut done) = pending.take()
+        {
+            done.partial = false;
+            lines.push(done);
         }
     }
     let skip = lines.len().saturating_sub(n);
@@ -266,7 +266,7 @@ mod tests {
     }
 
     fn read(path: &Path) -> Vec<String> {
-        std::fs::read_to_string(path).unwrap().lines().map(|l| l.splitn(2, ' ').nth(1).unwrap().to_string()).collect()
+        std::fs::read_to_string(path).unwrap().lines().map(|l| l.split_once(' ').unwrap().1.to_string()).collect()
     }
 
     #[test]

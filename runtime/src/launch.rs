@@ -16,8 +16,7 @@ mod child;
 mod protocol;
 mod sys;
 
-use std::ffi::CString;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 
 use nix::fcntl::OFlag;
@@ -29,23 +28,26 @@ pub use protocol::{LaunchError, Step};
 
 use crate::mounts::MountPlan;
 
-/// What to run and how, resolved from an OCI spec before any process is forked.
-#[derive(Debug, Clone)]
+/// What to run and how, resolved from an OCI spec before any process is forked. Plain data, so it can cross the
+/// socket between reefd and the pod monitor.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct LaunchPlan {
     /// The container's root filesystem, already assembled (for images, an overlay mounted by the caller).
     pub rootfs: PathBuf,
     pub readonly_rootfs: bool,
     /// Namespaces to create.
+    #[serde(with = "crate::mounts::clone_flags")]
     pub new_namespaces: CloneFlags,
     /// Namespaces to join (pod namespaces pinned as files, another container's), in this order.
+    #[serde(with = "crate::mounts::join_list")]
     pub join_namespaces: Vec<(CloneFlags, PathBuf)>,
     /// Mounts inside the container (the spec's, /proc and /dev included), in order.
     pub mounts: Vec<MountPlan>,
     pub masked_paths: Vec<String>,
     pub readonly_paths: Vec<String>,
     pub hostname: Option<String>,
-    pub args: Vec<CString>,
-    pub env: Vec<CString>,
+    pub args: Vec<String>,
+    pub env: Vec<String>,
     pub cwd: String,
     pub uid: u32,
     pub gid: u32,
@@ -87,16 +89,31 @@ impl Drop for Launched {
     }
 }
 
+/// The container's standard streams, as fds of the caller (dup'ed onto 0, 1 and 2 in the container).
+#[derive(Debug, Clone, Copy)]
+pub struct Stdio {
+    pub stdin: RawFd,
+    pub stdout: RawFd,
+    pub stderr: RawFd,
+}
+
+impl Stdio {
+    /// The caller's own streams.
+    pub fn inherit() -> Stdio {
+        Stdio { stdin: 0, stdout: 1, stderr: 2 }
+    }
+}
+
 /// Forks the container and returns when its init is ready at the start gate.
 ///
 /// The caller must be a child subreaper (or the init will be reparented away from it) and must reap the pid.
-pub fn launch(plan: &LaunchPlan) -> Result<Launched, LaunchError> {
+pub fn launch(plan: &LaunchPlan, stdio: Stdio) -> Result<Launched, LaunchError> {
     let (reports_rx, reports_tx) =
         pipe2(OFlag::O_CLOEXEC).map_err(|e| LaunchError::Protocol { step: Step::Pipe, errno: e })?;
     let (start_rx, start_tx) =
         pipe2(OFlag::O_CLOEXEC).map_err(|e| LaunchError::Protocol { step: Step::Pipe, errno: e })?;
     let (pid_rx, pid_tx) = pipe2(OFlag::O_CLOEXEC).map_err(|e| LaunchError::Protocol { step: Step::Pipe, errno: e })?;
-    let prepared = child::Prepared::new(plan)?;
+    let prepared = child::Prepared::new(plan, stdio)?;
 
     let intermediate = match sys::fork() {
         Ok(ForkResult::Child) => {

@@ -3,14 +3,16 @@
 
 use nix::mount::MsFlags;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct MountPlan {
     /// Absolute path inside the container.
     pub destination: String,
     pub source: String,
     pub fstype: String,
+    #[serde(with = "ms_flags")]
     pub flags: MsFlags,
     /// Propagation to apply after mounting (MS_PRIVATE, MS_SLAVE, MS_SHARED, MS_UNBINDABLE, with MS_REC).
+    #[serde(with = "ms_flags")]
     pub propagation: MsFlags,
     /// Options mount(2) passes to the filesystem (`mode=755`, `size=65536k`, …).
     pub data: String,
@@ -80,6 +82,49 @@ impl MountPlan {
             propagation,
             data: data.join(","),
         }
+    }
+}
+
+/// Flags cross the monitor socket as their numeric bits.
+mod ms_flags {
+    use nix::mount::MsFlags;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(f: &MsFlags, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(f.bits())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<MsFlags, D::Error> {
+        Ok(MsFlags::from_bits_truncate(u64::deserialize(d)?))
+    }
+}
+
+pub(crate) mod clone_flags {
+    use nix::sched::CloneFlags;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(f: &CloneFlags, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_i32(f.bits())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<CloneFlags, D::Error> {
+        Ok(CloneFlags::from_bits_truncate(i32::deserialize(d)?))
+    }
+}
+
+pub(crate) mod join_list {
+    use std::path::PathBuf;
+
+    use nix::sched::CloneFlags;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[(CloneFlags, PathBuf)], s: S) -> Result<S::Ok, S::Error> {
+        v.iter().map(|(f, p)| (f.bits(), p.clone())).collect::<Vec<_>>().serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(CloneFlags, PathBuf)>, D::Error> {
+        let v = Vec::<(i32, PathBuf)>::deserialize(d)?;
+        Ok(v.into_iter().map(|(f, p)| (CloneFlags::from_bits_truncate(f), p)).collect())
     }
 }
 

@@ -1,12 +1,11 @@
 //! Launching real containers (needs root): a busybox root filesystem, new namespaces, the start gate, exit codes
 //! and typed setup errors.
 
-use std::ffi::CString;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use nix::sched::CloneFlags;
-use reef_runtime::launch::{Exit, LaunchError, LaunchPlan, Step, launch, wait};
+use reef_runtime::launch::{Exit, LaunchError, LaunchPlan, Stdio, Step, launch, wait};
 use reef_runtime::mounts::MountPlan;
 
 fn privileged() -> bool {
@@ -35,8 +34,8 @@ fn busybox_rootfs(dir: &Path) {
     std::fs::set_permissions(dir.join("tmp"), std::fs::Permissions::from_mode(0o1777)).unwrap();
 }
 
-fn cstrings(v: &[&str]) -> Vec<CString> {
-    v.iter().map(|s| CString::new(*s).unwrap()).collect()
+fn cstrings(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| s.to_string()).collect()
 }
 
 fn plan(rootfs: &Path, script: &str) -> LaunchPlan {
@@ -80,7 +79,7 @@ fn a_container_runs_as_pid_1_with_its_own_hostname_user_and_masked_paths() {
                   touch /proc/sys/kernel/x 2>/dev/null || echo proc-sys-ro; \
                   grep -c NoNewPrivs:.1 /proc/self/status 2>/dev/null || cat /proc/self/status | grep NoNewPrivs; \
                   ls /dev/null /dev/zero; } > /tmp/out 2>&1; exit 7";
-    let mut container = launch(&plan(&rootfs, script)).expect("launch");
+    let mut container = launch(&plan(&rootfs, script), Stdio::inherit()).expect("launch");
     assert!(!rootfs.join("tmp/out").exists(), "nothing runs before the start gate opens");
     container.start().expect("start");
     assert_eq!(wait(container.pid()).expect("wait"), Exit::Code(7));
@@ -110,7 +109,7 @@ fn a_missing_command_fails_at_exec_with_its_errno() {
     busybox_rootfs(dir.path());
     let mut p = plan(dir.path(), "");
     p.args = cstrings(&["no-such-command"]);
-    let mut container = launch(&p).expect("launch");
+    let mut container = launch(&p, Stdio::inherit()).expect("launch");
     let err = container.start().expect_err("exec must fail");
     assert!(matches!(err, LaunchError::Child { step: Step::Exec, errno: nix::errno::Errno::ENOENT }), "{err:?}");
     assert_eq!(wait(container.pid()).expect("wait"), Exit::Code(127));
@@ -125,7 +124,7 @@ fn setup_failures_come_back_typed_before_start() {
     busybox_rootfs(dir.path());
     let mut p = plan(dir.path(), "true");
     p.mounts.push(MountPlan::from_oci("/bogus", "no-such-fs", "none", &[]));
-    match launch(&p) {
+    match launch(&p, Stdio::inherit()) {
         Err(LaunchError::Child { step: Step::Mount, errno }) => assert_eq!(errno, nix::errno::Errno::ENODEV),
         Err(other) => panic!("wrong error: {other:?}"),
         Ok(_) => panic!("a bogus mount must fail the launch"),
@@ -139,7 +138,7 @@ fn a_container_dropped_before_start_exits_without_running() {
     }
     let dir = tempfile::tempdir().unwrap();
     busybox_rootfs(dir.path());
-    let container = launch(&plan(dir.path(), "echo ran > /tmp/ran")).expect("launch");
+    let container = launch(&plan(dir.path(), "echo ran > /tmp/ran"), Stdio::inherit()).expect("launch");
     let pid = container.pid();
     drop(container);
     assert_eq!(wait(pid).expect("wait"), Exit::Code(0));

@@ -12,7 +12,7 @@ use nix::sys::stat::{Mode, SFlag};
 use nix::unistd::{ForkResult, Gid, Uid};
 
 use super::protocol::{LaunchError, Step, send_failed, send_pid, send_ready};
-use super::{LaunchPlan, sys};
+use super::{LaunchPlan, Stdio, sys};
 use crate::mounts::MountPlan;
 
 /// The plan with everything a child would otherwise allocate or open computed in the caller.
@@ -20,10 +20,19 @@ pub struct Prepared<'a> {
     plan: &'a LaunchPlan,
     join: Vec<(CloneFlags, OwnedFd)>,
     rootfs: CString,
+    args: Vec<CString>,
+    env: Vec<CString>,
+    stdio: Stdio,
+}
+
+fn cstrings(field: &str, v: &[String]) -> Result<Vec<CString>, LaunchError> {
+    v.iter()
+        .map(|s| CString::new(s.as_bytes()).map_err(|_| LaunchError::InvalidPlan(format!("{field} has a NUL byte"))))
+        .collect()
 }
 
 impl<'a> Prepared<'a> {
-    pub fn new(plan: &'a LaunchPlan) -> Result<Prepared<'a>, LaunchError> {
+    pub fn new(plan: &'a LaunchPlan, stdio: Stdio) -> Result<Prepared<'a>, LaunchError> {
         let mut join = Vec::new();
         for (flag, path) in &plan.join_namespaces {
             let fd = nix::fcntl::open(path, OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty())
@@ -35,7 +44,14 @@ impl<'a> Prepared<'a> {
         }
         let rootfs = CString::new(plan.rootfs.as_os_str().as_encoded_bytes())
             .map_err(|_| LaunchError::InvalidPlan("rootfs path has a NUL byte".into()))?;
-        Ok(Prepared { plan, join, rootfs })
+        Ok(Prepared {
+            plan,
+            join,
+            rootfs,
+            args: cstrings("args", &plan.args)?,
+            env: cstrings("env", &plan.env)?,
+            stdio,
+        })
     }
 }
 
@@ -68,6 +84,7 @@ pub fn intermediate(p: &Prepared<'_>, reports: i32, start: i32, pid_out: i32) ->
 
 fn init(p: &Prepared<'_>, reports: i32, start: i32) -> ! {
     let plan = p.plan;
+    check(reports, Step::Stdio, set_stdio(p.stdio));
     let none: Option<&str> = None;
     // Slave, not private: unmounts on the host still reach the container, nothing of the container leaks out.
     check(reports, Step::MakeRootPrivate, mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_SLAVE, none));
@@ -123,7 +140,22 @@ fn init(p: &Prepared<'_>, reports: i32, start: i32) -> ! {
         // The gate was closed without opening: the container was removed before it started.
         _ => sys::exit_now(0),
     }
-    exec(plan, reports)
+    exec(p, reports)
+}
+
+/// Puts the container's streams on 0, 1 and 2. dup2 clears close-on-exec on the copies, and the originals are
+/// close-on-exec, so the command sees exactly these three.
+fn set_stdio(stdio: Stdio) -> nix::Result<()> {
+    if stdio.stdin != 0 {
+        nix::unistd::dup2_stdin(sys::borrow(stdio.stdin))?;
+    }
+    if stdio.stdout != 1 {
+        nix::unistd::dup2_stdout(sys::borrow(stdio.stdout))?;
+    }
+    if stdio.stderr != 2 {
+        nix::unistd::dup2_stderr(sys::borrow(stdio.stderr))?;
+    }
+    Ok(())
 }
 
 /// Mounts one entry onto its destination resolved inside the root, so a symlink in the image cannot move a
@@ -254,13 +286,13 @@ fn make_readonly(path: &str) -> nix::Result<()> {
 }
 
 /// execvpe against the container's PATH (from its environment), inside its filesystem.
-fn exec(plan: &LaunchPlan, reports: i32) -> ! {
-    let program = &plan.args[0];
+fn exec(p: &Prepared<'_>, reports: i32) -> ! {
+    let (args, env) = (&p.args, &p.env);
+    let program = &args[0];
     let candidates: Vec<CString> = if program.as_bytes().contains(&b'/') {
         vec![program.clone()]
     } else {
-        let path = plan
-            .env
+        let path = env
             .iter()
             .find_map(|e| e.to_bytes().strip_prefix(b"PATH="))
             .unwrap_or(b"/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
@@ -273,8 +305,8 @@ fn exec(plan: &LaunchPlan, reports: i32) -> ! {
     for candidate in &candidates {
         let Err(err) = nix::unistd::execve::<&CStr, &CStr>(
             candidate,
-            &plan.args.iter().map(|a| a.as_c_str()).collect::<Vec<_>>(),
-            &plan.env.iter().map(|a| a.as_c_str()).collect::<Vec<_>>(),
+            &args.iter().map(|a| a.as_c_str()).collect::<Vec<_>>(),
+            &env.iter().map(|a| a.as_c_str()).collect::<Vec<_>>(),
         );
         // ENOENT means "try the next directory"; anything else (EACCES, ENOEXEC) is the answer.
         last = err;

@@ -12,6 +12,7 @@ use nix::unistd::Pid;
 pub enum Step {
     Pipe = 1,
     Fork,
+    Stdio,
     JoinNamespace,
     Unshare,
     ForkInit,

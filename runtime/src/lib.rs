@@ -10,6 +10,7 @@
 pub mod error;
 pub mod launch;
 pub mod logging;
+pub mod monitor;
 pub mod mounts;
 pub mod rootfs;
 
@@ -17,3 +18,15 @@ pub mod rootfs;
 pub use oci_spec;
 
 pub use error::{Result, RuntimeError};
+
+/// An error and its causes on one line, for messages that cross a process boundary.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(inner) = cur {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        cur = inner.source();
+    }
+    s
+}

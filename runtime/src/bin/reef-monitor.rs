@@ -1,0 +1,72 @@
+//! `reef-monitor DIR`: the per-pod monitor (see `reef_runtime::monitor`).
+//!
+//! It daemonizes: the process reefd starts exits as soon as the monitor listens on `DIR/monitor.sock`, so reefd
+//! neither waits on the monitor nor has to reap it, and the monitor lives on in its own session when reefd dies.
+
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use reef_runtime::monitor::Monitor;
+
+fn main() -> ExitCode {
+    let Some(dir) = std::env::args_os().nth(1).map(PathBuf::from) else {
+        eprintln!("usage: reef-monitor DIR");
+        return ExitCode::from(2);
+    };
+    let Ok((ready_r, ready_w)) = nix::unistd::pipe() else {
+        eprintln!("reef-monitor: cannot create a pipe");
+        return ExitCode::FAILURE;
+    };
+    match fork() {
+        Ok(nix::unistd::ForkResult::Parent { .. }) => {
+            drop(ready_w);
+            let mut byte = [0u8; 1];
+            // A byte means "listening"; end-of-file means the monitor failed (it said why on stderr).
+            match nix::unistd::read(&ready_r, &mut byte) {
+                Ok(1) => ExitCode::SUCCESS,
+                _ => ExitCode::FAILURE,
+            }
+        }
+        Ok(nix::unistd::ForkResult::Child) => {
+            drop(ready_r);
+            let _ = nix::unistd::setsid();
+            let mut monitor = match Monitor::new(&dir) {
+                Ok(m) => m,
+                Err(e) => {
+                    eprintln!("reef-monitor: {}", reef_runtime::error_chain(&e));
+                    return ExitCode::FAILURE;
+                }
+            };
+            let _ = nix::unistd::write(&ready_w, &[1]);
+            drop(ready_w);
+            detach_stdio(&dir);
+            monitor.run();
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("reef-monitor: fork: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[allow(unsafe_code)]
+fn fork() -> nix::Result<nix::unistd::ForkResult> {
+    // SAFETY: called before any thread exists, so the child is a full copy with no lock held elsewhere.
+    unsafe { nix::unistd::fork() }
+}
+
+/// Once running, the monitor's own messages go to a file in its directory: reefd's stderr may be gone.
+fn detach_stdio(dir: &std::path::Path) {
+    let null = std::fs::File::open("/dev/null");
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("monitor.log"));
+    if let (Ok(null), Ok(log)) = (null, log) {
+        let _ = nix::unistd::dup2_stdin(&null);
+        let _ = nix::unistd::dup2_stdout(&log);
+        let _ = nix::unistd::dup2_stderr(&log);
+        let _ = std::io::stderr().flush();
+        let _ = log.as_raw_fd();
+    }
+}

@@ -1,0 +1,413 @@
+//! The per-pod monitor: one small process per pod that outlives reefd.
+//!
+//! It is the child subreaper of the pod's containers, so their exits come to it whatever happens to reefd; it
+//! holds their stdout and stderr pipes and writes the CRI log lines; it records each exit (code, signal, time)
+//! in a file before anyone asks, so a reefd that starts again reads the truth from disk. It is single-threaded
+//! and runs one poll loop without an async runtime: it has little to do, and must stay small (a budget of
+//! 1 MiB private memory per pod). It is also the only place that calls waitpid for the pod (one reaper).
+//!
+//! Files in its directory: `monitor.sock` (requests), `<id>.started` and `<id>.exit` (JSON, written atomically).
+
+pub mod client;
+pub mod protocol;
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use nix::fcntl::OFlag;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::Pid;
+use protocol::{ContainerState, ErrorKind, ExitRecord, Request, Response, Status};
+
+use crate::launch::{Launched, Stdio, launch};
+use crate::logging::{LogWriter, Stream};
+
+pub const SOCKET: &str = "monitor.sock";
+
+#[derive(Debug, thiserror::Error)]
+pub enum MonitorError {
+    #[error("monitor setup: {step}")]
+    Setup {
+        step: &'static str,
+        #[source]
+        errno: nix::errno::Errno,
+    },
+    #[error("monitor socket {path}")]
+    Socket {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+struct Container {
+    pid: Pid,
+    launched: Option<Launched>,
+    stdout: Option<File>,
+    stderr: Option<File>,
+    log: LogWriter,
+    started_at: Option<i64>,
+    exit: Option<ExitRecord>,
+    /// The exit status arrived; the record is written once the pipes are drained, so no line comes after it.
+    pending_exit: Option<(i32, Option<i32>)>,
+}
+
+struct Conn {
+    reader: BufReader<UnixStream>,
+    writer: UnixStream,
+}
+
+pub struct Monitor {
+    dir: PathBuf,
+    listener: UnixListener,
+    signals: SignalFd,
+    conns: Vec<Conn>,
+    containers: HashMap<String, Container>,
+    shutdown: bool,
+}
+
+fn now_nanos() -> i64 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or_default()
+}
+
+/// Writes `value` as JSON to `path` atomically: readers see the old file or the new one, never half of one.
+fn write_atomic<T: serde::Serialize>(path: &Path, value: &T) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut f = File::create(&tmp)?;
+    f.write_all(&serde_json::to_vec(value).map_err(std::io::Error::other)?)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+impl Monitor {
+    /// Becomes the pod's subreaper, starts listening on `<dir>/monitor.sock`.
+    pub fn new(dir: &Path) -> Result<Monitor, MonitorError> {
+        nix::sys::prctl::set_child_subreaper(true)
+            .map_err(|errno| MonitorError::Setup { step: "become subreaper", errno })?;
+        let mut mask = SigSet::empty();
+        mask.add(Signal::SIGCHLD);
+        mask.thread_block().map_err(|errno| MonitorError::Setup { step: "block SIGCHLD", errno })?;
+        let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+            .map_err(|errno| MonitorError::Setup { step: "signalfd", errno })?;
+        let path = dir.join(SOCKET);
+        let _ = std::fs::remove_file(&path);
+        let listener =
+            UnixListener::bind(&path).map_err(|source| MonitorError::Socket { path: path.clone(), source })?;
+        listener.set_nonblocking(true).map_err(|source| MonitorError::Socket { path, source })?;
+        Ok(Monitor {
+            dir: dir.to_path_buf(),
+            listener,
+            signals,
+            conns: Vec::new(),
+            containers: HashMap::new(),
+            shutdown: false,
+        })
+    }
+
+    /// Serves until a Shutdown request finds no container running.
+    pub fn run(&mut self) {
+        loop {
+            if self.shutdown && self.containers.values().all(|c| c.exit.is_some() || c.launched.is_some()) {
+                return;
+            }
+            self.poll_once();
+        }
+    }
+
+    fn poll_once(&mut self) {
+        // Index map: which poll entry is what. Rebuilt each round; pods hold a handful of fds.
+        enum Src {
+            Listener,
+            Signals,
+            Conn(usize),
+            Pipe(String, Stream),
+        }
+        let mut sources = vec![Src::Listener, Src::Signals];
+        let mut fds: Vec<PollFd<'_>> = vec![
+            PollFd::new(self.listener.as_fd(), PollFlags::POLLIN),
+            PollFd::new(self.signals.as_fd(), PollFlags::POLLIN),
+        ];
+        for (i, c) in self.conns.iter().enumerate() {
+            fds.push(PollFd::new(c.writer.as_fd(), PollFlags::POLLIN));
+            sources.push(Src::Conn(i));
+        }
+        for (id, c) in &self.containers {
+            for (pipe, stream) in [(&c.stdout, Stream::Stdout), (&c.stderr, Stream::Stderr)] {
+                if let Some(f) = pipe {
+                    fds.push(PollFd::new(f.as_fd(), PollFlags::POLLIN));
+                    sources.push(Src::Pipe(id.clone(), stream));
+                }
+            }
+        }
+        if poll(&mut fds, PollTimeout::NONE).is_err() {
+            return;
+        }
+        let ready: Vec<bool> = fds.iter().map(|f| f.revents().is_some_and(|r| !r.is_empty())).collect();
+        drop(fds);
+        let mut closed_conns = Vec::new();
+        for (src, ready) in sources.into_iter().zip(ready) {
+            if !ready {
+                continue;
+            }
+            match src {
+                Src::Listener => self.accept(),
+                Src::Signals => self.reap(),
+                Src::Conn(i) => {
+                    if !self.serve_conn(i) {
+                        closed_conns.push(i);
+                    }
+                }
+                Src::Pipe(id, stream) => self.pump(&id, stream),
+            }
+        }
+        for i in closed_conns.into_iter().rev() {
+            self.conns.remove(i);
+        }
+        self.finish_exits();
+    }
+
+    fn accept(&mut self) {
+        while let Ok((stream, _)) = self.listener.accept() {
+            let _ = stream.set_nonblocking(false);
+            if let Ok(writer) = stream.try_clone() {
+                self.conns.push(Conn { reader: BufReader::new(stream), writer });
+            }
+        }
+    }
+
+    /// Handles one request line; false when the connection is gone.
+    fn serve_conn(&mut self, i: usize) -> bool {
+        let mut line = String::new();
+        match self.conns[i].reader.read_line(&mut line) {
+            Ok(0) | Err(_) => return false,
+            Ok(_) => {}
+        }
+        let response = match serde_json::from_str::<Request>(&line) {
+            Ok(req) => self.handle(req),
+            Err(e) => Response::error(ErrorKind::BadRequest, e.to_string()),
+        };
+        let mut out = serde_json::to_vec(&response).unwrap_or_default();
+        out.push(b'\n');
+        self.conns[i].writer.write_all(&out).is_ok()
+    }
+
+    fn handle(&mut self, req: Request) -> Response {
+        match req {
+            Request::Create { id, plan, log_path } => self.create(id, &plan, &log_path),
+            Request::Start { id } => self.start(&id),
+            Request::Signal { id, signal } => match self.containers.get(&id) {
+                None => Response::error(ErrorKind::NotFound, format!("container {id} not found")),
+                Some(c) if c.exit.is_some() || c.pending_exit.is_some() => Response::Ok { state: Some(state_of(c)) },
+                Some(c) => {
+                    let sig = Signal::try_from(signal).ok();
+                    match nix::sys::signal::kill(c.pid, sig) {
+                        Ok(()) | Err(nix::errno::Errno::ESRCH) => Response::Ok { state: Some(state_of(c)) },
+                        Err(e) => Response::Error {
+                            kind: ErrorKind::Io,
+                            errno: Some(e as i32),
+                            message: format!("signal {id}"),
+                        },
+                    }
+                }
+            },
+            Request::State { id } => match self.containers.get(&id) {
+                Some(c) => Response::Ok { state: Some(state_of(c)) },
+                None => Response::error(ErrorKind::NotFound, format!("container {id} not found")),
+            },
+            Request::ReopenLog { id } => match self.containers.get_mut(&id) {
+                Some(c) => match c.log.reopen() {
+                    Ok(()) => Response::Ok { state: None },
+                    Err(e) => Response::error(ErrorKind::Io, e.to_string()),
+                },
+                None => Response::error(ErrorKind::NotFound, format!("container {id} not found")),
+            },
+            Request::Forget { id } => {
+                if self.containers.get(&id).is_some_and(|c| c.exit.is_none() && c.launched.is_none()) {
+                    return Response::error(ErrorKind::InvalidState, format!("container {id} is still running"));
+                }
+                // A created container that never started: closing its gate makes its init exit; reap it below.
+                if let Some(c) = self.containers.remove(&id) {
+                    if c.launched.is_some() && c.exit.is_none() {
+                        drop(c.launched);
+                        let _ = waitpid(c.pid, None);
+                    }
+                }
+                for ext in ["started", "exit"] {
+                    let _ = std::fs::remove_file(self.dir.join(format!("{id}.{ext}")));
+                }
+                Response::Ok { state: None }
+            }
+            Request::Shutdown => {
+                self.shutdown = true;
+                Response::Ok { state: None }
+            }
+        }
+    }
+
+    fn create(&mut self, id: String, plan: &crate::launch::LaunchPlan, log_path: &Path) -> Response {
+        if self.containers.contains_key(&id) {
+            return Response::error(ErrorKind::AlreadyExists, format!("container {id} exists"));
+        }
+        let log = match LogWriter::open(log_path, crate::logging::DEFAULT_MAX_LINE) {
+            Ok(l) => l,
+            Err(e) => return Response::error(ErrorKind::Io, crate::error_chain(&e)),
+        };
+        let pipes = || -> nix::Result<(OwnedFd, OwnedFd, OwnedFd, OwnedFd, OwnedFd)> {
+            let (out_r, out_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
+            let (err_r, err_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
+            let null =
+                nix::fcntl::open("/dev/null", OFlag::O_RDONLY | OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty())?;
+            Ok((out_r, out_w, err_r, err_w, null))
+        };
+        let (out_r, out_w, err_r, err_w, null) = match pipes() {
+            Ok(p) => p,
+            Err(e) => {
+                return Response::Error { kind: ErrorKind::Io, errno: Some(e as i32), message: "create pipes".into() };
+            }
+        };
+        let stdio = Stdio { stdin: null.as_raw_fd(), stdout: out_w.as_raw_fd(), stderr: err_w.as_raw_fd() };
+        let launched = match launch(plan, stdio) {
+            Ok(l) => l,
+            Err(e) => {
+                let errno = match &e {
+                    crate::launch::LaunchError::Child { errno, .. }
+                    | crate::launch::LaunchError::Protocol { errno, .. } => Some(*errno as i32),
+                    _ => None,
+                };
+                return Response::Error { kind: ErrorKind::Launch, errno, message: crate::error_chain(&e) };
+            }
+        };
+        // Only the container keeps the write ends: their closing is how its output ends.
+        drop((out_w, err_w, null));
+        for f in [&out_r, &err_r] {
+            let _ = nix::fcntl::fcntl(f, nix::fcntl::FcntlArg::F_SETFL(OFlag::O_NONBLOCK));
+        }
+        let c = Container {
+            pid: launched.pid(),
+            launched: Some(launched),
+            stdout: Some(File::from(out_r)),
+            stderr: Some(File::from(err_r)),
+            log,
+            started_at: None,
+            exit: None,
+            pending_exit: None,
+        };
+        let state = state_of(&c);
+        self.containers.insert(id, c);
+        Response::Ok { state: Some(state) }
+    }
+
+    fn start(&mut self, id: &str) -> Response {
+        let Some(c) = self.containers.get_mut(id) else {
+            return Response::error(ErrorKind::NotFound, format!("container {id} not found"));
+        };
+        let Some(mut launched) = c.launched.take() else {
+            return Response::error(ErrorKind::InvalidState, format!("container {id} was already started"));
+        };
+        let started_at = now_nanos();
+        if let Err(e) = launched.start() {
+            let errno = match &e {
+                crate::launch::LaunchError::Child { errno, .. } => Some(*errno as i32),
+                _ => None,
+            };
+            return Response::Error { kind: ErrorKind::Launch, errno, message: crate::error_chain(&e) };
+        }
+        c.started_at = Some(started_at);
+        let _ = write_atomic(&self.dir.join(format!("{id}.started")), &started_at);
+        Response::Ok { state: Some(state_of(c)) }
+    }
+
+    fn pump(&mut self, id: &str, stream: Stream) {
+        let Some(c) = self.containers.get_mut(id) else { return };
+        let pipe = match stream {
+            Stream::Stdout => &mut c.stdout,
+            Stream::Stderr => &mut c.stderr,
+        };
+        let Some(f) = pipe.as_mut() else { return };
+        let mut buf = [0u8; 32 * 1024];
+        loop {
+            match f.read(&mut buf) {
+                Ok(0) => {
+                    *pipe = None;
+                    return;
+                }
+                Ok(n) => {
+                    if let Err(e) = c.log.write(stream, &buf[..n], SystemTime::now()) {
+                        // The log is kubelet's to rotate or lose; the container keeps running either way.
+                        let _ = writeln!(std::io::stderr(), "reef-monitor: {e}");
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                Err(_) => {
+                    *pipe = None;
+                    return;
+                }
+            }
+        }
+    }
+
+    /// The one reaper of the pod: every exited child is collected here and matched to its container by pid.
+    fn reap(&mut self) {
+        while self.signals.read_signal().ok().flatten().is_some() {}
+        loop {
+            match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(pid, code)) => self.exited(pid, code, None),
+                Ok(WaitStatus::Signaled(pid, sig, _)) => self.exited(pid, 128 + sig as i32, Some(sig as i32)),
+                Ok(WaitStatus::StillAlive) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    }
+
+    fn exited(&mut self, pid: Pid, code: i32, signal: Option<i32>) {
+        if let Some(c) = self.containers.values_mut().find(|c| c.pid == pid && c.exit.is_none()) {
+            c.pending_exit = Some((code, signal));
+        }
+    }
+
+    /// Records exits whose output has been read to the end.
+    fn finish_exits(&mut self) {
+        let finished_at = now_nanos();
+        for (id, c) in self.containers.iter_mut() {
+            let Some((code, signal)) = c.pending_exit else { continue };
+            // Grandchildren may keep the pipes open; the exit does not wait for them beyond what is buffered.
+            for stream in [Stream::Stdout, Stream::Stderr] {
+                let pipe = match stream {
+                    Stream::Stdout => &mut c.stdout,
+                    Stream::Stderr => &mut c.stderr,
+                };
+                if let Some(f) = pipe.as_mut() {
+                    let mut buf = [0u8; 32 * 1024];
+                    while let Ok(n) = f.read(&mut buf) {
+                        if n == 0 {
+                            break;
+                        }
+                        let _ = c.log.write(stream, &buf[..n], SystemTime::now());
+                    }
+                }
+            }
+            let _ = c.log.flush_partial(SystemTime::now());
+            let record = ExitRecord { code, signal, finished_at };
+            let _ = write_atomic(&self.dir.join(format!("{id}.exit")), &record);
+            c.exit = Some(record);
+            c.pending_exit = None;
+        }
+    }
+}
+
+fn state_of(c: &Container) -> ContainerState {
+    let status = match (&c.exit, &c.launched) {
+        (Some(_), _) => Status::Exited,
+        (None, Some(_)) => Status::Created,
+        (None, None) => Status::Running,
+    };
+    ContainerState { pid: c.pid.as_raw(), status, started_at: c.started_at, exit: c.exit.clone() }
+}

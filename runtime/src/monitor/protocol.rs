@@ -1,0 +1,88 @@
+//! The monitor's socket protocol: one JSON request per line, one JSON response per line. Errors carry a kind and
+//! the errno, not only text, so reefd maps them to gRPC codes without parsing messages.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::launch::LaunchPlan;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    /// Sets a container up behind its start gate, its output going to `log_path`.
+    Create {
+        id: String,
+        plan: LaunchPlan,
+        log_path: PathBuf,
+    },
+    Start {
+        id: String,
+    },
+    Signal {
+        id: String,
+        signal: i32,
+    },
+    State {
+        id: String,
+    },
+    /// Continue the log in a new file at the same path (kubelet rotated it).
+    ReopenLog {
+        id: String,
+    },
+    /// Drop an exited container's bookkeeping.
+    Forget {
+        id: String,
+    },
+    /// Exit once no container is running.
+    Shutdown,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Created,
+    Running,
+    Exited,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitRecord {
+    /// The CRI's exit code: 128 + signal for a signal death.
+    pub code: i32,
+    pub signal: Option<i32>,
+    /// Unix time in nanoseconds.
+    pub finished_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerState {
+    pub pid: i32,
+    pub status: Status,
+    pub started_at: Option<i64>,
+    pub exit: Option<ExitRecord>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    NotFound,
+    AlreadyExists,
+    InvalidState,
+    Launch,
+    Io,
+    BadRequest,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum Response {
+    Ok { state: Option<ContainerState> },
+    Error { kind: ErrorKind, errno: Option<i32>, message: String },
+}
+
+impl Response {
+    pub fn error(kind: ErrorKind, message: impl Into<String>) -> Response {
+        Response::Error { kind, errno: None, message: message.into() }
+    }
+}

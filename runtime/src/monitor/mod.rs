@@ -234,11 +234,12 @@ impl Monitor {
                     return Response::error(ErrorKind::InvalidState, format!("container {id} is still running"));
                 }
                 // A created container that never started: closing its gate makes its init exit; reap it below.
-                if let Some(c) = self.containers.remove(&id) {
-                    if c.launched.is_some() && c.exit.is_none() {
-                        drop(c.launched);
-                        let _ = waitpid(c.pid, None);
-                    }
+                if let Some(c) = self.containers.remove(&id)
+                    && c.launched.is_some()
+                    && c.exit.is_none()
+                {
+                    drop(c.launched);
+                    let _ = waitpid(c.pid, None);
                 }
                 for ext in ["started", "exit"] {
                     let _ = std::fs::remove_file(self.dir.join(format!("{id}.{ext}")));

@@ -7,6 +7,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::launch::LaunchPlan;
 
+// Requests are decoded one at a time and never stored, so the size of the Create variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Request {

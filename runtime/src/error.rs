@@ -14,6 +14,12 @@ pub enum RuntimeError {
     #[error(transparent)]
     Rootfs(#[from] crate::rootfs::RootfsError),
 
+    #[error(transparent)]
+    Plan(#[from] crate::plan::PlanError),
+
+    #[error(transparent)]
+    Monitor(#[from] crate::monitor::MonitorError),
+
     #[error("{op} {path}")]
     Io {
         op: &'static str,

@@ -12,6 +12,7 @@ pub mod launch;
 pub mod logging;
 pub mod monitor;
 pub mod mounts;
+pub mod plan;
 pub mod rootfs;
 
 /// The spec crate this runtime is built against; callers use this one so versions cannot mix.

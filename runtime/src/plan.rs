@@ -1,0 +1,161 @@
+//! From an OCI runtime spec to a launch plan: the seam between node-agent (which speaks CRI and builds specs)
+//! and the native launcher. Whatever the launcher cannot honour yet is refused here, loudly, rather than
+//! silently run with less confinement than the spec asks for.
+
+use std::path::PathBuf;
+
+use nix::sched::CloneFlags;
+use oci_spec::runtime::{LinuxNamespaceType, Spec};
+
+use crate::launch::LaunchPlan;
+use crate::mounts::MountPlan;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PlanError {
+    #[error("spec has no {0}")]
+    Missing(&'static str),
+    #[error("spec asks for {0}, which this runtime does not support yet")]
+    Unsupported(String),
+}
+
+fn clone_flag(t: LinuxNamespaceType) -> Result<CloneFlags, PlanError> {
+    Ok(match t {
+        LinuxNamespaceType::Mount => CloneFlags::CLONE_NEWNS,
+        LinuxNamespaceType::Cgroup => CloneFlags::CLONE_NEWCGROUP,
+        LinuxNamespaceType::Uts => CloneFlags::CLONE_NEWUTS,
+        LinuxNamespaceType::Ipc => CloneFlags::CLONE_NEWIPC,
+        LinuxNamespaceType::Pid => CloneFlags::CLONE_NEWPID,
+        LinuxNamespaceType::Network => CloneFlags::CLONE_NEWNET,
+        other => return Err(PlanError::Unsupported(format!("a {other:?} namespace"))),
+    })
+}
+
+pub fn plan_from_spec(spec: &Spec) -> Result<LaunchPlan, PlanError> {
+    let root = spec.root().as_ref().ok_or(PlanError::Missing("root"))?;
+    let process = spec.process().as_ref().ok_or(PlanError::Missing("process"))?;
+    let args = process.args().clone().filter(|a| !a.is_empty()).ok_or(PlanError::Missing("process.args"))?;
+    let linux = spec.linux().as_ref().ok_or(PlanError::Missing("linux"))?;
+    // The launcher does not apply these yet; running without them would be less confinement than asked for.
+    if process.capabilities().is_some() {
+        return Err(PlanError::Unsupported("capability sets".into()));
+    }
+    if linux.seccomp().is_some() {
+        return Err(PlanError::Unsupported("a seccomp profile".into()));
+    }
+    if process.rlimits().as_ref().is_some_and(|r| !r.is_empty()) {
+        return Err(PlanError::Unsupported("rlimits".into()));
+    }
+
+    let mut new_namespaces = CloneFlags::empty();
+    let mut join_namespaces: Vec<(CloneFlags, PathBuf)> = Vec::new();
+    for ns in linux.namespaces().iter().flatten() {
+        let flag = clone_flag(ns.typ())?;
+        match ns.path() {
+            Some(p) => join_namespaces.push((flag, p.clone())),
+            None => new_namespaces |= flag,
+        }
+    }
+    // Only a UTS namespace of the container's own takes the hostname; a joined one belongs to the pod.
+    let hostname = if new_namespaces.contains(CloneFlags::CLONE_NEWUTS) { spec.hostname().clone() } else { None };
+
+    let mounts = spec
+        .mounts()
+        .iter()
+        .flatten()
+        .map(|m| {
+            MountPlan::from_oci(
+                &m.destination().display().to_string(),
+                m.typ().as_deref().unwrap_or("none"),
+                &m.source().as_ref().map(|s| s.display().to_string()).unwrap_or_else(|| "none".into()),
+                m.options().as_deref().unwrap_or_default(),
+            )
+        })
+        .collect();
+    let user = process.user();
+    Ok(LaunchPlan {
+        rootfs: root.path().clone(),
+        readonly_rootfs: root.readonly().unwrap_or(false),
+        new_namespaces,
+        join_namespaces,
+        mounts,
+        masked_paths: linux.masked_paths().clone().unwrap_or_default(),
+        readonly_paths: linux.readonly_paths().clone().unwrap_or_default(),
+        hostname,
+        args,
+        env: process.env().clone().unwrap_or_default(),
+        cwd: process.cwd().display().to_string(),
+        uid: user.uid(),
+        gid: user.gid(),
+        additional_gids: user.additional_gids().clone().unwrap_or_default(),
+        no_new_privileges: process.no_new_privileges().unwrap_or(false),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use oci_spec::runtime::{LinuxNamespaceBuilder, ProcessBuilder, RootBuilder, Spec};
+
+    use super::*;
+
+    fn spec(namespaces: Vec<(LinuxNamespaceType, Option<&str>)>) -> Spec {
+        let mut spec = Spec::default();
+        spec.set_root(Some(RootBuilder::default().path("/r").readonly(true).build().unwrap()));
+        spec.set_hostname(Some("h".into()));
+        let mut process = ProcessBuilder::default().args(vec!["sh".to_string()]).cwd("/w").build().unwrap();
+        // The builder's defaults include capabilities and rlimits, which the launcher does not apply yet.
+        process.set_capabilities(None);
+        process.set_rlimits(None);
+        spec.set_process(Some(process));
+        let list = namespaces
+            .into_iter()
+            .map(|(t, p)| {
+                let b = LinuxNamespaceBuilder::default().typ(t);
+                match p {
+                    Some(p) => b.path(p).build().unwrap(),
+                    None => b.build().unwrap(),
+                }
+            })
+            .collect();
+        spec.linux_mut().as_mut().unwrap().set_namespaces(Some(list));
+        spec
+    }
+
+    #[test]
+    fn new_and_joined_namespaces_are_told_apart() {
+        let p = plan_from_spec(&spec(vec![
+            (LinuxNamespaceType::Mount, None),
+            (LinuxNamespaceType::Pid, None),
+            (LinuxNamespaceType::Network, Some("/run/reef/p/ns/net")),
+            (LinuxNamespaceType::Uts, Some("/run/reef/p/ns/uts")),
+        ]))
+        .unwrap();
+        assert_eq!(p.new_namespaces, CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWPID);
+        assert_eq!(p.join_namespaces.len(), 2);
+        assert_eq!(p.hostname, None, "a joined UTS namespace keeps the pod's hostname");
+        assert!(p.readonly_rootfs);
+        assert_eq!((p.args.as_slice(), p.cwd.as_str()), (&["sh".to_string()][..], "/w"));
+        assert!(!p.masked_paths.is_empty(), "the spec's default masked paths carry over");
+        assert!(p.mounts.iter().any(|m| m.destination == "/proc" && m.fstype == "proc"));
+    }
+
+    #[test]
+    fn a_new_uts_namespace_takes_the_hostname() {
+        let p = plan_from_spec(&spec(vec![(LinuxNamespaceType::Uts, None)])).unwrap();
+        assert_eq!(p.hostname.as_deref(), Some("h"));
+    }
+
+    #[test]
+    fn unsupported_namespaces_and_missing_parts_are_refused() {
+        assert!(matches!(
+            plan_from_spec(&spec(vec![(LinuxNamespaceType::User, None)])),
+            Err(PlanError::Unsupported(_))
+        ));
+        let mut s = spec(vec![]);
+        s.set_process(None);
+        assert_eq!(plan_from_spec(&s).unwrap_err(), PlanError::Missing("process"));
+        let mut capped = spec(vec![]);
+        capped.set_process(Spec::default().process().clone());
+        capped.process_mut().as_mut().unwrap().set_args(Some(vec!["sh".into()]));
+        assert!(matches!(plan_from_spec(&capped), Err(PlanError::Unsupported(what)) if what.contains("capab")));
+    }
+}

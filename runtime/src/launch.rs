@@ -53,6 +53,18 @@ pub struct LaunchPlan {
     pub gid: u32,
     pub additional_gids: Vec<u32>,
     pub no_new_privileges: bool,
+    /// The capability sets (names like `CAP_CHOWN`); `None` keeps what the caller has, as root: all of them.
+    pub capabilities: Option<CapabilitySets>,
+}
+
+/// The five capability sets of the container's process.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CapabilitySets {
+    pub bounding: Vec<String>,
+    pub effective: Vec<String>,
+    pub permitted: Vec<String>,
+    pub inheritable: Vec<String>,
+    pub ambient: Vec<String>,
 }
 
 /// A container process set up and waiting at the start gate.

@@ -36,9 +36,6 @@ pub fn plan_from_spec(spec: &Spec) -> Result<LaunchPlan, PlanError> {
     let args = process.args().clone().filter(|a| !a.is_empty()).ok_or(PlanError::Missing("process.args"))?;
     let linux = spec.linux().as_ref().ok_or(PlanError::Missing("linux"))?;
     // The launcher does not apply these yet; running without them would be less confinement than asked for.
-    if process.capabilities().is_some() {
-        return Err(PlanError::Unsupported("capability sets".into()));
-    }
     if linux.seccomp().is_some() {
         return Err(PlanError::Unsupported("a seccomp profile".into()));
     }
@@ -88,6 +85,20 @@ pub fn plan_from_spec(spec: &Spec) -> Result<LaunchPlan, PlanError> {
         gid: user.gid(),
         additional_gids: user.additional_gids().clone().unwrap_or_default(),
         no_new_privileges: process.no_new_privileges().unwrap_or(false),
+        capabilities: process.capabilities().as_ref().map(|c| {
+            let names = |set: &Option<oci_spec::runtime::Capabilities>| -> Vec<String> {
+                let mut v: Vec<String> = set.iter().flatten().map(|cap| format!("CAP_{cap}")).collect();
+                v.sort();
+                v
+            };
+            crate::launch::CapabilitySets {
+                bounding: names(c.bounding()),
+                effective: names(c.effective()),
+                permitted: names(c.permitted()),
+                inheritable: names(c.inheritable()),
+                ambient: names(c.ambient()),
+            }
+        }),
     })
 }
 
@@ -139,6 +150,18 @@ mod tests {
     }
 
     #[test]
+    fn capability_names_take_the_kernel_spelling() {
+        let mut s = spec(vec![]);
+        let caps = Spec::default().process().as_ref().unwrap().capabilities().clone();
+        s.process_mut().as_mut().unwrap().set_capabilities(caps);
+        let sets = plan_from_spec(&s).unwrap().capabilities.unwrap();
+        assert!(sets.bounding.contains(&"CAP_KILL".to_string()), "{sets:?}");
+        for name in sets.bounding.iter().chain(&sets.effective) {
+            assert!(name.parse::<caps::Capability>().is_ok(), "{name} is a capability the launcher can parse");
+        }
+    }
+
+    #[test]
     fn a_new_uts_namespace_takes_the_hostname() {
         let p = plan_from_spec(&spec(vec![(LinuxNamespaceType::Uts, None)])).unwrap();
         assert_eq!(p.hostname.as_deref(), Some("h"));
@@ -153,9 +176,12 @@ mod tests {
         let mut s = spec(vec![]);
         s.set_process(None);
         assert_eq!(plan_from_spec(&s).unwrap_err(), PlanError::Missing("process"));
-        let mut capped = spec(vec![]);
-        capped.set_process(Spec::default().process().clone());
-        capped.process_mut().as_mut().unwrap().set_args(Some(vec!["sh".into()]));
-        assert!(matches!(plan_from_spec(&capped), Err(PlanError::Unsupported(what)) if what.contains("capab")));
+        let mut limited = spec(vec![]);
+        limited
+            .process_mut()
+            .as_mut()
+            .unwrap()
+            .set_rlimits(Spec::default().process().as_ref().unwrap().rlimits().clone());
+        assert!(matches!(plan_from_spec(&limited), Err(PlanError::Unsupported(what)) if what == "rlimits"));
     }
 }

@@ -5,7 +5,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use nix::sched::CloneFlags;
-use reef_runtime::launch::{Exit, LaunchError, LaunchPlan, Stdio, Step, launch, wait};
+use reef_runtime::launch::{CapabilitySets, Exit, LaunchError, LaunchPlan, Stdio, Step, launch, wait};
 use reef_runtime::mounts::MountPlan;
 
 fn privileged() -> bool {
@@ -24,7 +24,7 @@ fn privileged() -> bool {
 fn busybox_rootfs(dir: &Path) {
     std::fs::create_dir_all(dir.join("bin")).unwrap();
     std::fs::copy("/bin/busybox", dir.join("bin/busybox")).unwrap();
-    for applet in ["sh", "echo", "hostname", "id", "cat", "wc", "touch", "ls", "sleep"] {
+    for applet in ["sh", "echo", "hostname", "id", "cat", "wc", "touch", "ls", "sleep", "grep"] {
         std::os::unix::fs::symlink("busybox", dir.join("bin").join(applet)).unwrap();
     }
     for d in ["proc", "dev", "sys", "etc"] {
@@ -64,6 +64,13 @@ fn plan(rootfs: &Path, script: &str) -> LaunchPlan {
         gid: 1000,
         additional_gids: vec![10, 20],
         no_new_privileges: true,
+        capabilities: Some(CapabilitySets {
+            bounding: vec!["CAP_CHOWN".into(), "CAP_NET_BIND_SERVICE".into()],
+            effective: vec!["CAP_NET_BIND_SERVICE".into()],
+            permitted: vec!["CAP_CHOWN".into(), "CAP_NET_BIND_SERVICE".into()],
+            inheritable: vec![],
+            ambient: vec![],
+        }),
     }
 }
 
@@ -78,7 +85,7 @@ fn a_container_runs_as_pid_1_with_its_own_hostname_user_and_masked_paths() {
     let script = "{ echo $$; hostname; id -u; id -G; pwd; cat /proc/keys | wc -c; ls /proc/acpi | wc -l; \
                   touch /proc/sys/kernel/x 2>/dev/null || echo proc-sys-ro; \
                   grep -c NoNewPrivs:.1 /proc/self/status 2>/dev/null || cat /proc/self/status | grep NoNewPrivs; \
-                  ls /dev/null /dev/zero; } > /tmp/out 2>&1; exit 7";
+                  ls /dev/null /dev/zero; grep -E '^Cap(Bnd|Eff)' /proc/self/status; } > /tmp/out 2>&1; exit 7";
     let mut container = launch(&plan(&rootfs, script), Stdio::inherit()).expect("launch");
     assert!(!rootfs.join("tmp/out").exists(), "nothing runs before the start gate opens");
     container.start().expect("start");
@@ -95,6 +102,10 @@ fn a_container_runs_as_pid_1_with_its_own_hostname_user_and_masked_paths() {
     assert_eq!(lines[7], "proc-sys-ro");
     assert_eq!(lines[8], "1", "no_new_privs is set: {out}");
     assert!(out.contains("/dev/null") && out.contains("/dev/zero"), "{out}");
+    // CHOWN (bit 0) and NET_BIND_SERVICE (bit 10) bound the process; a non-root user keeps no effective
+    // capability across exec without ambient ones, exactly as the kernel rules (and docker) have it.
+    assert!(out.contains("CapBnd:\t0000000000000401"), "{out}");
+    assert!(out.contains("CapEff:\t0000000000000000"), "{out}");
     // Nothing of the container's mounts is left in our namespace.
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(!mountinfo.contains(rootfs.to_str().unwrap()), "container mounts leaked to the host");

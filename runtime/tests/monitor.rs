@@ -53,6 +53,7 @@ fn plan(rootfs: &Path, script: &str) -> LaunchPlan {
         gid: 0,
         additional_gids: vec![],
         no_new_privileges: false,
+        capabilities: None,
     }
 }
 

@@ -16,7 +16,34 @@ use super::{LaunchPlan, Stdio, sys};
 use crate::mounts::MountPlan;
 
 /// The plan with everything a child would otherwise allocate or open computed in the caller.
+/// Capability sets parsed in the caller, so a bad name fails the launch before any fork.
+struct Caps {
+    bounding: caps::CapsHashSet,
+    effective: caps::CapsHashSet,
+    permitted: caps::CapsHashSet,
+    inheritable: caps::CapsHashSet,
+    ambient: caps::CapsHashSet,
+}
+
+fn parse_caps(sets: &super::CapabilitySets) -> Result<Caps, LaunchError> {
+    let parse = |v: &[String]| -> Result<caps::CapsHashSet, LaunchError> {
+        v.iter()
+            .map(|n| {
+                n.parse::<caps::Capability>().map_err(|_| LaunchError::InvalidPlan(format!("unknown capability {n:?}")))
+            })
+            .collect()
+    };
+    Ok(Caps {
+        bounding: parse(&sets.bounding)?,
+        effective: parse(&sets.effective)?,
+        permitted: parse(&sets.permitted)?,
+        inheritable: parse(&sets.inheritable)?,
+        ambient: parse(&sets.ambient)?,
+    })
+}
+
 pub struct Prepared<'a> {
+    caps: Option<Caps>,
     plan: &'a LaunchPlan,
     join: Vec<(CloneFlags, OwnedFd)>,
     rootfs: CString,
@@ -44,7 +71,9 @@ impl<'a> Prepared<'a> {
         }
         let rootfs = CString::new(plan.rootfs.as_os_str().as_encoded_bytes())
             .map_err(|_| LaunchError::InvalidPlan("rootfs path has a NUL byte".into()))?;
+        let caps = plan.capabilities.as_ref().map(parse_caps).transpose()?;
         Ok(Prepared {
+            caps,
             plan,
             join,
             rootfs,
@@ -58,6 +87,12 @@ impl<'a> Prepared<'a> {
 fn fail(reports: i32, step: Step, errno: Errno) -> ! {
     send_failed(reports, step, errno);
     sys::exit_now(1)
+}
+
+/// caps reports errors as text; the errno is what crosses the pipe.
+fn caps_errno(_e: &caps::errors::CapsError) -> Errno {
+    let errno = Errno::last();
+    if errno as i32 == 0 { Errno::EPERM } else { errno }
 }
 
 fn check<T>(reports: i32, step: Step, r: nix::Result<T>) -> T {
@@ -123,11 +158,38 @@ fn init(p: &Prepared<'_>, reports: i32, start: i32) -> ! {
     if let Some(name) = &plan.hostname {
         check(reports, Step::Hostname, nix::unistd::sethostname(name));
     }
+    // The bounding set can only shrink while we still hold CAP_SETPCAP, i.e. before leaving root.
+    if let Some(c) = &p.caps {
+        for cap in caps::all().difference(&c.bounding) {
+            if let Err(e) = caps::drop(None, caps::CapSet::Bounding, *cap) {
+                fail(reports, Step::Capabilities, caps_errno(&e));
+            }
+        }
+        // Keep the permitted set across the switch to a non-root uid, which would otherwise clear it.
+        check(reports, Step::Capabilities, nix::sys::prctl::set_keepcaps(true));
+    }
     let groups: Vec<Gid> = plan.additional_gids.iter().map(|g| Gid::from_raw(*g)).collect();
     check(reports, Step::Setgroups, nix::unistd::setgroups(&groups));
     let (gid, uid) = (Gid::from_raw(plan.gid), Uid::from_raw(plan.uid));
     check(reports, Step::Setgid, nix::unistd::setresgid(gid, gid, gid));
     check(reports, Step::Setuid, nix::unistd::setresuid(uid, uid, uid));
+    if let Some(c) = &p.caps {
+        let steps = [
+            (caps::CapSet::Permitted, &c.permitted),
+            (caps::CapSet::Inheritable, &c.inheritable),
+            (caps::CapSet::Effective, &c.effective),
+        ];
+        for (set, value) in steps {
+            if let Err(e) = caps::set(None, set, value) {
+                fail(reports, Step::Capabilities, caps_errno(&e));
+            }
+        }
+        // Ambient capabilities must be permitted and inheritable; setting the others first makes that so.
+        if let Err(e) = caps::set(None, caps::CapSet::Ambient, &c.ambient) {
+            fail(reports, Step::Capabilities, caps_errno(&e));
+        }
+        check(reports, Step::Capabilities, nix::sys::prctl::set_keepcaps(false));
+    }
     // After dropping to the user, so that the user's own permissions decide, as in runc.
     check(reports, Step::Chdir, nix::unistd::chdir(plan.cwd.as_str()));
     if plan.no_new_privileges {

@@ -28,6 +28,7 @@ pub enum Step {
     Setgroups,
     Setgid,
     Setuid,
+    Capabilities,
     Chdir,
     NoNewPrivileges,
     WaitStart,

@@ -18,6 +18,9 @@ pub enum RuntimeError {
     Plan(#[from] crate::plan::PlanError),
 
     #[error(transparent)]
+    Pin(#[from] crate::pin::PinError),
+
+    #[error(transparent)]
     Monitor(#[from] crate::monitor::MonitorError),
 
     #[error("{op} {path}")]

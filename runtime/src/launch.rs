@@ -14,7 +14,8 @@
 
 mod child;
 mod protocol;
-mod sys;
+
+use crate::sys;
 
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;

@@ -12,8 +12,10 @@ pub mod launch;
 pub mod logging;
 pub mod monitor;
 pub mod mounts;
+pub mod pin;
 pub mod plan;
 pub mod rootfs;
+mod sys;
 
 /// The spec crate this runtime is built against; callers use this one so versions cannot mix.
 pub use oci_spec;

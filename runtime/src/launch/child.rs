@@ -12,8 +12,9 @@ use nix::sys::stat::{Mode, SFlag};
 use nix::unistd::{ForkResult, Gid, Uid};
 
 use super::protocol::{LaunchError, Step, send_failed, send_pid, send_ready};
-use super::{LaunchPlan, Stdio, sys};
+use super::{LaunchPlan, Stdio};
 use crate::mounts::MountPlan;
+use crate::sys;
 
 /// The plan with everything a child would otherwise allocate or open computed in the caller.
 /// Capability sets parsed in the caller, so a bad name fails the launch before any fork.

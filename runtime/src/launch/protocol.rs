@@ -117,7 +117,7 @@ pub fn send_pid(fd: i32, pid: Pid) {
 
 fn raw_write(fd: i32, data: &[u8]) {
     // A short or failed write can only lose the report, which the reader then sees as end-of-file.
-    let _ = nix::unistd::write(super::sys::borrow(fd), data);
+    let _ = nix::unistd::write(crate::sys::borrow(fd), data);
 }
 
 pub fn write_all(fd: &impl AsFd, data: &[u8]) -> Result<(), Errno> {

@@ -1,0 +1,208 @@
+//! A pod's namespaces without a pause process: a short-lived child unshares them, and each is pinned by
+//! bind-mounting its nsfs file onto a file in the pod's state directory (CRI-O's pinns idea). The namespaces
+//! then live as long as the pins, whatever happens to processes, and containers join them by path.
+
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::OFlag;
+use nix::mount::{MntFlags, MsFlags};
+use nix::sched::CloneFlags;
+use nix::sys::wait::waitpid;
+use nix::unistd::ForkResult;
+
+use crate::sys;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PinError {
+    #[error("pin namespaces: {step}")]
+    Sys {
+        step: &'static str,
+        #[source]
+        errno: nix::errno::Errno,
+    },
+    #[error("pin namespaces: the helper process failed at {0}")]
+    Helper(&'static str),
+}
+
+/// Which namespaces the pod gets of its own.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PodNamespaceSet {
+    pub network: bool,
+    pub ipc: bool,
+    pub uts: bool,
+}
+
+/// Pinned namespace files, by kind; `None` where the pod uses the host's.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Pinned {
+    pub network: Option<PathBuf>,
+    pub ipc: Option<PathBuf>,
+    pub uts: Option<PathBuf>,
+}
+
+fn sys_err(step: &'static str) -> impl Fn(nix::errno::Errno) -> PinError {
+    move |errno| PinError::Sys { step, errno }
+}
+
+const KINDS: [(&str, CloneFlags); 3] =
+    [("net", CloneFlags::CLONE_NEWNET), ("ipc", CloneFlags::CLONE_NEWIPC), ("uts", CloneFlags::CLONE_NEWUTS)];
+
+/// Creates the pod's namespaces and pins them under `dir` (`dir/net`, `dir/ipc`, `dir/uts`). The new UTS namespace
+/// gets `hostname`; the new network namespace has `lo` up. On failure nothing stays pinned.
+pub fn pin(dir: &Path, set: PodNamespaceSet, hostname: &str) -> Result<Pinned, PinError> {
+    let wanted: Vec<(&str, CloneFlags)> = KINDS
+        .into_iter()
+        .filter(|(name, _)| match *name {
+            "net" => set.network,
+            "ipc" => set.ipc,
+            _ => set.uts,
+        })
+        .collect();
+    if wanted.is_empty() {
+        return Ok(Pinned::default());
+    }
+    std::fs::create_dir_all(dir).map_err(|e| PinError::Sys { step: "create dir", errno: io_errno(&e) })?;
+    let flags = wanted.iter().fold(CloneFlags::empty(), |acc, (_, f)| acc | *f);
+    let (ready_r, ready_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(sys_err("pipe"))?;
+    let (hold_r, hold_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(sys_err("pipe"))?;
+    let child = match sys::fork().map_err(sys_err("fork"))? {
+        ForkResult::Child => {
+            drop(ready_r);
+            drop(hold_w);
+            // One byte per outcome: 0 ready, else the failed step's number.
+            let report = |code: u8| {
+                let _ = nix::unistd::write(&ready_w, &[code]);
+            };
+            if nix::sched::unshare(flags).is_err() {
+                report(1);
+                sys::exit_now(1);
+            }
+            if set.uts && nix::unistd::sethostname(hostname).is_err() {
+                report(2);
+                sys::exit_now(1);
+            }
+            if set.network && sys::loopback_up().is_err() {
+                report(3);
+                sys::exit_now(1);
+            }
+            report(0);
+            // Stay until the parent has pinned everything (it closes the hold pipe).
+            let mut b = [0u8; 1];
+            let _ = nix::unistd::read(&hold_r, &mut b);
+            sys::exit_now(0)
+        }
+        ForkResult::Parent { child } => child,
+    };
+    drop(ready_w);
+    drop(hold_r);
+    let mut code = [0u8; 1];
+    let outcome = nix::unistd::read(&ready_r, &mut code);
+    let result = match (outcome, code[0]) {
+        (Ok(1), 0) => pin_files(dir, &wanted, child.as_raw()),
+        (Ok(1), 1) => Err(PinError::Helper("unshare")),
+        (Ok(1), 2) => Err(PinError::Helper("sethostname")),
+        (Ok(1), _) => Err(PinError::Helper("loopback up")),
+        _ => Err(PinError::Helper("start")),
+    };
+    drop(hold_w);
+    let _ = waitpid(child, None);
+    if result.is_err() {
+        unpin(dir);
+    }
+    result
+}
+
+fn pin_files(dir: &Path, wanted: &[(&str, CloneFlags)], pid: i32) -> Result<Pinned, PinError> {
+    let mut pinned = Pinned::default();
+    for (name, _) in wanted {
+        let target = dir.join(name);
+        std::fs::File::create(&target).map_err(|e| PinError::Sys { step: "create pin file", errno: io_errno(&e) })?;
+        let source = format!("/proc/{pid}/ns/{name}");
+        nix::mount::mount(Some(source.as_str()), &target, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+            .map_err(sys_err("bind-mount namespace"))?;
+        match *name {
+            "net" => pinned.network = Some(target),
+            "ipc" => pinned.ipc = Some(target),
+            _ => pinned.uts = Some(target),
+        }
+    }
+    Ok(pinned)
+}
+
+/// Releases the pins in `dir` (the namespaces die with their last user). Idempotent: pins already gone are fine.
+pub fn unpin(dir: &Path) {
+    for (name, _) in KINDS {
+        let target = dir.join(name);
+        let _ = nix::mount::umount2(&target, MntFlags::MNT_DETACH);
+        let _ = std::fs::remove_file(&target);
+    }
+}
+
+fn io_errno(e: &std::io::Error) -> nix::errno::Errno {
+    nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::MetadataExt;
+    use std::process::Command;
+
+    use super::*;
+
+    #[test]
+    fn a_pod_gets_pinned_namespaces_with_its_hostname_and_lo_up() {
+        if std::env::var("REEF_E2E").as_deref() != Ok("1") || !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: needs REEF_E2E=1 and root");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let ns = dir.path().join("ns");
+        let pinned = pin(&ns, PodNamespaceSet { network: true, ipc: true, uts: true }, "pod-a").unwrap();
+        struct Unpin<'a>(&'a Path);
+        impl Drop for Unpin<'_> {
+            fn drop(&mut self) {
+                unpin(self.0);
+            }
+        }
+        let _guard = Unpin(&ns);
+        let net = pinned.network.clone().unwrap();
+        assert_ne!(
+            std::fs::metadata(&net).unwrap().ino(),
+            std::fs::metadata("/proc/self/ns/net").unwrap().ino(),
+            "a new network namespace"
+        );
+        let uts = Command::new("nsenter")
+            .arg(format!("--uts={}", pinned.uts.clone().unwrap().display()))
+            .arg("hostname")
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&uts.stdout).trim(), "pod-a");
+        let lo = Command::new("nsenter")
+            .arg(format!("--net={}", net.display()))
+            .args(["ip", "-o", "link", "show", "lo"])
+            .output()
+            .unwrap();
+        let lo = String::from_utf8_lossy(&lo.stdout);
+        assert!(lo.contains("LOOPBACK,UP"), "lo is up in the pod: {lo}");
+        let host_links = Command::new("nsenter")
+            .arg(format!("--net={}", net.display()))
+            .args(["ip", "-o", "link"])
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&host_links.stdout).lines().count(),
+            1,
+            "only lo: the host's links are not there"
+        );
+        unpin(&ns);
+        unpin(&ns);
+        assert!(!net.exists());
+        assert!(!std::fs::read_to_string("/proc/self/mountinfo").unwrap().contains(ns.to_str().unwrap()));
+    }
+
+    #[test]
+    fn host_namespaces_pin_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(pin(&dir.path().join("ns"), PodNamespaceSet::default(), "x").unwrap(), Pinned::default());
+    }
+}

@@ -1,0 +1,54 @@
+//! The runtime's only unsafe calls, each small and explained.
+#![allow(unsafe_code)]
+
+use std::os::fd::BorrowedFd;
+
+use nix::unistd::ForkResult;
+
+/// fork(2). Sound here because the children only run code that is safe after fork: syscalls, and allocation
+/// through glibc malloc, whose fork handlers leave it usable in the child. No child ever returns into the
+/// caller's code: each ends in exec or `exit_now`.
+pub fn fork() -> nix::Result<ForkResult> {
+    // SAFETY: see above.
+    unsafe { nix::unistd::fork() }
+}
+
+/// _exit(2): leaves a child without running the parent's atexit handlers or flushing its stdio buffers.
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit is async-signal-safe and takes no pointers.
+    unsafe { nix::libc::_exit(code) }
+}
+
+/// A pipe end the child inherited as a raw number across fork.
+pub fn borrow(fd: i32) -> BorrowedFd<'static> {
+    // SAFETY: the launch code passes only pipe ends it created and keeps open for the child's whole life (the
+    // child ends in exec or exit without closing them), so the fd stays valid for as long as it is used.
+    unsafe { BorrowedFd::borrow_raw(fd) }
+}
+
+/// Sets IFF_UP on the loopback device of the calling thread's network namespace (SIOCSIFFLAGS), so a fresh pod
+/// network namespace has a working `lo`. Built-in networking replaces this with netlink.
+pub fn loopback_up() -> nix::Result<()> {
+    use std::os::fd::AsRawFd;
+    let sock = nix::sys::socket::socket(
+        nix::sys::socket::AddressFamily::Inet,
+        nix::sys::socket::SockType::Datagram,
+        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    // SAFETY: `ifreq` is plain old data that the kernel reads and writes within its size; the name is NUL-terminated
+    // ("lo" in a zeroed 16-byte array) and the socket fd is open for the duration of both calls.
+    unsafe {
+        let mut req: nix::libc::ifreq = std::mem::zeroed();
+        req.ifr_name[0] = b'l' as nix::libc::c_char;
+        req.ifr_name[1] = b'o' as nix::libc::c_char;
+        if nix::libc::ioctl(sock.as_raw_fd(), nix::libc::SIOCGIFFLAGS, &mut req) < 0 {
+            return Err(nix::errno::Errno::last());
+        }
+        req.ifr_ifru.ifru_flags |= nix::libc::IFF_UP as nix::libc::c_short;
+        if nix::libc::ioctl(sock.as_raw_fd(), nix::libc::SIOCSIFFLAGS, &req) < 0 {
+            return Err(nix::errno::Errno::last());
+        }
+    }
+    Ok(())
+}

@@ -5,10 +5,12 @@ use std::sync::{Arc, RwLock};
 use reef_images::pull::Puller;
 
 use crate::config::Config;
+use crate::pods::Pods;
 
 pub struct Agent {
     pub config: Config,
     pub puller: Puller,
+    pub pods: Pods,
     /// Unix time in nanoseconds when this reefd started.
     pub started_at: i64,
     /// The pod CIDR kubelet sent with UpdateRuntimeConfig; networking takes it over when it lands.
@@ -16,7 +18,13 @@ pub struct Agent {
 }
 
 impl Agent {
-    pub fn new(config: Config, puller: Puller) -> Arc<Agent> {
-        Arc::new(Agent { config, puller, started_at: reef_images::pull::now_nanos(), pod_cidr: RwLock::default() })
+    pub fn new(config: Config, puller: Puller, pods: Pods) -> Arc<Agent> {
+        Arc::new(Agent {
+            config,
+            puller,
+            pods,
+            started_at: reef_images::pull::now_nanos(),
+            pod_cidr: RwLock::default(),
+        })
     }
 }

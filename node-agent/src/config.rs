@@ -21,6 +21,8 @@ pub struct Config {
     pub log_level: String,
     /// The cgroup driver reported to kubelet: `cgroupfs` or `systemd`.
     pub cgroup_driver: CgroupDriver,
+    /// The pod monitor binary; by default `reef-monitor` next to reefd.
+    pub monitor_path: Option<PathBuf>,
     pub images: ImagesConfig,
     pub registry: RegistryConfig,
 }
@@ -33,6 +35,7 @@ impl Default for Config {
             socket: "/run/reef/reef.sock".into(),
             log_level: "info".into(),
             cgroup_driver: CgroupDriver::Cgroupfs,
+            monitor_path: None,
             images: ImagesConfig::default(),
             registry: RegistryConfig::default(),
         }
@@ -110,6 +113,16 @@ impl Config {
         }
         self.registry.validate().map_err(|e| invalid("registry", e.to_string()))?;
         Ok(())
+    }
+
+    /// Where the pod monitor binary is.
+    pub fn monitor_binary(&self) -> PathBuf {
+        self.monitor_path.clone().unwrap_or_else(|| {
+            std::env::current_exe()
+                .ok()
+                .and_then(|p| p.parent().map(|d| d.join("reef-monitor")))
+                .unwrap_or_else(|| PathBuf::from("/usr/local/bin/reef-monitor"))
+        })
     }
 
     /// The configuration as JSON with secrets blanked, for Status(verbose) and Info.

@@ -22,6 +22,12 @@ pub enum ReefError {
         source: ImageError,
     },
 
+    #[error("{0}")]
+    AlreadyExists(String),
+
+    #[error("{0}")]
+    NotFound(String),
+
     #[error("{0} is not implemented yet")]
     Unimplemented(&'static str),
 
@@ -44,6 +50,8 @@ impl ReefError {
                 ErrorKind::ResourceExhausted => Code::ResourceExhausted,
                 ErrorKind::Internal => Code::Internal,
             },
+            ReefError::AlreadyExists(_) => Code::AlreadyExists,
+            ReefError::NotFound(_) => Code::NotFound,
             ReefError::Unimplemented(_) => Code::Unimplemented,
             ReefError::Internal(_) => Code::Internal,
         }

@@ -6,6 +6,8 @@ mod config;
 mod cri;
 mod error;
 mod instrument;
+mod pods;
+mod records;
 mod server;
 #[allow(dead_code)] // Used by CreateContainer, which lands with the pod monitor.
 mod spec;
@@ -92,7 +94,12 @@ fn run(config: Config) -> anyhow::Result<()> {
             .context("registry settings")?;
         let unpack = UnpackOptions { allow_device_nodes: config.images.allow_device_nodes, ..Default::default() };
         let puller = Puller::new(store, registries, unpack, config.images.max_concurrent_downloads);
-        let agent = agent::Agent::new(config, puller);
+        let (root, state, monitor) = (config.root_dir.clone(), config.state_dir.clone(), config.monitor_binary());
+        let pods = tokio::task::spawn_blocking(move || pods::Pods::open(&root, &state, monitor))
+            .await
+            .context("load pods")?
+            .context("load pods")?;
+        let agent = agent::Agent::new(config, puller, pods);
         server::serve(agent, socket, signals).await
     })
 }

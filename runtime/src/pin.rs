@@ -132,10 +132,15 @@ fn pin_files(dir: &Path, wanted: &[(&str, CloneFlags)], pid: i32) -> Result<Pinn
 /// Releases the pins in `dir` (the namespaces die with their last user). Idempotent: pins already gone are fine.
 pub fn unpin(dir: &Path) {
     for (name, _) in KINDS {
-        let target = dir.join(name);
-        let _ = nix::mount::umount2(&target, MntFlags::MNT_DETACH);
-        let _ = std::fs::remove_file(&target);
+        unpin_one(dir, name);
     }
+}
+
+/// Releases one pin (`net`, `ipc` or `uts`): StopPodSandbox lets the network go before the pod is removed.
+pub fn unpin_one(dir: &Path, name: &str) {
+    let target = dir.join(name);
+    let _ = nix::mount::umount2(&target, MntFlags::MNT_DETACH);
+    let _ = std::fs::remove_file(&target);
 }
 
 fn io_errno(e: &std::io::Error) -> nix::errno::Errno {

@@ -52,3 +52,22 @@ pub fn loopback_up() -> nix::Result<()> {
     }
     Ok(())
 }
+
+/// Closes every fd of the calling process except `keep`. A forked container init holds what the parent had open
+/// at fork time until it execs, which may be long after (it waits at the start gate): any file another thread was
+/// writing then stays open for writing, and exec'ing that file elsewhere fails with ETXTBSY.
+pub fn close_fds_except(keep: &[i32]) {
+    let open: Vec<i32> = match std::fs::read_dir("/proc/self/fd") {
+        Ok(entries) => entries.flatten().filter_map(|e| e.file_name().to_str().and_then(|n| n.parse().ok())).collect(),
+        Err(_) => return,
+    };
+    for fd in open {
+        if fd > 2 && !keep.contains(&fd) {
+            // SAFETY: closing a descriptor this process owns; nothing in this child uses it afterwards (the listed
+            // directory's own descriptor is already closed, and closing it again fails harmlessly with EBADF).
+            unsafe {
+                nix::libc::close(fd);
+            }
+        }
+    }
+}

@@ -172,9 +172,33 @@ impl Reefd {
     }
 }
 
+/// Kills the processes a test's reefd left running (pod monitors and their containers, found by the test's
+/// directory on their command line) and unmounts what is mounted below that directory: a failed test must not
+/// leak onto the machine.
+fn clean_up_after(dir: &Path) {
+    let needle = dir.to_string_lossy().into_owned();
+    if let Ok(procs) = std::fs::read_dir("/proc") {
+        for p in procs.flatten() {
+            let Ok(pid) = p.file_name().to_string_lossy().parse::<i32>() else { continue };
+            let cmdline = std::fs::read(p.path().join("cmdline")).unwrap_or_default();
+            if String::from_utf8_lossy(&cmdline).contains(&needle) {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+            }
+        }
+    }
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut points: Vec<&str> =
+        mountinfo.lines().filter_map(|l| l.split(' ').nth(4)).filter(|m| m.starts_with(&needle)).collect();
+    points.sort_by_key(|m| std::cmp::Reverse(m.len()));
+    for m in points {
+        let _ = nix::mount::umount2(m, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
 impl Drop for Reefd {
     fn drop(&mut self) {
         self.kill9();
+        clean_up_after(self.dir.path());
         if self.small_root {
             let _ = nix::mount::umount2(&self.root(), nix::mount::MntFlags::MNT_DETACH);
         }

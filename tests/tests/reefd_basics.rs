@@ -42,7 +42,7 @@ async fn version_and_status_describe_the_runtime() {
         }),
     };
     assert_eq!(rt.update_runtime_config(bad).await.expect_err("bad CIDR").code(), tonic::Code::InvalidArgument);
-    let err = rt.list_pod_sandbox(cri::ListPodSandboxRequest { filter: None }).await.expect_err("not implemented yet");
+    let err = rt.list_containers(cri::ListContainersRequest { filter: None }).await.expect_err("not implemented yet");
     assert_eq!(err.code(), tonic::Code::Unimplemented);
 }
 

@@ -7,6 +7,11 @@ pub(crate) mod image_pull;
 mod image_remove;
 mod image_status;
 mod runtime_config;
+mod sandbox_list;
+mod sandbox_remove;
+mod sandbox_run;
+mod sandbox_status;
+mod sandbox_stop;
 mod status;
 mod version;
 
@@ -73,6 +78,38 @@ impl cri::runtime_service_server::RuntimeService for Cri {
         call("UpdateRuntimeConfig", runtime_config::update(&self.agent, request.into_inner())).await
     }
 
+    async fn run_pod_sandbox(&self, request: Request<cri::RunPodSandboxRequest>) -> Reply<cri::RunPodSandboxResponse> {
+        call("RunPodSandbox", sandbox_run::handle(Arc::clone(&self.agent), request.into_inner())).await
+    }
+
+    async fn stop_pod_sandbox(
+        &self,
+        request: Request<cri::StopPodSandboxRequest>,
+    ) -> Reply<cri::StopPodSandboxResponse> {
+        call("StopPodSandbox", sandbox_stop::handle(Arc::clone(&self.agent), request.into_inner())).await
+    }
+
+    async fn remove_pod_sandbox(
+        &self,
+        request: Request<cri::RemovePodSandboxRequest>,
+    ) -> Reply<cri::RemovePodSandboxResponse> {
+        call("RemovePodSandbox", sandbox_remove::handle(Arc::clone(&self.agent), request.into_inner())).await
+    }
+
+    async fn pod_sandbox_status(
+        &self,
+        request: Request<cri::PodSandboxStatusRequest>,
+    ) -> Reply<cri::PodSandboxStatusResponse> {
+        call("PodSandboxStatus", sandbox_status::handle(&self.agent, request.into_inner())).await
+    }
+
+    async fn list_pod_sandbox(
+        &self,
+        request: Request<cri::ListPodSandboxRequest>,
+    ) -> Reply<cri::ListPodSandboxResponse> {
+        call("ListPodSandbox", sandbox_list::handle(&self.agent, request.into_inner())).await
+    }
+
     type GetContainerEventsStream =
         Pin<Box<dyn tokio_stream::Stream<Item = Result<cri::ContainerEventResponse, Status>> + Send>>;
 
@@ -87,11 +124,6 @@ impl cri::runtime_service_server::RuntimeService for Cri {
     }
 
     not_yet! {
-        run_pod_sandbox(cri::RunPodSandboxRequest) -> cri::RunPodSandboxResponse = "RunPodSandbox";
-        stop_pod_sandbox(cri::StopPodSandboxRequest) -> cri::StopPodSandboxResponse = "StopPodSandbox";
-        remove_pod_sandbox(cri::RemovePodSandboxRequest) -> cri::RemovePodSandboxResponse = "RemovePodSandbox";
-        pod_sandbox_status(cri::PodSandboxStatusRequest) -> cri::PodSandboxStatusResponse = "PodSandboxStatus";
-        list_pod_sandbox(cri::ListPodSandboxRequest) -> cri::ListPodSandboxResponse = "ListPodSandbox";
         create_container(cri::CreateContainerRequest) -> cri::CreateContainerResponse = "CreateContainer";
         start_container(cri::StartContainerRequest) -> cri::StartContainerResponse = "StartContainer";
         stop_container(cri::StopContainerRequest) -> cri::StopContainerResponse = "StopContainer";

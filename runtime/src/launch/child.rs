@@ -104,6 +104,9 @@ fn check<T>(reports: i32, step: Step, r: nix::Result<T>) -> T {
 }
 
 pub fn intermediate(p: &Prepared<'_>, reports: i32, start: i32, pid_out: i32) -> ! {
+    let mut keep = vec![reports, start, pid_out, p.stdio.stdin, p.stdio.stdout, p.stdio.stderr];
+    keep.extend(p.join.iter().map(|(_, fd)| fd.as_raw_fd()));
+    sys::close_fds_except(&keep);
     for (flag, fd) in &p.join {
         check(reports, Step::JoinNamespace, nix::sched::setns(fd, *flag));
     }
@@ -121,6 +124,7 @@ pub fn intermediate(p: &Prepared<'_>, reports: i32, start: i32, pid_out: i32) ->
 fn init(p: &Prepared<'_>, reports: i32, start: i32) -> ! {
     let plan = p.plan;
     check(reports, Step::Stdio, set_stdio(p.stdio));
+    sys::close_fds_except(&[reports, start]);
     let none: Option<&str> = None;
     // Slave, not private: unmounts on the host still reach the container, nothing of the container leaks out.
     check(reports, Step::MakeRootPrivate, mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_SLAVE, none));

@@ -1,0 +1,63 @@
+use std::collections::HashMap;
+
+use k8s_cri::v1 as cri;
+
+use crate::agent::Agent;
+use crate::error::ReefError;
+use crate::pods::{PodRecord, PodState};
+
+pub fn to_cri_state(state: PodState) -> i32 {
+    match state {
+        PodState::Ready => cri::PodSandboxState::SandboxReady as i32,
+        PodState::NotReady => cri::PodSandboxState::SandboxNotready as i32,
+    }
+}
+
+pub fn metadata(p: &PodRecord) -> cri::PodSandboxMetadata {
+    cri::PodSandboxMetadata {
+        name: p.name.clone(),
+        uid: p.uid.clone(),
+        namespace: p.namespace.clone(),
+        attempt: p.attempt,
+    }
+}
+
+pub async fn handle(
+    agent: &Agent,
+    req: cri::PodSandboxStatusRequest,
+) -> Result<cri::PodSandboxStatusResponse, ReefError> {
+    let pod = agent
+        .pods
+        .get(&req.pod_sandbox_id)
+        .ok_or_else(|| ReefError::NotFound(format!("pod sandbox {:?} not found", req.pod_sandbox_id)))?;
+    let status = cri::PodSandboxStatus {
+        id: pod.id.clone(),
+        metadata: Some(metadata(&pod)),
+        state: to_cri_state(pod.state),
+        created_at: pod.created_at,
+        network: Some(cri::PodSandboxNetworkStatus::default()),
+        linux: Some(cri::LinuxPodSandboxStatus {
+            namespaces: Some(cri::Namespace {
+                options: Some(cri::NamespaceOption {
+                    network: pod.network_mode,
+                    pid: pod.pid_mode,
+                    ipc: pod.ipc_mode,
+                    ..Default::default()
+                }),
+            }),
+        }),
+        labels: pod.labels.clone().into_iter().collect(),
+        annotations: pod.annotations.clone().into_iter().collect(),
+        runtime_handler: pod.runtime_handler.clone(),
+    };
+    let mut info = HashMap::new();
+    if req.verbose {
+        info.insert("info".to_string(), serde_json::to_string(&pod).unwrap_or_default());
+    }
+    Ok(cri::PodSandboxStatusResponse {
+        status: Some(status),
+        info,
+        containers_statuses: vec![],
+        timestamp: reef_images::pull::now_nanos(),
+    })
+}

@@ -1,0 +1,61 @@
+//! The files a pod's containers get bind-mounted: resolv.conf from the pod's DNS config, hosts, hostname.
+
+use std::path::Path;
+
+use k8s_cri::v1 as cri;
+
+pub fn write_pod_files(dir: &Path, config: &cri::PodSandboxConfig, host_network: bool) -> std::io::Result<()> {
+    let resolv = match &config.dns_config {
+        Some(dns) if !dns.servers.is_empty() || !dns.searches.is_empty() || !dns.options.is_empty() => resolv_conf(dns),
+        // No DNS config: the node's, as kubelet expects for dnsPolicy Default and host-network pods.
+        _ => std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+    };
+    std::fs::write(dir.join("resolv.conf"), resolv)?;
+    let hostname = if host_network || config.hostname.is_empty() {
+        nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default()
+    } else {
+        config.hostname.clone()
+    };
+    std::fs::write(dir.join("hostname"), format!("{hostname}\n"))?;
+    std::fs::write(dir.join("hosts"), hosts(&hostname))
+}
+
+fn resolv_conf(dns: &cri::DnsConfig) -> String {
+    let mut s = String::new();
+    if !dns.searches.is_empty() {
+        s.push_str(&format!("search {}\n", dns.searches.join(" ")));
+    }
+    for server in &dns.servers {
+        s.push_str(&format!("nameserver {server}\n"));
+    }
+    if !dns.options.is_empty() {
+        s.push_str(&format!("options {}\n", dns.options.join(" ")));
+    }
+    s
+}
+
+/// The pod IP line comes with pod networking; until then the hostname resolves to loopback.
+fn hosts(hostname: &str) -> String {
+    format!(
+        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n127.0.1.1\t{hostname}\n"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dns_config_becomes_resolv_conf() {
+        let dns = cri::DnsConfig {
+            servers: vec!["10.96.0.10".into()],
+            searches: vec!["default.svc.cluster.local".into(), "svc.cluster.local".into()],
+            options: vec!["ndots:5".into()],
+        };
+        assert_eq!(
+            resolv_conf(&dns),
+            "search default.svc.cluster.local svc.cluster.local\nnameserver 10.96.0.10\noptions ndots:5\n"
+        );
+        assert!(hosts("web-0").ends_with("127.0.1.1\tweb-0\n"));
+    }
+}

@@ -1,0 +1,266 @@
+//! Pods: pinned namespaces, the pod's files (resolv.conf, hosts, hostname), its monitor, and its record.
+//!
+//! ```text
+//! RunPodSandbox ──► Ready ──StopPodSandbox──► NotReady ──RemovePodSandbox──► (gone)
+//! ```
+//! A pod becomes visible only when its record is saved, after every part of it exists; a failed run undoes what
+//! it made in reverse order. After a reboot (the volatile state dir is empty) or a dead monitor, a pod loads
+//! as NotReady, and Stop/Remove clean up whatever is left.
+
+mod files;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::RwLock;
+
+use k8s_cri::v1 as cri;
+use reef_runtime::monitor::client::MonitorClient;
+use reef_runtime::monitor::protocol::Request;
+use reef_runtime::pin::{self, PodNamespaceSet};
+use serde::{Deserialize, Serialize};
+
+use crate::error::ReefError;
+use crate::records::{Names, Records};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PodState {
+    Ready,
+    NotReady,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PodRecord {
+    pub id: String,
+    pub name: String,
+    pub uid: String,
+    pub namespace: String,
+    pub attempt: u32,
+    pub state: PodState,
+    pub created_at: i64,
+    pub hostname: String,
+    pub log_directory: String,
+    pub runtime_handler: String,
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    /// CRI NamespaceMode values for network, pid and ipc.
+    pub network_mode: i32,
+    pub pid_mode: i32,
+    pub ipc_mode: i32,
+    pub pinned: PinnedPaths,
+    pub port_mappings: Vec<PortMapping>,
+    pub cgroup_parent: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct PinnedPaths {
+    pub network: Option<PathBuf>,
+    pub ipc: Option<PathBuf>,
+    pub uts: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PortMapping {
+    pub protocol: i32,
+    pub container_port: i32,
+    pub host_port: i32,
+    pub host_ip: String,
+}
+
+impl PodRecord {
+    fn reserved_name(&self) -> String {
+        format!("{}_{}_{}_{}", self.name, self.namespace, self.uid, self.attempt)
+    }
+}
+
+pub struct Pods {
+    state_dir: PathBuf,
+    monitor_bin: PathBuf,
+    records: Records,
+    names: Names,
+    pods: RwLock<HashMap<String, PodRecord>>,
+}
+
+/// A pod's volatile directory. Named by the id's first 16 hex digits: the monitor's socket lives inside, and unix
+/// socket paths must fit in 108 bytes.
+fn pod_dir(state_dir: &Path, id: &str) -> PathBuf {
+    state_dir.join("pods").join(&id[..id.len().min(16)])
+}
+
+fn internal(what: &str) -> impl Fn(std::io::Error) -> ReefError + '_ {
+    move |e| ReefError::Internal(format!("{what}: {e}"))
+}
+
+impl Pods {
+    /// Loads every pod record and re-reserves their names; pods whose monitor is gone load as NotReady.
+    pub fn open(root_dir: &Path, state_dir: &Path, monitor_bin: PathBuf) -> std::io::Result<Pods> {
+        let records = Records::open(&root_dir.join("pods"))?;
+        let names = Names::default();
+        let mut pods = HashMap::new();
+        for mut pod in records.load_all::<PodRecord>() {
+            let _ = names.reserve(&pod.reserved_name(), &pod.id);
+            let pod_dir = pod_dir(state_dir, &pod.id);
+            if pod.state == PodState::Ready
+                && MonitorClient::connect(&pod_dir.join(reef_runtime::monitor::SOCKET)).is_err()
+            {
+                tracing::warn!(pod = %pod.id, "pod monitor is gone (reboot or crash): the pod is NotReady");
+                pod.state = PodState::NotReady;
+                let _ = records.save(&pod.id, &pod);
+            }
+            pods.insert(pod.id.clone(), pod);
+        }
+        Ok(Pods { state_dir: state_dir.to_path_buf(), monitor_bin, records, names, pods: RwLock::new(pods) })
+    }
+
+    pub fn pod_dir(&self, id: &str) -> PathBuf {
+        pod_dir(&self.state_dir, id)
+    }
+
+    pub fn get(&self, id: &str) -> Option<PodRecord> {
+        let pods = self.pods.read().unwrap_or_else(|p| p.into_inner());
+        if let Some(p) = pods.get(id) {
+            return Some(p.clone());
+        }
+        // Unique id prefixes work, as in crictl.
+        let mut matches = pods.values().filter(|p| id.len() >= 3 && p.id.starts_with(id));
+        match (matches.next(), matches.next()) {
+            (Some(p), None) => Some(p.clone()),
+            _ => None,
+        }
+    }
+
+    pub fn list(&self) -> Vec<PodRecord> {
+        let mut v: Vec<PodRecord> = self.pods.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
+        v.sort_by_key(|p| p.created_at);
+        v
+    }
+
+    /// Blocking: forks, mounts and starts a process. Call from a blocking thread.
+    pub fn run(&self, config: &cri::PodSandboxConfig, runtime_handler: &str) -> Result<PodRecord, ReefError> {
+        let meta =
+            config.metadata.clone().ok_or_else(|| ReefError::InvalidArgument("pod metadata is required".into()))?;
+        if meta.name.is_empty() || meta.namespace.is_empty() || meta.uid.is_empty() {
+            return Err(ReefError::InvalidArgument("pod metadata needs a name, a namespace and a uid".into()));
+        }
+        if !runtime_handler.is_empty() {
+            return Err(ReefError::InvalidArgument(format!("unknown runtime handler {runtime_handler:?}")));
+        }
+        let options = config
+            .linux
+            .as_ref()
+            .and_then(|l| l.security_context.as_ref())
+            .and_then(|s| s.namespace_options.clone())
+            .unwrap_or_default();
+        let id = loop {
+            let id = format!(
+                "{:016x}{:016x}{:016x}{:016x}",
+                rand::random::<u64>(),
+                rand::random::<u64>(),
+                rand::random::<u64>(),
+                rand::random::<u64>()
+            );
+            if !self.pod_dir(&id).exists() {
+                break id;
+            }
+        };
+        let mut pod = PodRecord {
+            id: id.clone(),
+            name: meta.name,
+            uid: meta.uid,
+            namespace: meta.namespace,
+            attempt: meta.attempt,
+            state: PodState::Ready,
+            created_at: reef_images::pull::now_nanos(),
+            hostname: config.hostname.clone(),
+            log_directory: config.log_directory.clone(),
+            runtime_handler: runtime_handler.to_string(),
+            labels: config.labels.clone().into_iter().collect(),
+            annotations: config.annotations.clone().into_iter().collect(),
+            network_mode: options.network,
+            pid_mode: options.pid,
+            ipc_mode: options.ipc,
+            pinned: PinnedPaths::default(),
+            port_mappings: config
+                .port_mappings
+                .iter()
+                .map(|p| PortMapping {
+                    protocol: p.protocol,
+                    container_port: p.container_port,
+                    host_port: p.host_port,
+                    host_ip: p.host_ip.clone(),
+                })
+                .collect(),
+            cgroup_parent: config.linux.as_ref().map(|l| l.cgroup_parent.clone()).unwrap_or_default(),
+        };
+        self.names.reserve(&pod.reserved_name(), &id).map_err(|holder| {
+            ReefError::AlreadyExists(format!("pod name {:?} is reserved for {holder}", pod.reserved_name()))
+        })?;
+        let dir = self.pod_dir(&id);
+        let result = (|| {
+            std::fs::create_dir_all(&dir).map_err(internal("create pod dir"))?;
+            let host_network = options.network == cri::NamespaceMode::Node as i32;
+            let set = PodNamespaceSet {
+                network: !host_network,
+                ipc: options.ipc != cri::NamespaceMode::Node as i32,
+                uts: !host_network,
+            };
+            let pinned = pin::pin(&dir.join("ns"), set, &pod.hostname)
+                .map_err(|e| ReefError::Internal(crate::error::chain(&e)))?;
+            pod.pinned = PinnedPaths { network: pinned.network, ipc: pinned.ipc, uts: pinned.uts };
+            files::write_pod_files(&dir, config, host_network).map_err(internal("write pod files"))?;
+            let status = std::process::Command::new(&self.monitor_bin)
+                .arg(&dir)
+                .status()
+                .map_err(|e| ReefError::Internal(format!("start pod monitor {}: {e}", self.monitor_bin.display())))?;
+            if !status.success() {
+                return Err(ReefError::Internal(format!(
+                    "pod monitor failed to start ({status}); see {}",
+                    dir.join("monitor.log").display()
+                )));
+            }
+            self.records.save(&id, &pod).map_err(internal("save pod record"))
+        })();
+        if let Err(e) = result {
+            self.teardown(&id);
+            self.names.release(&pod.reserved_name());
+            return Err(e);
+        }
+        self.pods.write().unwrap_or_else(|p| p.into_inner()).insert(id, pod.clone());
+        Ok(pod)
+    }
+
+    /// Stops the pod: its network namespace goes, the record stays NotReady. Idempotent.
+    pub fn stop(&self, id: &str) -> Result<(), ReefError> {
+        let Some(mut pod) = self.get(id) else { return Ok(()) };
+        pin::unpin_one(&self.pod_dir(&pod.id).join("ns"), "net");
+        if pod.state != PodState::NotReady {
+            pod.state = PodState::NotReady;
+            self.records.save(&pod.id, &pod).map_err(internal("save pod record"))?;
+            self.pods.write().unwrap_or_else(|p| p.into_inner()).insert(pod.id.clone(), pod);
+        }
+        Ok(())
+    }
+
+    /// Removes everything of the pod. A pod that is not there is fine.
+    pub fn remove(&self, id: &str) -> Result<(), ReefError> {
+        let Some(pod) = self.get(id) else { return Ok(()) };
+        self.teardown(&pod.id);
+        self.records.delete(&pod.id).map_err(internal("delete pod record"))?;
+        self.names.release(&pod.reserved_name());
+        self.pods.write().unwrap_or_else(|p| p.into_inner()).remove(&pod.id);
+        Ok(())
+    }
+
+    /// Undoes a pod's parts, each step tolerating that it was never done.
+    fn teardown(&self, id: &str) {
+        let dir = self.pod_dir(id);
+        if let Ok(mut client) = MonitorClient::connect(&dir.join(reef_runtime::monitor::SOCKET)) {
+            let _ = client.call(&Request::Shutdown);
+        }
+        pin::unpin(&dir.join("ns"));
+        if let Err(e) = std::fs::remove_dir_all(&dir)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(pod = id, error = %e, "cannot remove the pod's state dir");
+        }
+    }
+}

@@ -56,6 +56,9 @@ pub struct LaunchPlan {
     pub no_new_privileges: bool,
     /// The capability sets (names like `CAP_CHOWN`); `None` keeps what the caller has, as root: all of them.
     pub capabilities: Option<CapabilitySets>,
+    /// Resource limits as (name like `RLIMIT_NOFILE`, soft, hard).
+    #[serde(default)]
+    pub rlimits: Vec<(String, u64, u64)>,
 }
 
 /// The five capability sets of the container's process.

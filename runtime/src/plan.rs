@@ -39,9 +39,6 @@ pub fn plan_from_spec(spec: &Spec) -> Result<LaunchPlan, PlanError> {
     if linux.seccomp().is_some() {
         return Err(PlanError::Unsupported("a seccomp profile".into()));
     }
-    if process.rlimits().as_ref().is_some_and(|r| !r.is_empty()) {
-        return Err(PlanError::Unsupported("rlimits".into()));
-    }
 
     let mut new_namespaces = CloneFlags::empty();
     let mut join_namespaces: Vec<(CloneFlags, PathBuf)> = Vec::new();
@@ -85,6 +82,18 @@ pub fn plan_from_spec(spec: &Spec) -> Result<LaunchPlan, PlanError> {
         gid: user.gid(),
         additional_gids: user.additional_gids().clone().unwrap_or_default(),
         no_new_privileges: process.no_new_privileges().unwrap_or(false),
+        rlimits: process
+            .rlimits()
+            .iter()
+            .flatten()
+            .map(|r| {
+                (
+                    format!("RLIMIT_{}", format!("{:?}", r.typ()).trim_start_matches("Rlimit").to_ascii_uppercase()),
+                    r.soft(),
+                    r.hard(),
+                )
+            })
+            .collect(),
         capabilities: process.capabilities().as_ref().map(|c| {
             let names = |set: &Option<oci_spec::runtime::Capabilities>| -> Vec<String> {
                 let mut v: Vec<String> = set.iter().flatten().map(|cap| format!("CAP_{cap}")).collect();
@@ -182,6 +191,6 @@ mod tests {
             .as_mut()
             .unwrap()
             .set_rlimits(Spec::default().process().as_ref().unwrap().rlimits().clone());
-        assert!(matches!(plan_from_spec(&limited), Err(PlanError::Unsupported(what)) if what == "rlimits"));
+        assert_eq!(plan_from_spec(&limited).unwrap().rlimits, vec![("RLIMIT_NOFILE".to_string(), 1024, 1024)]);
     }
 }

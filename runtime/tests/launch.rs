@@ -71,6 +71,7 @@ fn plan(rootfs: &Path, script: &str) -> LaunchPlan {
             inheritable: vec![],
             ambient: vec![],
         }),
+        rlimits: vec![("RLIMIT_NOFILE".into(), 512, 512)],
     }
 }
 

@@ -54,6 +54,7 @@ fn plan(rootfs: &Path, script: &str) -> LaunchPlan {
         additional_gids: vec![],
         no_new_privileges: false,
         capabilities: None,
+        rlimits: vec![],
     }
 }
 

@@ -44,6 +44,7 @@ fn parse_caps(sets: &super::CapabilitySets) -> Result<Caps, LaunchError> {
 }
 
 pub struct Prepared<'a> {
+    rlimits: Vec<(nix::sys::resource::Resource, u64, u64)>,
     caps: Option<Caps>,
     plan: &'a LaunchPlan,
     join: Vec<(CloneFlags, OwnedFd)>,
@@ -73,7 +74,13 @@ impl<'a> Prepared<'a> {
         let rootfs = CString::new(plan.rootfs.as_os_str().as_encoded_bytes())
             .map_err(|_| LaunchError::InvalidPlan("rootfs path has a NUL byte".into()))?;
         let caps = plan.capabilities.as_ref().map(parse_caps).transpose()?;
+        let rlimits = plan
+            .rlimits
+            .iter()
+            .map(|(name, soft, hard)| resource_of(name).map(|r| (r, *soft, *hard)))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Prepared {
+            rlimits,
             caps,
             plan,
             join,
@@ -88,6 +95,40 @@ impl<'a> Prepared<'a> {
 fn fail(reports: i32, step: Step, errno: Errno) -> ! {
     send_failed(reports, step, errno);
     sys::exit_now(1)
+}
+
+fn resource_of(name: &str) -> Result<nix::sys::resource::Resource, LaunchError> {
+    use nix::sys::resource::Resource as R;
+    Ok(match name {
+        "RLIMIT_AS" => R::RLIMIT_AS,
+        "RLIMIT_CORE" => R::RLIMIT_CORE,
+        "RLIMIT_CPU" => R::RLIMIT_CPU,
+        "RLIMIT_DATA" => R::RLIMIT_DATA,
+        "RLIMIT_FSIZE" => R::RLIMIT_FSIZE,
+        "RLIMIT_LOCKS" => R::RLIMIT_LOCKS,
+        "RLIMIT_MEMLOCK" => R::RLIMIT_MEMLOCK,
+        "RLIMIT_MSGQUEUE" => R::RLIMIT_MSGQUEUE,
+        "RLIMIT_NICE" => R::RLIMIT_NICE,
+        "RLIMIT_NOFILE" => R::RLIMIT_NOFILE,
+        "RLIMIT_NPROC" => R::RLIMIT_NPROC,
+        "RLIMIT_RSS" => R::RLIMIT_RSS,
+        "RLIMIT_RTPRIO" => R::RLIMIT_RTPRIO,
+        "RLIMIT_RTTIME" => R::RLIMIT_RTTIME,
+        "RLIMIT_SIGPENDING" => R::RLIMIT_SIGPENDING,
+        "RLIMIT_STACK" => R::RLIMIT_STACK,
+        other => return Err(LaunchError::InvalidPlan(format!("unknown rlimit {other:?}"))),
+    })
+}
+
+/// Raising a hard limit needs CAP_SYS_RESOURCE, which some hosts deny even to root: the limit is then clamped to
+/// what the process may have, not a reason to fail the container.
+fn set_rlimit(resource: nix::sys::resource::Resource, soft: u64, hard: u64) {
+    if nix::sys::resource::setrlimit(resource, soft, hard).is_ok() {
+        return;
+    }
+    if let Ok((_, current_hard)) = nix::sys::resource::getrlimit(resource) {
+        let _ = nix::sys::resource::setrlimit(resource, soft.min(current_hard), hard.min(current_hard));
+    }
 }
 
 /// caps reports errors as text; the errno is what crosses the pipe.
@@ -159,6 +200,9 @@ fn init(p: &Prepared<'_>, reports: i32, start: i32) -> ! {
     }
     for path in &plan.readonly_paths {
         check(reports, Step::ReadonlyPath, make_readonly(path));
+    }
+    for (resource, soft, hard) in &p.rlimits {
+        set_rlimit(*resource, *soft, *hard);
     }
     if let Some(name) = &plan.hostname {
         check(reports, Step::Hostname, nix::unistd::sethostname(name));

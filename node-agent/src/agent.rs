@@ -5,12 +5,14 @@ use std::sync::{Arc, RwLock};
 use reef_images::pull::Puller;
 
 use crate::config::Config;
+use crate::containers::Containers;
 use crate::pods::Pods;
 
 pub struct Agent {
     pub config: Config,
     pub puller: Puller,
     pub pods: Pods,
+    pub containers: Containers,
     /// Unix time in nanoseconds when this reefd started.
     pub started_at: i64,
     /// The pod CIDR kubelet sent with UpdateRuntimeConfig; networking takes it over when it lands.
@@ -18,11 +20,12 @@ pub struct Agent {
 }
 
 impl Agent {
-    pub fn new(config: Config, puller: Puller, pods: Pods) -> Arc<Agent> {
+    pub fn new(config: Config, puller: Puller, pods: Pods, containers: Containers) -> Arc<Agent> {
         Arc::new(Agent {
             config,
             puller,
             pods,
+            containers,
             started_at: reef_images::pull::now_nanos(),
             pod_cidr: RwLock::default(),
         })

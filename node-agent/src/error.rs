@@ -28,6 +28,13 @@ pub enum ReefError {
     #[error("{0}")]
     NotFound(String),
 
+    #[error("{0}")]
+    FailedPrecondition(String),
+
+    /// The runtime tried and the operation failed (an exec that could not run, a setup step refused).
+    #[error("{0}")]
+    Failed(String),
+
     #[error("{0} is not implemented yet")]
     Unimplemented(&'static str),
 
@@ -52,6 +59,8 @@ impl ReefError {
             },
             ReefError::AlreadyExists(_) => Code::AlreadyExists,
             ReefError::NotFound(_) => Code::NotFound,
+            ReefError::FailedPrecondition(_) => Code::FailedPrecondition,
+            ReefError::Failed(_) => Code::Unknown,
             ReefError::Unimplemented(_) => Code::Unimplemented,
             ReefError::Internal(_) => Code::Internal,
         }

@@ -3,13 +3,13 @@
 mod agent;
 mod api;
 mod config;
+mod containers;
 mod cri;
 mod error;
 mod instrument;
 mod pods;
 mod records;
 mod server;
-#[allow(dead_code)] // Used by CreateContainer, which lands with the pod monitor.
 mod spec;
 
 use std::path::PathBuf;
@@ -95,11 +95,16 @@ fn run(config: Config) -> anyhow::Result<()> {
         let unpack = UnpackOptions { allow_device_nodes: config.images.allow_device_nodes, ..Default::default() };
         let puller = Puller::new(store, registries, unpack, config.images.max_concurrent_downloads);
         let (root, state, monitor) = (config.root_dir.clone(), config.state_dir.clone(), config.monitor_binary());
-        let pods = tokio::task::spawn_blocking(move || pods::Pods::open(&root, &state, monitor))
-            .await
-            .context("load pods")?
-            .context("load pods")?;
-        let agent = agent::Agent::new(config, puller, pods);
+        let (pods, containers) = tokio::task::spawn_blocking(move || {
+            Ok::<_, std::io::Error>((
+                pods::Pods::open(&root, &state, monitor)?,
+                containers::Containers::open(&root, &state)?,
+            ))
+        })
+        .await
+        .context("load pods and containers")?
+        .context("load pods and containers")?;
+        let agent = agent::Agent::new(config, puller, pods, containers);
         server::serve(agent, socket, signals).await
     })
 }

@@ -91,7 +91,7 @@ impl Launched {
         drop(gate);
         match protocol::read_report(&self.reports)? {
             None => Ok(()),
-            Some(protocol::Report::Failed { step, errno }) => Err(LaunchError::Child { step, errno }),
+            Some(protocol::Report::Failed { step, errno, .. }) => Err(LaunchError::Child { step, detail: None, errno }),
             Some(protocol::Report::Ready) => Err(LaunchError::Unexpected("a second Ready")),
         }
     }
@@ -152,22 +152,32 @@ pub fn launch(plan: &LaunchPlan, stdio: Stdio) -> Result<Launched, LaunchError> 
         (Ok(Some(pid)), _) => pid,
         _ => {
             return Err(match protocol::read_report(&reports_rx)? {
-                Some(protocol::Report::Failed { step, errno }) => LaunchError::Child { step, errno },
+                Some(protocol::Report::Failed { step, errno, index }) => child_error(plan, step, errno, index),
                 _ => LaunchError::Unexpected("the intermediate process exited without a pid"),
             });
         }
     };
     match protocol::read_report(&reports_rx)? {
         Some(protocol::Report::Ready) => Ok(Launched { pid, start: Some(start_tx), reports: reports_rx }),
-        Some(protocol::Report::Failed { step, errno }) => {
+        Some(protocol::Report::Failed { step, errno, index }) => {
             let _ = waitpid(pid, None);
-            Err(LaunchError::Child { step, errno })
+            Err(child_error(plan, step, errno, index))
         }
         None => {
             let _ = waitpid(pid, None);
             Err(LaunchError::Unexpected("init exited before it was ready"))
         }
     }
+}
+
+fn child_error(plan: &LaunchPlan, step: Step, errno: nix::errno::Errno, index: u32) -> LaunchError {
+    let detail = match step {
+        Step::Mount => plan.mounts.get(index as usize).map(|m| format!("{} on {}", m.fstype, m.destination)),
+        Step::MaskPath => plan.masked_paths.get(index as usize).cloned(),
+        Step::ReadonlyPath => plan.readonly_paths.get(index as usize).cloned(),
+        _ => None,
+    };
+    LaunchError::Child { step, detail, errno }
 }
 
 /// Exit of a container process, as the CRI needs it.

@@ -123,7 +123,7 @@ fn a_missing_command_fails_at_exec_with_its_errno() {
     p.args = cstrings(&["no-such-command"]);
     let mut container = launch(&p, Stdio::inherit()).expect("launch");
     let err = container.start().expect_err("exec must fail");
-    assert!(matches!(err, LaunchError::Child { step: Step::Exec, errno: nix::errno::Errno::ENOENT }), "{err:?}");
+    assert!(matches!(err, LaunchError::Child { step: Step::Exec, errno: nix::errno::Errno::ENOENT, .. }), "{err:?}");
     assert_eq!(wait(container.pid()).expect("wait"), Exit::Code(127));
 }
 
@@ -137,7 +137,10 @@ fn setup_failures_come_back_typed_before_start() {
     let mut p = plan(dir.path(), "true");
     p.mounts.push(MountPlan::from_oci("/bogus", "no-such-fs", "none", &[]));
     match launch(&p, Stdio::inherit()) {
-        Err(LaunchError::Child { step: Step::Mount, errno }) => assert_eq!(errno, nix::errno::Errno::ENODEV),
+        Err(LaunchError::Child { step: Step::Mount, errno, detail }) => {
+            assert_eq!(errno, nix::errno::Errno::ENODEV);
+            assert_eq!(detail.as_deref(), Some("no-such-fs on /bogus"), "the error names the mount");
+        }
         Err(other) => panic!("wrong error: {other:?}"),
         Ok(_) => panic!("a bogus mount must fail the launch"),
     }

@@ -42,7 +42,10 @@ async fn version_and_status_describe_the_runtime() {
         }),
     };
     assert_eq!(rt.update_runtime_config(bad).await.expect_err("bad CIDR").code(), tonic::Code::InvalidArgument);
-    let err = rt.list_containers(cri::ListContainersRequest { filter: None }).await.expect_err("not implemented yet");
+    let err = rt
+        .exec_sync(cri::ExecSyncRequest { container_id: "x".into(), cmd: vec!["true".into()], timeout: 1 })
+        .await
+        .expect_err("not implemented yet");
     assert_eq!(err.code(), tonic::Code::Unimplemented);
 }
 

@@ -1,6 +1,12 @@
 //! The CRI services. The trait impls stay thin: each RPC goes through `instrument::call` to a handler in the
 //! module named for it (`image_pull.rs` for PullImage, …), which does the work against the agent's managers.
 
+mod container_create;
+mod container_list;
+mod container_remove;
+mod container_start;
+mod container_status;
+mod container_stop;
 mod image_fs_info;
 mod image_list;
 pub(crate) mod image_pull;
@@ -110,6 +116,45 @@ impl cri::runtime_service_server::RuntimeService for Cri {
         call("ListPodSandbox", sandbox_list::handle(&self.agent, request.into_inner())).await
     }
 
+    async fn create_container(
+        &self,
+        request: Request<cri::CreateContainerRequest>,
+    ) -> Reply<cri::CreateContainerResponse> {
+        call("CreateContainer", container_create::handle(Arc::clone(&self.agent), request.into_inner())).await
+    }
+
+    async fn start_container(
+        &self,
+        request: Request<cri::StartContainerRequest>,
+    ) -> Reply<cri::StartContainerResponse> {
+        call("StartContainer", container_start::handle(Arc::clone(&self.agent), request.into_inner())).await
+    }
+
+    async fn stop_container(&self, request: Request<cri::StopContainerRequest>) -> Reply<cri::StopContainerResponse> {
+        call("StopContainer", container_stop::handle(Arc::clone(&self.agent), request.into_inner())).await
+    }
+
+    async fn remove_container(
+        &self,
+        request: Request<cri::RemoveContainerRequest>,
+    ) -> Reply<cri::RemoveContainerResponse> {
+        call("RemoveContainer", container_remove::handle(Arc::clone(&self.agent), request.into_inner())).await
+    }
+
+    async fn container_status(
+        &self,
+        request: Request<cri::ContainerStatusRequest>,
+    ) -> Reply<cri::ContainerStatusResponse> {
+        call("ContainerStatus", container_status::handle(Arc::clone(&self.agent), request.into_inner())).await
+    }
+
+    async fn list_containers(
+        &self,
+        request: Request<cri::ListContainersRequest>,
+    ) -> Reply<cri::ListContainersResponse> {
+        call("ListContainers", container_list::handle(Arc::clone(&self.agent), request.into_inner())).await
+    }
+
     type GetContainerEventsStream =
         Pin<Box<dyn tokio_stream::Stream<Item = Result<cri::ContainerEventResponse, Status>> + Send>>;
 
@@ -124,12 +169,6 @@ impl cri::runtime_service_server::RuntimeService for Cri {
     }
 
     not_yet! {
-        create_container(cri::CreateContainerRequest) -> cri::CreateContainerResponse = "CreateContainer";
-        start_container(cri::StartContainerRequest) -> cri::StartContainerResponse = "StartContainer";
-        stop_container(cri::StopContainerRequest) -> cri::StopContainerResponse = "StopContainer";
-        remove_container(cri::RemoveContainerRequest) -> cri::RemoveContainerResponse = "RemoveContainer";
-        list_containers(cri::ListContainersRequest) -> cri::ListContainersResponse = "ListContainers";
-        container_status(cri::ContainerStatusRequest) -> cri::ContainerStatusResponse = "ContainerStatus";
         update_container_resources(cri::UpdateContainerResourcesRequest) -> cri::UpdateContainerResourcesResponse = "UpdateContainerResources";
         reopen_container_log(cri::ReopenContainerLogRequest) -> cri::ReopenContainerLogResponse = "ReopenContainerLog";
         exec_sync(cri::ExecSyncRequest) -> cri::ExecSyncResponse = "ExecSync";

@@ -13,8 +13,15 @@ pub async fn handle(
     if req.pod_sandbox_id.is_empty() {
         return Err(ReefError::InvalidArgument("pod sandbox id is required".into()));
     }
-    tokio::task::spawn_blocking(move || agent.pods.remove(&req.pod_sandbox_id))
-        .await
-        .map_err(|e| ReefError::Internal(format!("remove pod task: {e}")))??;
+    tokio::task::spawn_blocking(move || {
+        if let Some(pod) = agent.pods.get(&req.pod_sandbox_id) {
+            for c in agent.containers.of_pod(&pod.id) {
+                agent.containers.remove(&agent.pods, &c.id)?;
+            }
+        }
+        agent.pods.remove(&req.pod_sandbox_id)
+    })
+    .await
+    .map_err(|e| ReefError::Internal(format!("remove pod task: {e}")))??;
     Ok(cri::RemovePodSandboxResponse {})
 }

@@ -13,8 +13,16 @@ pub async fn handle(
     if req.pod_sandbox_id.is_empty() {
         return Err(ReefError::InvalidArgument("pod sandbox id is required".into()));
     }
-    tokio::task::spawn_blocking(move || agent.pods.stop(&req.pod_sandbox_id))
-        .await
-        .map_err(|e| ReefError::Internal(format!("stop pod task: {e}")))??;
+    tokio::task::spawn_blocking(move || {
+        // Containers first: a pod is stopped once nothing in it runs.
+        if let Some(pod) = agent.pods.get(&req.pod_sandbox_id) {
+            for c in agent.containers.of_pod(&pod.id) {
+                agent.containers.stop(&agent.pods, &c.id, std::time::Duration::ZERO)?;
+            }
+        }
+        agent.pods.stop(&req.pod_sandbox_id)
+    })
+    .await
+    .map_err(|e| ReefError::Internal(format!("stop pod task: {e}")))??;
     Ok(cri::StopPodSandboxResponse {})
 }

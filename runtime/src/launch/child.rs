@@ -11,7 +11,7 @@ use nix::sched::CloneFlags;
 use nix::sys::stat::{Mode, SFlag};
 use nix::unistd::{ForkResult, Gid, Uid};
 
-use super::protocol::{LaunchError, Step, send_failed, send_pid, send_ready};
+use super::protocol::{LaunchError, Step, send_failed, send_failed_at, send_pid, send_ready};
 use super::{LaunchPlan, Stdio};
 use crate::mounts::MountPlan;
 use crate::sys;
@@ -180,9 +180,10 @@ fn init(p: &Prepared<'_>, reports: i32, start: i32) -> ! {
         nix::fcntl::open(p.rootfs.as_c_str(), OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty()),
     );
     let mut dev_is_tmpfs = false;
-    for m in &plan.mounts {
+    for (i, m) in plan.mounts.iter().enumerate() {
         if let Err(e) = mount_one(&root, m) {
-            fail(reports, Step::Mount, e);
+            send_failed_at(reports, Step::Mount, e, i as u32);
+            sys::exit_now(1);
         }
         dev_is_tmpfs |= m.destination == "/dev" && m.fstype == "tmpfs";
     }
@@ -195,11 +196,17 @@ fn init(p: &Prepared<'_>, reports: i32, start: i32) -> ! {
         let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
         check(reports, Step::ReadonlyRootfs, mount(none, "/", none, flags, none));
     }
-    for path in &plan.masked_paths {
-        check(reports, Step::MaskPath, mask(path));
+    for (i, path) in plan.masked_paths.iter().enumerate() {
+        if let Err(e) = mask(path) {
+            send_failed_at(reports, Step::MaskPath, e, i as u32);
+            sys::exit_now(1);
+        }
     }
-    for path in &plan.readonly_paths {
-        check(reports, Step::ReadonlyPath, make_readonly(path));
+    for (i, path) in plan.readonly_paths.iter().enumerate() {
+        if let Err(e) = make_readonly(path) {
+            send_failed_at(reports, Step::ReadonlyPath, e, i as u32);
+            sys::exit_now(1);
+        }
     }
     for (resource, soft, hard) in &p.rlimits {
         set_rlimit(*resource, *soft, *hard);
@@ -223,10 +230,11 @@ fn init(p: &Prepared<'_>, reports: i32, start: i32) -> ! {
     check(reports, Step::Setgid, nix::unistd::setresgid(gid, gid, gid));
     check(reports, Step::Setuid, nix::unistd::setresuid(uid, uid, uid));
     if let Some(c) = &p.caps {
+        // Effective first: each capset must keep effective within permitted, and root starts with all of both.
         let steps = [
-            (caps::CapSet::Permitted, &c.permitted),
-            (caps::CapSet::Inheritable, &c.inheritable),
             (caps::CapSet::Effective, &c.effective),
+            (caps::CapSet::Inheritable, &c.inheritable),
+            (caps::CapSet::Permitted, &c.permitted),
         ];
         for (set, value) in steps {
             if let Err(e) = caps::set(None, set, value) {
@@ -272,6 +280,9 @@ fn set_stdio(stdio: Stdio) -> nix::Result<()> {
 /// Mounts one entry onto its destination resolved inside the root, so a symlink in the image cannot move a
 /// mount (a host bind mount, say) outside the container's filesystem.
 fn mount_one(root: &OwnedFd, m: &MountPlan) -> nix::Result<()> {
+    if m.fstype == "cgroup" {
+        return mount_cgroup(root, m);
+    }
     let source_is_file = m.is_bind() && std::fs::metadata(&m.source).is_ok_and(|md| !md.is_dir());
     let target = ensure_target(root, &m.destination, source_is_file)?;
     let target_path = format!("/proc/self/fd/{}", target.as_raw_fd());
@@ -279,13 +290,36 @@ fn mount_one(root: &OwnedFd, m: &MountPlan) -> nix::Result<()> {
     let data = (!m.data.is_empty()).then_some(m.data.as_str());
     let first = if m.is_bind() { m.flags & (MsFlags::MS_BIND | MsFlags::MS_REC) } else { m.flags };
     mount(Some(m.source.as_str()), target_path.as_str(), Some(m.fstype.as_str()), first, data)?;
-    if m.needs_remount() {
-        mount(none, target_path.as_str(), none, m.flags | MsFlags::MS_REMOUNT, none)?;
-    }
-    if !m.propagation.is_empty() {
-        mount(none, target_path.as_str(), none, m.propagation, none)?;
+    if m.needs_remount() || !m.propagation.is_empty() {
+        // The old fd names the directory under the new mount; remounts and propagation need the mount itself.
+        let mounted = resolve_in_root(root, &m.destination, OFlag::O_PATH)?;
+        let mounted_path = format!("/proc/self/fd/{}", mounted.as_raw_fd());
+        if m.needs_remount() {
+            mount(none, mounted_path.as_str(), none, m.flags | MsFlags::MS_REMOUNT, none)?;
+        }
+        if !m.propagation.is_empty() {
+            mount(none, mounted_path.as_str(), none, m.propagation, none)?;
+        }
     }
     Ok(())
+}
+
+/// A "cgroup" mount: cgroup2 where the host runs it; on a v1 host a fresh mount of all controllers is refused
+/// (they are already mounted apart), so the host's hierarchy is bind-mounted read-only instead.
+fn mount_cgroup(root: &OwnedFd, m: &MountPlan) -> nix::Result<()> {
+    let none: Option<&str> = None;
+    let target = ensure_target(root, &m.destination, false)?;
+    let target_path = format!("/proc/self/fd/{}", target.as_raw_fd());
+    let v2 = nix::sys::statfs::statfs("/sys/fs/cgroup")
+        .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC);
+    let flags = m.flags - MsFlags::MS_BIND - MsFlags::MS_REC;
+    if v2 {
+        return mount(Some("cgroup2"), target_path.as_str(), Some("cgroup2"), flags, none);
+    }
+    mount(Some("/sys/fs/cgroup"), target_path.as_str(), none, MsFlags::MS_BIND | MsFlags::MS_REC, none)?;
+    let mounted = resolve_in_root(root, &m.destination, OFlag::O_PATH)?;
+    let mounted_path = format!("/proc/self/fd/{}", mounted.as_raw_fd());
+    mount(none, mounted_path.as_str(), none, flags | MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY, none)
 }
 
 fn resolve_in_root(root: &OwnedFd, path: &str, flags: OFlag) -> nix::Result<OwnedFd> {

@@ -37,40 +37,44 @@ pub enum Step {
 }
 
 impl Step {
+    const ALL: [Step; 23] = [
+        Step::Pipe,
+        Step::Fork,
+        Step::Stdio,
+        Step::JoinNamespace,
+        Step::Unshare,
+        Step::ForkInit,
+        Step::MakeRootPrivate,
+        Step::BindRootfs,
+        Step::Mount,
+        Step::CreateDevices,
+        Step::PivotRoot,
+        Step::MaskPath,
+        Step::ReadonlyPath,
+        Step::ReadonlyRootfs,
+        Step::Hostname,
+        Step::Setgroups,
+        Step::Setgid,
+        Step::Setuid,
+        Step::Capabilities,
+        Step::Chdir,
+        Step::NoNewPrivileges,
+        Step::WaitStart,
+        Step::Exec,
+    ];
+
     fn from_u32(v: u32) -> Step {
-        use Step::*;
-        const ALL: [Step; 21] = [
-            Pipe,
-            Fork,
-            JoinNamespace,
-            Unshare,
-            ForkInit,
-            MakeRootPrivate,
-            BindRootfs,
-            Mount,
-            CreateDevices,
-            PivotRoot,
-            MaskPath,
-            ReadonlyPath,
-            ReadonlyRootfs,
-            Hostname,
-            Setgroups,
-            Setgid,
-            Setuid,
-            Chdir,
-            NoNewPrivileges,
-            WaitStart,
-            Exec,
-        ];
-        ALL.into_iter().find(|s| *s as u32 == v).unwrap_or(Unknown)
+        Self::ALL.into_iter().find(|s| *s as u32 == v).unwrap_or(Step::Unknown)
     }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum LaunchError {
-    #[error("container setup failed at {step:?}")]
+    #[error("container setup failed at {step:?}{}", detail.as_deref().map(|d| format!(" ({d})")).unwrap_or_default())]
     Child {
         step: Step,
+        /// Which item of the step (the mount's destination, say), when the step has several.
+        detail: Option<String>,
         #[source]
         errno: Errno,
     },
@@ -90,7 +94,7 @@ pub enum LaunchError {
 
 pub enum Report {
     Ready,
-    Failed { step: Step, errno: Errno },
+    Failed { step: Step, errno: Errno, index: u32 },
 }
 
 const READY: u32 = 1;
@@ -98,15 +102,21 @@ const FAILED: u32 = 2;
 
 /// In a child: one record, one write.
 pub fn send_failed(fd: i32, step: Step, errno: Errno) {
-    let mut rec = [0u8; 12];
+    send_failed_at(fd, step, errno, u32::MAX);
+}
+
+/// As `send_failed`, naming the item of the step (a mount's index) that failed.
+pub fn send_failed_at(fd: i32, step: Step, errno: Errno, index: u32) {
+    let mut rec = [0u8; 16];
     rec[..4].copy_from_slice(&FAILED.to_ne_bytes());
     rec[4..8].copy_from_slice(&(step as u32).to_ne_bytes());
-    rec[8..].copy_from_slice(&(errno as i32).to_ne_bytes());
+    rec[8..12].copy_from_slice(&(errno as i32).to_ne_bytes());
+    rec[12..].copy_from_slice(&index.to_ne_bytes());
     raw_write(fd, &rec);
 }
 
 pub fn send_ready(fd: i32) {
-    let mut rec = [0u8; 12];
+    let mut rec = [0u8; 16];
     rec[..4].copy_from_slice(&READY.to_ne_bytes());
     raw_write(fd, &rec);
 }
@@ -147,7 +157,7 @@ fn read_exact(fd: &impl AsFd, buf: &mut [u8]) -> Result<bool, Errno> {
 
 /// The next report, or `None` at end-of-file (a successful exec, or a child gone without a word).
 pub fn read_report(fd: &impl AsFd) -> Result<Option<Report>, LaunchError> {
-    let mut rec = [0u8; 12];
+    let mut rec = [0u8; 16];
     let got = read_exact(fd, &mut rec).map_err(|e| LaunchError::Protocol { step: Step::Unknown, errno: e })?;
     if !got {
         return Ok(None);
@@ -155,11 +165,24 @@ pub fn read_report(fd: &impl AsFd) -> Result<Option<Report>, LaunchError> {
     let word = |i: usize| u32::from_ne_bytes([rec[i], rec[i + 1], rec[i + 2], rec[i + 3]]);
     Ok(Some(match word(0) {
         READY => Report::Ready,
-        _ => Report::Failed { step: Step::from_u32(word(4)), errno: Errno::from_raw(word(8) as i32) },
+        _ => Report::Failed { step: Step::from_u32(word(4)), errno: Errno::from_raw(word(8) as i32), index: word(12) },
     }))
 }
 
 pub fn read_pid(fd: &impl AsFd) -> Result<Option<Pid>, Errno> {
     let mut buf = [0u8; 4];
     Ok(read_exact(fd, &mut buf)?.then(|| Pid::from_raw(i32::from_ne_bytes(buf))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_step_survives_the_pipe() {
+        for step in Step::ALL {
+            assert_eq!(Step::from_u32(step as u32), step);
+        }
+        assert_eq!(Step::ALL.len(), Step::Unknown as usize - 1, "ALL lists every step");
+    }
 }

@@ -1,0 +1,414 @@
+//! Containers: an overlay root filesystem from the image's layers, an OCI spec from the CRI config, and a process
+//! run by the pod's monitor. The monitor owns the process and its exit; this side owns the record and the files.
+//!
+//! ```text
+//! CreateContainer ──► Created ──StartContainer──► Running ──(exit / StopContainer)──► Exited ──RemoveContainer──► (gone)
+//! ```
+//! State is never cached here: it is asked of the monitor, or read from the exit record the monitor wrote when
+//! the monitor is gone, so it is right after any restart of reefd.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::RwLock;
+use std::time::{Duration, Instant};
+
+use k8s_cri::v1 as cri;
+use reef_images::store::Store;
+use reef_runtime::monitor::client::MonitorClient;
+use reef_runtime::monitor::protocol::{ContainerState, ErrorKind, ExitRecord, Request, Response, Status};
+use reef_runtime::rootfs::{self, Overlay};
+use serde::{Deserialize, Serialize};
+
+use crate::error::ReefError;
+use crate::pods::{PodState, Pods};
+use crate::records::{Names, Records};
+use crate::spec::{self, PodNamespaces, SpecInput};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ContainerRecord {
+    pub id: String,
+    pub pod_id: String,
+    pub name: String,
+    pub attempt: u32,
+    /// The image as the CRI named it, its id and the reference it was pulled by.
+    pub image: String,
+    pub image_id: String,
+    pub image_ref: String,
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    pub log_path: String,
+    pub created_at: i64,
+    pub mounts: Vec<MountRecord>,
+    pub stop_signal: i32,
+    reserved_name: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MountRecord {
+    pub container_path: String,
+    pub host_path: String,
+    pub readonly: bool,
+    pub propagation: i32,
+}
+
+/// What a container is now, from the monitor or from the exit record on disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Observed {
+    Created,
+    Running {
+        started_at: i64,
+    },
+    Exited {
+        started_at: i64,
+        exit: ExitRecord,
+    },
+    /// Neither the monitor nor the disk says (the monitor died before the container exited).
+    Unknown,
+}
+
+pub struct Containers {
+    root_dir: PathBuf,
+    state_dir: PathBuf,
+    records: Records,
+    names: Names,
+    map: RwLock<HashMap<String, ContainerRecord>>,
+}
+
+fn internal(what: &str) -> impl Fn(std::io::Error) -> ReefError + '_ {
+    move |e| ReefError::Internal(format!("{what}: {e}"))
+}
+
+fn short(id: &str) -> &str {
+    &id[..id.len().min(16)]
+}
+
+fn monitor_call(pods: &Pods, pod_id: &str, request: &Request) -> Result<Response, ReefError> {
+    let socket = pods.pod_dir(pod_id).join(reef_runtime::monitor::SOCKET);
+    let mut client = MonitorClient::connect(&socket).map_err(|e| ReefError::Failed(crate::error::chain(&e)))?;
+    client.call(request).map_err(|e| ReefError::Failed(crate::error::chain(&e)))
+}
+
+fn ok_state(response: Response) -> Result<Option<ContainerState>, ReefError> {
+    match response {
+        Response::Ok { state } => Ok(state),
+        Response::Error { kind: ErrorKind::NotFound, message, .. } => Err(ReefError::NotFound(message)),
+        Response::Error { kind: ErrorKind::AlreadyExists, message, .. } => Err(ReefError::AlreadyExists(message)),
+        Response::Error { kind: ErrorKind::InvalidState, message, .. } => Err(ReefError::FailedPrecondition(message)),
+        Response::Error { message, .. } => Err(ReefError::Failed(message)),
+    }
+}
+
+impl Containers {
+    pub fn open(root_dir: &Path, state_dir: &Path) -> std::io::Result<Containers> {
+        let records = Records::open(&root_dir.join("containers/records"))?;
+        let names = Names::default();
+        let mut map = HashMap::new();
+        for c in records.load_all::<ContainerRecord>() {
+            let _ = names.reserve(&c.reserved_name, &c.id);
+            map.insert(c.id.clone(), c);
+        }
+        Ok(Containers {
+            root_dir: root_dir.to_path_buf(),
+            state_dir: state_dir.to_path_buf(),
+            records,
+            names,
+            map: RwLock::new(map),
+        })
+    }
+
+    fn upper_dir(&self, id: &str) -> PathBuf {
+        self.root_dir.join("containers").join(id)
+    }
+
+    fn rootfs_dir(&self, id: &str) -> PathBuf {
+        self.state_dir.join("containers").join(short(id)).join("rootfs")
+    }
+
+    pub fn get(&self, id: &str) -> Option<ContainerRecord> {
+        let map = self.map.read().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = map.get(id) {
+            return Some(c.clone());
+        }
+        let mut found = map.values().filter(|c| id.len() >= 3 && c.id.starts_with(id));
+        match (found.next(), found.next()) {
+            (Some(c), None) => Some(c.clone()),
+            _ => None,
+        }
+    }
+
+    pub fn list(&self) -> Vec<ContainerRecord> {
+        let mut v: Vec<ContainerRecord> =
+            self.map.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
+        v.sort_by_key(|c| c.created_at);
+        v
+    }
+
+    pub fn of_pod(&self, pod_id: &str) -> Vec<ContainerRecord> {
+        self.list().into_iter().filter(|c| c.pod_id == pod_id).collect()
+    }
+
+    /// The container's state now. Asks the monitor; falls back to the exit record on disk.
+    pub fn observe(&self, pods: &Pods, c: &ContainerRecord) -> Observed {
+        match monitor_call(pods, &c.pod_id, &Request::State { id: c.id.clone() }).and_then(ok_state) {
+            Ok(Some(s)) => match (s.status, s.exit) {
+                (Status::Created, _) => Observed::Created,
+                (Status::Running, _) => Observed::Running { started_at: s.started_at.unwrap_or_default() },
+                (Status::Exited, Some(exit)) => Observed::Exited { started_at: s.started_at.unwrap_or_default(), exit },
+                (Status::Exited, None) => Observed::Unknown,
+            },
+            _ => {
+                let dir = pods.pod_dir(&c.pod_id);
+                let read = |ext: &str| std::fs::read(dir.join(format!("{}.{ext}", c.id))).ok();
+                let started_at = read("started").and_then(|b| serde_json::from_slice::<i64>(&b).ok());
+                match (read("exit").and_then(|b| serde_json::from_slice::<ExitRecord>(&b).ok()), started_at) {
+                    (Some(exit), s) => Observed::Exited { started_at: s.unwrap_or_default(), exit },
+                    _ => Observed::Unknown,
+                }
+            }
+        }
+    }
+
+    /// Blocking: mounts and talks to the monitor.
+    pub fn create(
+        &self,
+        pods: &Pods,
+        store: &Store,
+        pod_id: &str,
+        config: &cri::ContainerConfig,
+        sandbox: &cri::PodSandboxConfig,
+    ) -> Result<ContainerRecord, ReefError> {
+        let pod = pods.get(pod_id).ok_or_else(|| ReefError::NotFound(format!("pod sandbox {pod_id:?} not found")))?;
+        if pod.state != PodState::Ready {
+            return Err(ReefError::FailedPrecondition(format!("pod sandbox {} is not ready", pod.id)));
+        }
+        let meta = config
+            .metadata
+            .clone()
+            .ok_or_else(|| ReefError::InvalidArgument("container metadata is required".into()))?;
+        if meta.name.is_empty() {
+            return Err(ReefError::InvalidArgument("container name is required".into()));
+        }
+        refuse_unsupported(config)?;
+        let image_name = config.image.as_ref().map(|i| i.image.clone()).unwrap_or_default();
+        let image = store
+            .resolve(&image_name)
+            .ok_or_else(|| ReefError::NotFound(format!("image {image_name:?} not found: pull it first")))?;
+        let image_config = store
+            .read_blob(&image.id)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<reef_images::manifest::ImageConfig>(&b).ok())
+            .and_then(|c| c.config)
+            .unwrap_or_default();
+        let id = loop {
+            let id = format!(
+                "{:016x}{:016x}{:016x}{:016x}",
+                rand::random::<u64>(),
+                rand::random::<u64>(),
+                rand::random::<u64>(),
+                rand::random::<u64>()
+            );
+            if !self.rootfs_dir(&id).exists() {
+                break id;
+            }
+        };
+        let reserved_name = format!("{}_{}_{}_{}_{}", meta.name, pod.name, pod.namespace, pod.uid, meta.attempt);
+        self.names.reserve(&reserved_name, &id).map_err(|holder| {
+            ReefError::AlreadyExists(format!("container name {reserved_name:?} is reserved for {holder}"))
+        })?;
+        let log_path = if pod.log_directory.is_empty() || config.log_path.is_empty() {
+            String::new()
+        } else {
+            Path::new(&pod.log_directory).join(&config.log_path).display().to_string()
+        };
+        let record = ContainerRecord {
+            id: id.clone(),
+            pod_id: pod.id.clone(),
+            name: meta.name.clone(),
+            attempt: meta.attempt,
+            image: image_name.clone(),
+            image_id: image.id.clone(),
+            image_ref: image.repo_digests.first().cloned().unwrap_or_else(|| image.id.clone()),
+            labels: config.labels.clone().into_iter().collect(),
+            annotations: config.annotations.clone().into_iter().collect(),
+            log_path: log_path.clone(),
+            created_at: reef_images::pull::now_nanos(),
+            mounts: config
+                .mounts
+                .iter()
+                .map(|m| MountRecord {
+                    container_path: m.container_path.clone(),
+                    host_path: m.host_path.clone(),
+                    readonly: m.readonly,
+                    propagation: m.propagation,
+                })
+                .collect(),
+            stop_signal: stop_signal(config, &image_config),
+            reserved_name,
+        };
+        let mut created_in_monitor = false;
+        let result = (|| {
+            let overlay = Overlay {
+                layers: image.layers.iter().map(|l| store.layer_path(&l.chain_id)).collect(),
+                upper: self.upper_dir(&id).join("upper"),
+                work: self.upper_dir(&id).join("work"),
+                target: self.rootfs_dir(&id),
+                readonly: false,
+            };
+            overlay.mount().map_err(|e| ReefError::Internal(crate::error::chain(&e)))?;
+            let mut with_pod_files = config.clone();
+            add_pod_files(&mut with_pod_files, &pods.pod_dir(&pod.id));
+            let pod_ns = PodNamespaces {
+                network: pod.pinned.network.clone(),
+                ipc: pod.pinned.ipc.clone(),
+                uts: pod.pinned.uts.clone(),
+                pid: None,
+            };
+            let spec = spec::build(&SpecInput {
+                container: &with_pod_files,
+                sandbox,
+                image: &image_config,
+                pod: &pod_ns,
+                rootfs: overlay.target.clone(),
+            })
+            .map_err(|e| ReefError::InvalidArgument(e.to_string()))?;
+            let plan =
+                reef_runtime::plan::plan_from_spec(&spec).map_err(|e| ReefError::FailedPrecondition(e.to_string()))?;
+            let log = if log_path.is_empty() { PathBuf::from("/dev/null") } else { PathBuf::from(&log_path) };
+            if let Some(parent) = log.parent() {
+                std::fs::create_dir_all(parent).map_err(internal("create log dir"))?;
+            }
+            ok_state(monitor_call(pods, &pod.id, &Request::Create { id: id.clone(), plan, log_path: log })?)?;
+            created_in_monitor = true;
+            self.records.save(&id, &record).map_err(internal("save container record"))
+        })();
+        if let Err(e) = result {
+            if created_in_monitor {
+                let _ = monitor_call(pods, &pod.id, &Request::Forget { id: id.clone() });
+            }
+            self.remove_files(&id);
+            self.names.release(&record.reserved_name);
+            return Err(e);
+        }
+        self.map.write().unwrap_or_else(|p| p.into_inner()).insert(id, record.clone());
+        Ok(record)
+    }
+
+    pub fn start(&self, pods: &Pods, id: &str) -> Result<(), ReefError> {
+        let c = self.get(id).ok_or_else(|| ReefError::NotFound(format!("container {id:?} not found")))?;
+        ok_state(monitor_call(pods, &c.pod_id, &Request::Start { id: c.id.clone() })?).map(|_| ())
+    }
+
+    /// The stop signal, then SIGKILL once `timeout` has passed. A stopped or missing container is fine.
+    pub fn stop(&self, pods: &Pods, id: &str, timeout: Duration) -> Result<(), ReefError> {
+        let Some(c) = self.get(id) else { return Ok(()) };
+        // Only a running process has anything to stop; a created one stays created, as in containerd.
+        if !matches!(self.observe(pods, &c), Observed::Running { .. }) {
+            return Ok(());
+        }
+        let signal = |sig: i32| {
+            monitor_call(pods, &c.pod_id, &Request::Signal { id: c.id.clone(), signal: sig }).and_then(ok_state)
+        };
+        if !timeout.is_zero() {
+            signal(c.stop_signal)?;
+            if self.wait_exit(pods, &c, timeout) {
+                return Ok(());
+            }
+        }
+        signal(nix::sys::signal::Signal::SIGKILL as i32)?;
+        if self.wait_exit(pods, &c, Duration::from_secs(10)) {
+            Ok(())
+        } else {
+            Err(ReefError::Failed(format!("container {} did not exit after SIGKILL", c.id)))
+        }
+    }
+
+    fn wait_exit(&self, pods: &Pods, c: &ContainerRecord, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if !matches!(self.observe(pods, c), Observed::Running { .. }) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Stops (if needed) and deletes the container. A missing container is fine.
+    pub fn remove(&self, pods: &Pods, id: &str) -> Result<(), ReefError> {
+        let Some(c) = self.get(id) else { return Ok(()) };
+        self.stop(pods, &c.id, Duration::ZERO)?;
+        match monitor_call(pods, &c.pod_id, &Request::Forget { id: c.id.clone() }) {
+            // A monitor already gone (pod removed, node rebooted) has nothing left to forget.
+            Ok(_) | Err(ReefError::Failed(_)) => {}
+            Err(e) => return Err(e),
+        }
+        self.remove_files(&c.id);
+        self.records.delete(&c.id).map_err(internal("delete container record"))?;
+        self.names.release(&c.reserved_name);
+        self.map.write().unwrap_or_else(|p| p.into_inner()).remove(&c.id);
+        Ok(())
+    }
+
+    fn remove_files(&self, id: &str) {
+        let rootfs = self.rootfs_dir(id);
+        if let Err(e) = rootfs::unmount(&rootfs) {
+            tracing::warn!(container = id, error = %crate::error::chain(&e), "cannot unmount the container's rootfs");
+        }
+        for dir in [rootfs.parent().map(Path::to_path_buf), Some(self.upper_dir(id))].into_iter().flatten() {
+            if let Err(e) = std::fs::remove_dir_all(&dir)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::warn!(container = id, dir = %dir.display(), error = %e, "cannot remove");
+            }
+        }
+    }
+}
+
+/// What the launcher cannot enforce yet is refused rather than silently dropped.
+fn refuse_unsupported(config: &cri::ContainerConfig) -> Result<(), ReefError> {
+    let sc = config.linux.as_ref().and_then(|l| l.security_context.as_ref());
+    if let Some(profile) = sc.and_then(|s| s.seccomp.as_ref())
+        && profile.profile_type != cri::security_profile::ProfileType::Unconfined as i32
+    {
+        return Err(ReefError::FailedPrecondition("seccomp profiles are not supported yet; use Unconfined".into()));
+    }
+    if sc.is_some_and(|s| {
+        s.namespace_options
+            .as_ref()
+            .is_some_and(|n| n.pid == cri::NamespaceMode::Pod as i32 || n.pid == cri::NamespaceMode::Target as i32)
+    }) {
+        return Err(ReefError::FailedPrecondition("a pid namespace shared with the pod is not supported yet".into()));
+    }
+    Ok(())
+}
+
+/// The image's stop signal (SIGTERM when it names none or one this host lacks).
+fn stop_signal(_config: &cri::ContainerConfig, image: &reef_images::manifest::ContainerConfig) -> i32 {
+    image
+        .stop_signal
+        .as_deref()
+        .and_then(|s| {
+            let name = if s.starts_with("SIG") { s.to_string() } else { format!("SIG{s}") };
+            name.parse::<nix::sys::signal::Signal>()
+                .ok()
+                .or_else(|| s.parse::<i32>().ok().and_then(|n| nix::sys::signal::Signal::try_from(n).ok()))
+        })
+        .unwrap_or(nix::sys::signal::Signal::SIGTERM) as i32
+}
+
+/// The pod's resolv.conf, hosts and hostname, unless kubelet mounts its own there.
+fn add_pod_files(config: &mut cri::ContainerConfig, pod_dir: &Path) {
+    for (file, target) in [("resolv.conf", "/etc/resolv.conf"), ("hostname", "/etc/hostname"), ("hosts", "/etc/hosts")]
+    {
+        if !config.mounts.iter().any(|m| m.container_path == target) {
+            config.mounts.push(cri::Mount {
+                container_path: target.into(),
+                host_path: pod_dir.join(file).display().to_string(),
+                readonly: false,
+                ..Default::default()
+            });
+        }
+    }
+}

@@ -1,0 +1,21 @@
+use std::sync::Arc;
+
+use k8s_cri::v1 as cri;
+
+use crate::agent::Agent;
+use crate::error::ReefError;
+
+pub async fn handle(
+    agent: Arc<Agent>,
+    req: cri::CreateContainerRequest,
+) -> Result<cri::CreateContainerResponse, ReefError> {
+    let config = req.config.ok_or_else(|| ReefError::InvalidArgument("container config is required".into()))?;
+    let sandbox = req.sandbox_config.unwrap_or_default();
+    let record = tokio::task::spawn_blocking(move || {
+        agent.containers.create(&agent.pods, agent.puller.store(), &req.pod_sandbox_id, &config, &sandbox)
+    })
+    .await
+    .map_err(|e| ReefError::Internal(format!("create container task: {e}")))??;
+    tracing::info!(container = %record.id, pod = %record.pod_id, name = %record.name, "container created");
+    Ok(cri::CreateContainerResponse { container_id: record.id })
+}

@@ -1,0 +1,45 @@
+use std::sync::Arc;
+
+use k8s_cri::v1 as cri;
+
+use super::container_status::cri_state;
+use crate::agent::Agent;
+use crate::error::ReefError;
+
+pub async fn handle(
+    agent: Arc<Agent>,
+    req: cri::ListContainersRequest,
+) -> Result<cri::ListContainersResponse, ReefError> {
+    let filter = req.filter.unwrap_or_default();
+    let containers = tokio::task::spawn_blocking(move || {
+        agent
+            .containers
+            .list()
+            .into_iter()
+            .filter(|c| filter.id.is_empty() || c.id.starts_with(&filter.id))
+            .filter(|c| filter.pod_sandbox_id.is_empty() || c.pod_id.starts_with(&filter.pod_sandbox_id))
+            .filter(|c| filter.label_selector.iter().all(|(k, v)| c.labels.get(k) == Some(v)))
+            .filter_map(|c| {
+                let (state, ..) = cri_state(&c, &agent.containers.observe(&agent.pods, &c));
+                if filter.state.as_ref().is_some_and(|s| s.state != state) {
+                    return None;
+                }
+                Some(cri::Container {
+                    id: c.id.clone(),
+                    pod_sandbox_id: c.pod_id.clone(),
+                    metadata: Some(cri::ContainerMetadata { name: c.name.clone(), attempt: c.attempt }),
+                    image: Some(cri::ImageSpec { image: c.image.clone(), ..Default::default() }),
+                    image_ref: c.image_ref.clone(),
+                    image_id: c.image_id.clone(),
+                    state,
+                    created_at: c.created_at,
+                    labels: c.labels.clone().into_iter().collect(),
+                    annotations: c.annotations.clone().into_iter().collect(),
+                })
+            })
+            .collect()
+    })
+    .await
+    .map_err(|e| ReefError::Internal(format!("list containers task: {e}")))?;
+    Ok(cri::ListContainersResponse { containers })
+}

@@ -1,0 +1,17 @@
+use std::sync::Arc;
+
+use k8s_cri::v1 as cri;
+
+use crate::agent::Agent;
+use crate::error::ReefError;
+
+/// Removes a container, killing it if it still runs; a missing container is fine.
+pub async fn handle(
+    agent: Arc<Agent>,
+    req: cri::RemoveContainerRequest,
+) -> Result<cri::RemoveContainerResponse, ReefError> {
+    tokio::task::spawn_blocking(move || agent.containers.remove(&agent.pods, &req.container_id))
+        .await
+        .map_err(|e| ReefError::Internal(format!("remove container task: {e}")))??;
+    Ok(cri::RemoveContainerResponse {})
+}

@@ -1,0 +1,16 @@
+use std::sync::Arc;
+
+use k8s_cri::v1 as cri;
+
+use crate::agent::Agent;
+use crate::error::ReefError;
+
+pub async fn handle(
+    agent: Arc<Agent>,
+    req: cri::StartContainerRequest,
+) -> Result<cri::StartContainerResponse, ReefError> {
+    tokio::task::spawn_blocking(move || agent.containers.start(&agent.pods, &req.container_id))
+        .await
+        .map_err(|e| ReefError::Internal(format!("start container task: {e}")))??;
+    Ok(cri::StartContainerResponse {})
+}

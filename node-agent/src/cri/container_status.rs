@@ -1,0 +1,72 @@
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use k8s_cri::v1 as cri;
+
+use crate::agent::Agent;
+use crate::containers::{ContainerRecord, Observed};
+use crate::error::ReefError;
+
+/// The CRI state, timestamps (ns), exit code and reason of an observed container.
+pub fn cri_state(c: &ContainerRecord, observed: &Observed) -> (i32, i64, i64, i32, String) {
+    use cri::ContainerState as S;
+    match observed {
+        Observed::Created => (S::ContainerCreated as i32, 0, 0, 0, String::new()),
+        Observed::Running { started_at } => (S::ContainerRunning as i32, *started_at, 0, 0, String::new()),
+        Observed::Exited { started_at, exit } => {
+            let reason = if exit.code == 0 { "Completed" } else { "Error" };
+            (S::ContainerExited as i32, *started_at, exit.finished_at, exit.code, reason.to_string())
+        }
+        Observed::Unknown => (S::ContainerUnknown as i32, 0, 0, 0, format!("the monitor of pod {} is gone", c.pod_id)),
+    }
+}
+
+pub async fn handle(
+    agent: Arc<Agent>,
+    req: cri::ContainerStatusRequest,
+) -> Result<cri::ContainerStatusResponse, ReefError> {
+    let c = agent
+        .containers
+        .get(&req.container_id)
+        .ok_or_else(|| ReefError::NotFound(format!("container {:?} not found", req.container_id)))?;
+    let observed = {
+        let (agent, c) = (Arc::clone(&agent), c.clone());
+        tokio::task::spawn_blocking(move || agent.containers.observe(&agent.pods, &c))
+            .await
+            .map_err(|e| ReefError::Internal(format!("container status task: {e}")))?
+    };
+    let (state, started_at, finished_at, exit_code, reason) = cri_state(&c, &observed);
+    let status = cri::ContainerStatus {
+        id: c.id.clone(),
+        metadata: Some(cri::ContainerMetadata { name: c.name.clone(), attempt: c.attempt }),
+        state,
+        created_at: c.created_at,
+        started_at,
+        finished_at,
+        exit_code,
+        image: Some(cri::ImageSpec { image: c.image.clone(), ..Default::default() }),
+        image_ref: c.image_ref.clone(),
+        image_id: c.image_id.clone(),
+        reason,
+        labels: c.labels.clone().into_iter().collect(),
+        annotations: c.annotations.clone().into_iter().collect(),
+        mounts: c
+            .mounts
+            .iter()
+            .map(|m| cri::Mount {
+                container_path: m.container_path.clone(),
+                host_path: m.host_path.clone(),
+                readonly: m.readonly,
+                propagation: m.propagation,
+                ..Default::default()
+            })
+            .collect(),
+        log_path: c.log_path.clone(),
+        ..Default::default()
+    };
+    let mut info = HashMap::new();
+    if req.verbose {
+        info.insert("info".to_string(), serde_json::to_string(&c).unwrap_or_default());
+    }
+    Ok(cri::ContainerStatusResponse { status: Some(status), info })
+}

@@ -1,0 +1,221 @@
+//! Containers through the CRI: a busybox image pulled from a real registry, run in a pod, its logs, its exit,
+//! stop with the SIGKILL fallback, removal, and a SIGKILL of reefd in between.
+
+use std::time::{Duration, Instant};
+
+use k8s_cri::v1 as cri;
+use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use reef_tests::cri::pull;
+use reef_tests::image::{Compression, ImageBuilder, busybox_layer};
+use reef_tests::push::push_image;
+use reef_tests::reefd::Reefd;
+use reef_tests::registry::Registry;
+use reef_tests::require_e2e;
+use tonic::Code;
+use tonic::transport::Channel;
+
+struct Setup {
+    reefd: Reefd,
+    _registry: Registry,
+    image: String,
+    logs: tempfile::TempDir,
+}
+
+async fn setup() -> Setup {
+    let registry = Registry::start();
+    let image = ImageBuilder::new().layer(busybox_layer(), Compression::Gzip).build();
+    push_image(&registry.addr(), "busybox", "1", &image, None);
+    let reefd = Reefd::start(&format!("[registry]\ninsecure = [\"{}\"]\n", registry.addr()));
+    let name = format!("{}/busybox:1", registry.addr());
+    pull(&mut reefd.images().await, &name).await.expect("pull busybox");
+    Setup { reefd, _registry: registry, image: name, logs: tempfile::tempdir().expect("log dir") }
+}
+
+fn pod_config(s: &Setup, name: &str) -> cri::PodSandboxConfig {
+    cri::PodSandboxConfig {
+        metadata: Some(cri::PodSandboxMetadata {
+            name: name.into(),
+            uid: format!("uid-{name}"),
+            namespace: "default".into(),
+            attempt: 0,
+        }),
+        hostname: format!("{name}-host"),
+        log_directory: s.logs.path().display().to_string(),
+        ..Default::default()
+    }
+}
+
+fn container_config(s: &Setup, name: &str, script: &str) -> cri::ContainerConfig {
+    cri::ContainerConfig {
+        metadata: Some(cri::ContainerMetadata { name: name.into(), attempt: 0 }),
+        image: Some(cri::ImageSpec { image: s.image.clone(), ..Default::default() }),
+        command: vec!["sh".into(), "-c".into(), script.into()],
+        log_path: format!("{name}.log"),
+        labels: [("c".to_string(), name.to_string())].into(),
+        linux: Some(cri::LinuxContainerConfig {
+            security_context: Some(cri::LinuxContainerSecurityContext {
+                namespace_options: Some(cri::NamespaceOption {
+                    pid: cri::NamespaceMode::Container as i32,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+async fn run_pod(rt: &mut RuntimeServiceClient<Channel>, config: &cri::PodSandboxConfig) -> String {
+    rt.run_pod_sandbox(cri::RunPodSandboxRequest { config: Some(config.clone()), runtime_handler: String::new() })
+        .await
+        .expect("RunPodSandbox")
+        .into_inner()
+        .pod_sandbox_id
+}
+
+async fn create(
+    rt: &mut RuntimeServiceClient<Channel>,
+    pod: &str,
+    sandbox: &cri::PodSandboxConfig,
+    c: cri::ContainerConfig,
+) -> Result<String, tonic::Status> {
+    rt.create_container(cri::CreateContainerRequest {
+        pod_sandbox_id: pod.into(),
+        config: Some(c),
+        sandbox_config: Some(sandbox.clone()),
+    })
+    .await
+    .map(|r| r.into_inner().container_id)
+}
+
+async fn status(rt: &mut RuntimeServiceClient<Channel>, id: &str) -> Result<cri::ContainerStatus, tonic::Status> {
+    rt.container_status(cri::ContainerStatusRequest { container_id: id.into(), verbose: false })
+        .await
+        .map(|r| r.into_inner().status.expect("status"))
+}
+
+async fn wait_exited(rt: &mut RuntimeServiceClient<Channel>, id: &str) -> cri::ContainerStatus {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = status(rt, id).await.expect("status");
+        if s.state == cri::ContainerState::ContainerExited as i32 || Instant::now() > deadline {
+            return s;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_container_runs_in_its_pod_logs_and_reports_its_exit() {
+    require_e2e!();
+    let s = setup().await;
+    let mut rt = s.reefd.runtime().await;
+    let sandbox = pod_config(&s, "app");
+    let pod = run_pod(&mut rt, &sandbox).await;
+    let script = "echo hello; echo oops >&2; hostname; cat /etc/resolv.conf >/dev/null && echo resolv; exit 3";
+    let id = create(&mut rt, &pod, &sandbox, container_config(&s, "main", script)).await.expect("CreateContainer");
+    let created = status(&mut rt, &id).await.unwrap();
+    assert_eq!(created.state, cri::ContainerState::ContainerCreated as i32);
+    assert!(created.created_at > 1_700_000_000_000_000_000);
+
+    rt.start_container(cri::StartContainerRequest { container_id: id.clone() }).await.expect("StartContainer");
+    let done = wait_exited(&mut rt, &id).await;
+    assert_eq!(done.state, cri::ContainerState::ContainerExited as i32);
+    assert_eq!(done.exit_code, 3);
+    assert_eq!(done.reason, "Error");
+    assert!(done.started_at >= done.created_at && done.finished_at >= done.started_at);
+    let log = std::fs::read_to_string(s.logs.path().join("main.log")).expect("container log");
+    assert!(log.contains(" stdout F hello\n"), "{log}");
+    assert!(log.contains(" stderr F oops\n"), "{log}");
+    assert!(log.contains(" stdout F app-host\n"), "the container shares the pod's hostname: {log}");
+    assert!(log.contains(" stdout F resolv\n"), "{log}");
+
+    let listed = rt
+        .list_containers(cri::ListContainersRequest {
+            filter: Some(cri::ContainerFilter {
+                pod_sandbox_id: pod.clone(),
+                state: Some(cri::ContainerStateValue { state: cri::ContainerState::ContainerExited as i32 }),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .containers;
+    assert_eq!(listed.len(), 1);
+
+    for _ in 0..2 {
+        rt.remove_container(cri::RemoveContainerRequest { container_id: id.clone() }).await.expect("RemoveContainer");
+    }
+    assert_eq!(status(&mut rt, &id).await.unwrap_err().code(), Code::NotFound);
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod }).await.unwrap();
+}
+
+#[tokio::test]
+async fn stop_falls_back_to_sigkill_and_pod_removal_takes_its_containers() {
+    require_e2e!();
+    let s = setup().await;
+    let mut rt = s.reefd.runtime().await;
+    let sandbox = pod_config(&s, "stopper");
+    let pod = run_pod(&mut rt, &sandbox).await;
+    // PID 1 ignores SIGTERM unless it handles it: only the SIGKILL after the timeout ends it.
+    let id = create(&mut rt, &pod, &sandbox, container_config(&s, "sleeper", "exec sleep 300")).await.expect("create");
+    rt.start_container(cri::StartContainerRequest { container_id: id.clone() }).await.expect("start");
+    assert_eq!(status(&mut rt, &id).await.unwrap().state, cri::ContainerState::ContainerRunning as i32);
+    let started = Instant::now();
+    rt.stop_container(cri::StopContainerRequest { container_id: id.clone(), timeout: 1 }).await.expect("stop");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let st = status(&mut rt, &id).await.unwrap();
+    assert_eq!((st.state, st.exit_code), (cri::ContainerState::ContainerExited as i32, 137));
+    rt.stop_container(cri::StopContainerRequest { container_id: id.clone(), timeout: 1 }).await.expect("stop again");
+    rt.stop_container(cri::StopContainerRequest { container_id: "missing".into(), timeout: 1 })
+        .await
+        .expect("stop missing");
+
+    let err = create(&mut rt, &pod, &sandbox, container_config(&s, "sleeper", "true")).await.expect_err("same name");
+    assert_eq!(err.code(), Code::AlreadyExists);
+    let mut bad = container_config(&s, "noimage", "true");
+    bad.image = Some(cri::ImageSpec { image: "never-pulled:1".into(), ..Default::default() });
+    assert_eq!(create(&mut rt, &pod, &sandbox, bad).await.unwrap_err().code(), Code::NotFound);
+
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod }).await.expect("remove pod");
+    assert_eq!(status(&mut rt, &id).await.unwrap_err().code(), Code::NotFound, "the pod's containers went with it");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(s.reefd.root().parent().unwrap().to_str().unwrap()), "no rootfs or pin left mounted");
+}
+
+#[tokio::test]
+async fn running_containers_survive_a_sigkill_of_reefd() {
+    require_e2e!();
+    let mut s = setup().await;
+    let sandbox = pod_config(&s, "durable");
+    let (pod, id) = {
+        let mut rt = s.reefd.runtime().await;
+        let pod = run_pod(&mut rt, &sandbox).await;
+        let id = create(
+            &mut rt,
+            &pod,
+            &sandbox,
+            container_config(&s, "ticker", "while true; do echo tick; sleep 0.1; done"),
+        )
+        .await
+        .unwrap();
+        rt.start_container(cri::StartContainerRequest { container_id: id.clone() }).await.unwrap();
+        (pod, id)
+    };
+    s.reefd.kill9();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    s.reefd.spawn();
+    let mut rt = s.reefd.runtime().await;
+    assert_eq!(
+        status(&mut rt, &id).await.unwrap().state,
+        cri::ContainerState::ContainerRunning as i32,
+        "still running"
+    );
+    let ticks = std::fs::read_to_string(s.logs.path().join("ticker.log")).unwrap().matches("tick").count();
+    assert!(ticks >= 3, "it kept logging while reefd was down: {ticks}");
+    rt.stop_container(cri::StopContainerRequest { container_id: id.clone(), timeout: 0 }).await.unwrap();
+    assert_eq!(status(&mut rt, &id).await.unwrap().exit_code, 137);
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod }).await.unwrap();
+}

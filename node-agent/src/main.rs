@@ -81,8 +81,9 @@ fn run(config: Config) -> anyhow::Result<()> {
         .context("start the async runtime")?;
     runtime.block_on(async move {
         let signals = server::ShutdownSignals::install()?;
-        // The socket comes first: a second reefd must stop before it touches the store.
-        let socket = server::Socket::bind(&config.socket)?;
+        // The lock comes first: a second reefd must stop before it touches the store. The socket comes last:
+        // clients only ever talk to a recovered reefd.
+        let lock = server::SocketLock::acquire(&config.socket)?;
         std::fs::create_dir_all(&config.state_dir)
             .with_context(|| format!("create state dir {}", config.state_dir.display()))?;
         let root = config.root_dir.clone();
@@ -105,6 +106,7 @@ fn run(config: Config) -> anyhow::Result<()> {
         .context("load pods and containers")?
         .context("load pods and containers")?;
         let agent = agent::Agent::new(config, puller, pods, containers);
+        let socket = lock.bind()?;
         server::serve(agent, socket, signals).await
     })
 }

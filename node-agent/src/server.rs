@@ -31,8 +31,14 @@ pub struct Socket {
     _lock: Flock<std::fs::File>,
 }
 
-impl Socket {
-    pub fn bind(path: &Path) -> anyhow::Result<Socket> {
+/// The exclusive right to serve a socket path, held before recovery starts and kept until reefd exits.
+pub struct SocketLock {
+    path: PathBuf,
+    lock: Flock<std::fs::File>,
+}
+
+impl SocketLock {
+    pub fn acquire(path: &Path) -> anyhow::Result<SocketLock> {
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).with_context(|| format!("create {}", parent.display()))?;
         }
@@ -50,6 +56,13 @@ impl Socket {
             }
             Err((_, e)) => return Err(e).with_context(|| format!("lock {}", lock_path.display())),
         };
+        Ok(SocketLock { path: path.to_path_buf(), lock })
+    }
+
+    /// Listens on the socket (replacing a stale one). Called once recovery is done, so that every call is
+    /// answered from recovered state.
+    pub fn bind(self) -> anyhow::Result<Socket> {
+        let path = self.path.as_path();
         match std::fs::remove_file(path) {
             Ok(()) => tracing::info!(socket = %path.display(), "replaced a stale socket"),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -62,7 +75,7 @@ impl Socket {
         let listener = bound.with_context(|| format!("bind {}", path.display()))?;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
             .with_context(|| format!("chmod {}", path.display()))?;
-        Ok(Socket { listener, path: path.to_path_buf(), _lock: lock })
+        Ok(Socket { listener, path: path.to_path_buf(), _lock: self.lock })
     }
 }
 

@@ -219,3 +219,31 @@ async fn running_containers_survive_a_sigkill_of_reefd() {
     assert_eq!(status(&mut rt, &id).await.unwrap().exit_code, 137);
     rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod }).await.unwrap();
 }
+
+#[tokio::test]
+async fn objects_half_made_when_reefd_died_are_cleaned_at_the_next_start() {
+    require_e2e!();
+    let mut s = setup().await;
+    let sandbox = pod_config(&s, "orphan");
+    let (pod, container) = {
+        let mut rt = s.reefd.runtime().await;
+        let pod = run_pod(&mut rt, &sandbox).await;
+        let c = create(&mut rt, &pod, &sandbox, container_config(&s, "half", "true")).await.unwrap();
+        (pod, c)
+    };
+    // A crash just before the records were saved leaves exactly this: everything made, no record.
+    std::fs::remove_file(s.reefd.root().join(format!("pods/{pod}.json"))).unwrap();
+    std::fs::remove_file(s.reefd.root().join(format!("containers/records/{container}.json"))).unwrap();
+    s.reefd.kill9();
+    s.reefd.spawn();
+    let state = s.reefd.socket().parent().unwrap().to_path_buf();
+    assert!(!state.join("pods").join(&pod[..16]).exists(), "the pod's dir, pins and monitor are gone");
+    assert!(!state.join("containers").join(&container[..16]).exists(), "the container's rootfs is gone");
+    assert!(!s.reefd.root().join("containers").join(&container).exists());
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(state.to_str().unwrap()), "nothing stays mounted");
+    let mut rt = s.reefd.runtime().await;
+    assert!(
+        rt.list_pod_sandbox(cri::ListPodSandboxRequest { filter: None }).await.unwrap().into_inner().items.is_empty()
+    );
+}

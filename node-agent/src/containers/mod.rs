@@ -107,13 +107,15 @@ impl Containers {
             let _ = names.reserve(&c.reserved_name, &c.id);
             map.insert(c.id.clone(), c);
         }
-        Ok(Containers {
+        let containers = Containers {
             root_dir: root_dir.to_path_buf(),
             state_dir: state_dir.to_path_buf(),
             records,
             names,
             map: RwLock::new(map),
-        })
+        };
+        containers.sweep_orphans();
+        Ok(containers)
     }
 
     fn upper_dir(&self, id: &str) -> PathBuf {
@@ -349,6 +351,31 @@ impl Containers {
         self.names.release(&c.reserved_name);
         self.map.write().unwrap_or_else(|p| p.into_inner()).remove(&c.id);
         Ok(())
+    }
+
+    /// A reefd killed in the middle of CreateContainer leaves a mounted rootfs and an upper dir with no record:
+    /// both go here, before anything is served.
+    fn sweep_orphans(&self) {
+        let ids: Vec<String> = self.list().into_iter().map(|c| c.id).collect();
+        let known_short: Vec<&str> = ids.iter().map(|id| short(id)).collect();
+        if let Ok(entries) = std::fs::read_dir(self.state_dir.join("containers")) {
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if !known_short.contains(&name.as_str()) {
+                    tracing::info!(container = %name, "removing the rootfs of a container that was never completed");
+                    let _ = rootfs::unmount(&e.path().join("rootfs"));
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            }
+        }
+        if let Ok(entries) = std::fs::read_dir(self.root_dir.join("containers")) {
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if name != "records" && !ids.contains(&name) {
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            }
+        }
     }
 
     fn remove_files(&self, id: &str) {

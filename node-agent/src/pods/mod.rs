@@ -108,7 +108,9 @@ impl Pods {
             }
             pods.insert(pod.id.clone(), pod);
         }
-        Ok(Pods { state_dir: state_dir.to_path_buf(), monitor_bin, records, names, pods: RwLock::new(pods) })
+        let pods = Pods { state_dir: state_dir.to_path_buf(), monitor_bin, records, names, pods: RwLock::new(pods) };
+        pods.sweep_orphans();
+        Ok(pods)
     }
 
     pub fn pod_dir(&self, id: &str) -> PathBuf {
@@ -250,17 +252,34 @@ impl Pods {
         Ok(())
     }
 
+    /// A reefd killed in the middle of RunPodSandbox leaves a pod directory (pins, maybe a monitor) and no record:
+    /// it is torn down here, before anything is served.
+    fn sweep_orphans(&self) {
+        let known: Vec<PathBuf> = self.list().iter().map(|p| self.pod_dir(&p.id)).collect();
+        let Ok(entries) = std::fs::read_dir(self.state_dir.join("pods")) else { return };
+        for entry in entries.flatten() {
+            let dir = entry.path();
+            if !known.contains(&dir) {
+                tracing::info!(dir = %dir.display(), "removing a pod that was never completed");
+                self.teardown_dir(&dir);
+            }
+        }
+    }
+
     /// Undoes a pod's parts, each step tolerating that it was never done.
     fn teardown(&self, id: &str) {
-        let dir = self.pod_dir(id);
+        self.teardown_dir(&self.pod_dir(id));
+    }
+
+    fn teardown_dir(&self, dir: &Path) {
         if let Ok(mut client) = MonitorClient::connect(&dir.join(reef_runtime::monitor::SOCKET)) {
             let _ = client.call(&Request::Shutdown);
         }
         pin::unpin(&dir.join("ns"));
-        if let Err(e) = std::fs::remove_dir_all(&dir)
+        if let Err(e) = std::fs::remove_dir_all(dir)
             && e.kind() != std::io::ErrorKind::NotFound
         {
-            tracing::warn!(pod = id, error = %e, "cannot remove the pod's state dir");
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot remove the pod's state dir");
         }
     }
 }

@@ -59,6 +59,29 @@ impl Records {
     }
 }
 
+/// A new object id: 64 random hex digits, as containerd and CRI-O make them.
+pub fn new_id() -> String {
+    format!(
+        "{:016x}{:016x}{:016x}{:016x}",
+        rand::random::<u64>(),
+        rand::random::<u64>(),
+        rand::random::<u64>(),
+        rand::random::<u64>()
+    )
+}
+
+/// An object by its id or by a unique prefix of at least 3 characters, as crictl accepts them.
+pub fn find<'a, T>(map: &'a std::collections::HashMap<String, T>, id: &str) -> Option<&'a T> {
+    if let Some(v) = map.get(id) {
+        return Some(v);
+    }
+    let mut matches = map.iter().filter(|(k, _)| id.len() >= 3 && k.starts_with(id));
+    match (matches.next(), matches.next()) {
+        (Some((_, v)), None) => Some(v),
+        _ => None,
+    }
+}
+
 /// Names to ids, so a second pod or container with the same metadata is refused while the first exists.
 #[derive(Default)]
 pub struct Names {
@@ -98,6 +121,16 @@ mod tests {
         assert!(!dir.path().join(".b.tmp").exists());
         r.delete("a").unwrap();
         r.delete("a").unwrap();
+    }
+
+    #[test]
+    fn ids_are_found_whole_or_by_a_unique_prefix() {
+        let map: std::collections::HashMap<String, i32> = [("abcdef".to_string(), 1), ("abcxyz".to_string(), 2)].into();
+        assert_eq!(find(&map, "abcdef"), Some(&1));
+        assert_eq!(find(&map, "abcx"), Some(&2));
+        assert_eq!(find(&map, "abc"), None, "ambiguous");
+        assert_eq!(find(&map, "ab"), None, "too short");
+        assert_eq!(new_id().len(), 64);
     }
 
     #[test]

@@ -127,15 +127,7 @@ impl Containers {
     }
 
     pub fn get(&self, id: &str) -> Option<ContainerRecord> {
-        let map = self.map.read().unwrap_or_else(|p| p.into_inner());
-        if let Some(c) = map.get(id) {
-            return Some(c.clone());
-        }
-        let mut found = map.values().filter(|c| id.len() >= 3 && c.id.starts_with(id));
-        match (found.next(), found.next()) {
-            (Some(c), None) => Some(c.clone()),
-            _ => None,
-        }
+        crate::records::find(&self.map.read().unwrap_or_else(|p| p.into_inner()), id).cloned()
     }
 
     pub fn list(&self) -> Vec<ContainerRecord> {
@@ -202,13 +194,7 @@ impl Containers {
             .and_then(|c| c.config)
             .unwrap_or_default();
         let id = loop {
-            let id = format!(
-                "{:016x}{:016x}{:016x}{:016x}",
-                rand::random::<u64>(),
-                rand::random::<u64>(),
-                rand::random::<u64>(),
-                rand::random::<u64>()
-            );
+            let id = crate::records::new_id();
             if !self.rootfs_dir(&id).exists() {
                 break id;
             }

@@ -118,16 +118,7 @@ impl Pods {
     }
 
     pub fn get(&self, id: &str) -> Option<PodRecord> {
-        let pods = self.pods.read().unwrap_or_else(|p| p.into_inner());
-        if let Some(p) = pods.get(id) {
-            return Some(p.clone());
-        }
-        // Unique id prefixes work, as in crictl.
-        let mut matches = pods.values().filter(|p| id.len() >= 3 && p.id.starts_with(id));
-        match (matches.next(), matches.next()) {
-            (Some(p), None) => Some(p.clone()),
-            _ => None,
-        }
+        crate::records::find(&self.pods.read().unwrap_or_else(|p| p.into_inner()), id).cloned()
     }
 
     pub fn list(&self) -> Vec<PodRecord> {
@@ -153,13 +144,7 @@ impl Pods {
             .and_then(|s| s.namespace_options.clone())
             .unwrap_or_default();
         let id = loop {
-            let id = format!(
-                "{:016x}{:016x}{:016x}{:016x}",
-                rand::random::<u64>(),
-                rand::random::<u64>(),
-                rand::random::<u64>(),
-                rand::random::<u64>()
-            );
+            let id = crate::records::new_id();
             if !self.pod_dir(&id).exists() {
                 break id;
             }

@@ -23,6 +23,8 @@ pub struct Config {
     pub cgroup_driver: CgroupDriver,
     /// The pod monitor binary; by default `reef-monitor` next to reefd.
     pub monitor_path: Option<PathBuf>,
+    /// The cgroup containers go under when their pod names no cgroup parent.
+    pub cgroup_parent: String,
     pub images: ImagesConfig,
     pub registry: RegistryConfig,
 }
@@ -36,6 +38,7 @@ impl Default for Config {
             log_level: "info".into(),
             cgroup_driver: CgroupDriver::Cgroupfs,
             monitor_path: None,
+            cgroup_parent: "reef".into(),
             images: ImagesConfig::default(),
             registry: RegistryConfig::default(),
         }

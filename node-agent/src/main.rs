@@ -96,10 +96,11 @@ fn run(config: Config) -> anyhow::Result<()> {
         let unpack = UnpackOptions { allow_device_nodes: config.images.allow_device_nodes, ..Default::default() };
         let puller = Puller::new(store, registries, unpack, config.images.max_concurrent_downloads);
         let (root, state, monitor) = (config.root_dir.clone(), config.state_dir.clone(), config.monitor_binary());
+        let cgroup_parent = config.cgroup_parent.clone();
         let (pods, containers) = tokio::task::spawn_blocking(move || {
             Ok::<_, std::io::Error>((
                 pods::Pods::open(&root, &state, monitor)?,
-                containers::Containers::open(&root, &state)?,
+                containers::Containers::open(&root, &state, &cgroup_parent)?,
             ))
         })
         .await

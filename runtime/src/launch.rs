@@ -59,6 +59,16 @@ pub struct LaunchPlan {
     /// Resource limits as (name like `RLIMIT_NOFILE`, soft, hard).
     #[serde(default)]
     pub rlimits: Vec<(String, u64, u64)>,
+    /// The container's cgroup and its limits; the monitor puts init in it before the start gate opens.
+    #[serde(default)]
+    pub cgroup: Option<CgroupPlan>,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct CgroupPlan {
+    /// Relative to the cgroup root of each hierarchy, e.g. `kubepods/besteffort/pod<uid>/reef-<id>`.
+    pub path: String,
+    pub resources: oci_spec::runtime::LinuxResources,
 }
 
 /// The five capability sets of the container's process.

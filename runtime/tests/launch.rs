@@ -72,6 +72,7 @@ fn plan(rootfs: &Path, script: &str) -> LaunchPlan {
             ambient: vec![],
         }),
         rlimits: vec![("RLIMIT_NOFILE".into(), 512, 512)],
+        cgroup: None,
     }
 }
 

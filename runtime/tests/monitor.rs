@@ -55,6 +55,7 @@ fn plan(rootfs: &Path, script: &str) -> LaunchPlan {
         no_new_privileges: false,
         capabilities: None,
         rlimits: vec![],
+        cgroup: None,
     }
 }
 

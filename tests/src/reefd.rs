@@ -62,13 +62,19 @@ impl Reefd {
     fn write_config(&self) {
         let d = self.dir.path();
         let config = format!(
-            "root_dir = \"{}\"\nstate_dir = \"{}\"\nsocket = \"{}\"\nlog_level = \"debug\"\n{}",
+            "root_dir = \"{}\"\nstate_dir = \"{}\"\nsocket = \"{}\"\nlog_level = \"debug\"\ncgroup_parent = \"{}\"\n{}",
             self.root().display(),
             d.join("state").display(),
             self.socket().display(),
+            self.cgroup_parent(),
             self.extra
         );
         std::fs::write(self.config_path(), config).expect("write reefd config");
+    }
+
+    /// The test's own cgroup parent, removed with everything in it when the test ends.
+    pub fn cgroup_parent(&self) -> String {
+        self.dir.path().file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "reef-e2e".into())
     }
 
     pub fn config_path(&self) -> PathBuf {
@@ -195,10 +201,45 @@ fn clean_up_after(dir: &Path) {
     }
 }
 
+/// Kills every process in a cgroup tree (in each v1 hierarchy, or the v2 tree) and removes the tree, deepest
+/// first: containers outlive a killed monitor, and their cgroup is how to find them.
+pub fn remove_cgroup_tree(name: &str) {
+    let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") else { return };
+    let roots: Vec<PathBuf> =
+        hierarchies.flatten().map(|h| h.path()).chain([PathBuf::from("/sys/fs/cgroup")]).collect();
+    for _ in 0..50 {
+        let mut busy = false;
+        for root in &roots {
+            let mut dirs = Vec::new();
+            let mut stack = vec![root.join(name)];
+            while let Some(d) = stack.pop() {
+                let Ok(entries) = std::fs::read_dir(&d) else { continue };
+                for pid in std::fs::read_to_string(d.join("cgroup.procs")).unwrap_or_default().lines() {
+                    if let Ok(pid) = pid.trim().parse::<i32>() {
+                        let _ =
+                            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+                        busy = true;
+                    }
+                }
+                stack.extend(entries.flatten().filter(|e| e.file_type().is_ok_and(|t| t.is_dir())).map(|e| e.path()));
+                dirs.push(d);
+            }
+            for d in dirs.into_iter().rev() {
+                let _ = std::fs::remove_dir(&d);
+            }
+        }
+        if !busy {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 impl Drop for Reefd {
     fn drop(&mut self) {
         self.kill9();
         clean_up_after(self.dir.path());
+        remove_cgroup_tree(&self.cgroup_parent());
         if self.small_root {
             let _ = nix::mount::umount2(&self.root(), nix::mount::MntFlags::MNT_DETACH);
         }

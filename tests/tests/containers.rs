@@ -247,3 +247,51 @@ async fn objects_half_made_when_reefd_died_are_cleaned_at_the_next_start() {
         rt.list_pod_sandbox(cri::ListPodSandboxRequest { filter: None }).await.unwrap().into_inner().items.is_empty()
     );
 }
+
+/// A cgroup parent of the test's own, removed (processes and all) when the test ends.
+struct CgroupParent(String);
+
+impl Drop for CgroupParent {
+    fn drop(&mut self) {
+        reef_tests::reefd::remove_cgroup_tree(&self.0);
+    }
+}
+
+#[tokio::test]
+async fn resource_limits_land_in_the_container_cgroup_which_goes_with_it() {
+    require_e2e!();
+    if !std::path::Path::new("/sys/fs/cgroup/memory").exists() {
+        eprintln!("skipped: this test reads cgroup v1 files");
+        return;
+    }
+    // Declared first so it is dropped last, after reefd and its containers.
+    let parent = CgroupParent(format!("reef-e2e-limits-{}", std::process::id()));
+    let s = setup().await;
+    let mut rt = s.reefd.runtime().await;
+    let mut sandbox = pod_config(&s, "limited");
+    sandbox.linux =
+        Some(cri::LinuxPodSandboxConfig { cgroup_parent: format!("/{}/pod1", parent.0), ..Default::default() });
+    let pod = run_pod(&mut rt, &sandbox).await;
+    let mut config = container_config(&s, "capped", "exec sleep 300");
+    config.linux.as_mut().unwrap().resources = Some(cri::LinuxContainerResources {
+        memory_limit_in_bytes: 64 << 20,
+        cpu_shares: 512,
+        cpu_quota: 50_000,
+        cpu_period: 100_000,
+        ..Default::default()
+    });
+    let id = create(&mut rt, &pod, &sandbox, config).await.expect("create");
+    rt.start_container(cri::StartContainerRequest { container_id: id.clone() }).await.expect("start");
+    let dir = |ctrl: &str| std::path::PathBuf::from(format!("/sys/fs/cgroup/{ctrl}/{}/pod1/reef-{id}", parent.0));
+    let read =
+        |ctrl: &str, file: &str| std::fs::read_to_string(dir(ctrl).join(file)).unwrap_or_default().trim().to_string();
+    assert_eq!(read("memory", "memory.limit_in_bytes"), (64u64 << 20).to_string());
+    // Hosts mount cpu alone or joined with cpuacct.
+    let cpu = if std::path::Path::new("/sys/fs/cgroup/cpu,cpuacct").exists() { "cpu,cpuacct" } else { "cpu" };
+    assert_eq!(read(cpu, "cpu.shares"), "512");
+    assert_eq!(read(cpu, "cpu.cfs_quota_us"), "50000");
+    assert!(!read("memory", "cgroup.procs").is_empty(), "the container's process is in its cgroup");
+    rt.remove_container(cri::RemoveContainerRequest { container_id: id.clone() }).await.expect("remove");
+    assert!(!dir("memory").exists(), "the cgroup goes with the container");
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod }).await.unwrap();
+}

@@ -67,6 +67,7 @@ pub enum Observed {
 }
 
 pub struct Containers {
+    default_cgroup_parent: String,
     root_dir: PathBuf,
     state_dir: PathBuf,
     records: Records,
@@ -99,7 +100,7 @@ fn ok_state(response: Response) -> Result<Option<ContainerState>, ReefError> {
 }
 
 impl Containers {
-    pub fn open(root_dir: &Path, state_dir: &Path) -> std::io::Result<Containers> {
+    pub fn open(root_dir: &Path, state_dir: &Path, default_cgroup_parent: &str) -> std::io::Result<Containers> {
         let records = Records::open(&root_dir.join("containers/records"))?;
         let names = Names::default();
         let mut map = HashMap::new();
@@ -108,6 +109,7 @@ impl Containers {
             map.insert(c.id.clone(), c);
         }
         let containers = Containers {
+            default_cgroup_parent: default_cgroup_parent.to_string(),
             root_dir: root_dir.to_path_buf(),
             state_dir: state_dir.to_path_buf(),
             records,
@@ -257,6 +259,7 @@ impl Containers {
                 image: &image_config,
                 pod: &pod_ns,
                 rootfs: overlay.target.clone(),
+                cgroup_path: cgroup_path(&pod.cgroup_parent, &self.default_cgroup_parent, &id),
             })
             .map_err(|e| ReefError::InvalidArgument(e.to_string()))?;
             let plan =
@@ -377,6 +380,14 @@ impl Containers {
             }
         }
     }
+}
+
+/// The container's cgroup under the pod's (cgroupfs layout: kubelet's parent is a path). Pods without a parent
+/// share the configured one (`reef/`), as docker's containers share `docker/`.
+fn cgroup_path(parent: &str, default: &str, id: &str) -> String {
+    let parent = parent.trim_matches('/');
+    let parent = if parent.is_empty() { default.trim_matches('/') } else { parent };
+    format!("{parent}/reef-{id}")
 }
 
 /// What the launcher cannot enforce yet is refused rather than silently dropped.

@@ -35,6 +35,8 @@ pub struct SpecInput<'a> {
     pub pod: &'a PodNamespaces,
     /// The container's root filesystem (the mounted overlay).
     pub rootfs: PathBuf,
+    /// The container's cgroup, relative to each hierarchy's root.
+    pub cgroup_path: String,
 }
 
 pub fn build(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
@@ -58,8 +60,11 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
     security::with_capabilities(&mut spec, &security)?;
     security::with_paths(&mut spec, &security);
     security::with_no_new_privs(&mut spec, &security);
-    if let Some(r) = input.container.linux.as_ref().and_then(|l| l.resources.as_ref()) {
-        resources::with_resources(&mut spec, r)?;
+    // Always: the device rules come with the resources, whether kubelet set any limit or not.
+    let requested = input.container.linux.as_ref().and_then(|l| l.resources.clone()).unwrap_or_default();
+    resources::with_resources(&mut spec, &requested, security.privileged)?;
+    if let Some(linux) = spec.linux_mut() {
+        linux.set_cgroups_path(Some(input.cgroup_path.clone().into()));
     }
     resources::with_sysctls(&mut spec, &input.sandbox.linux.as_ref().map(|l| l.sysctls.clone()).unwrap_or_default());
     let mut annotations = input.container.annotations.clone().into_iter().collect::<std::collections::HashMap<_, _>>();
@@ -103,7 +108,14 @@ pub(crate) mod fixture {
     ) -> Result<Spec, SpecError> {
         let (mut c, mut s, mut i, pod) = input_parts();
         tweak(&mut c, &mut s, &mut i);
-        build(&SpecInput { container: &c, sandbox: &s, image: &i, pod: &pod, rootfs: "/run/reef/c/rootfs".into() })
+        build(&SpecInput {
+            container: &c,
+            sandbox: &s,
+            image: &i,
+            pod: &pod,
+            rootfs: "/run/reef/c/rootfs".into(),
+            cgroup_path: "kubepods/pod1/reef-c".into(),
+        })
     }
 }
 

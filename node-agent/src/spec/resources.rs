@@ -4,7 +4,8 @@ use std::collections::HashMap;
 
 use k8s_cri::v1 as cri;
 use reef_runtime::oci_spec::runtime::{
-    LinuxCpuBuilder, LinuxHugepageLimitBuilder, LinuxMemoryBuilder, LinuxResources, LinuxResourcesBuilder, Spec,
+    LinuxCpuBuilder, LinuxDeviceCgroup, LinuxDeviceCgroupBuilder, LinuxDeviceType, LinuxHugepageLimitBuilder,
+    LinuxMemoryBuilder, LinuxResources, LinuxResourcesBuilder, Spec,
 };
 
 use super::SpecError;
@@ -13,7 +14,53 @@ fn invalid(reason: impl Into<String>) -> SpecError {
     SpecError::Invalid { field: "resources", reason: reason.into() }
 }
 
-pub fn to_oci(r: &cri::LinuxContainerResources) -> Result<LinuxResources, SpecError> {
+fn device(
+    allow: bool,
+    typ: LinuxDeviceType,
+    major: Option<i64>,
+    minor: Option<i64>,
+    access: &str,
+) -> Result<LinuxDeviceCgroup, SpecError> {
+    let mut b = LinuxDeviceCgroupBuilder::default().allow(allow).typ(typ).access(access);
+    if let Some(m) = major {
+        b = b.major(m);
+    }
+    if let Some(m) = minor {
+        b = b.minor(m);
+    }
+    b.build().map_err(|e| invalid(e.to_string()))
+}
+
+/// The device cgroup: nothing but the standard character devices (and creating nodes, which opening still
+/// needs the rules for), as containerd and runc allow. Without it, CAP_MKNOD would open the host's disks.
+/// Privileged containers get every device.
+fn devices(privileged: bool) -> Result<Vec<LinuxDeviceCgroup>, SpecError> {
+    use LinuxDeviceType::{A, B, C};
+    if privileged {
+        return Ok(vec![device(true, A, None, None, "rwm")?]);
+    }
+    let mut rules = vec![
+        device(false, A, None, None, "rwm")?,
+        device(true, C, None, None, "m")?,
+        device(true, B, None, None, "m")?,
+    ];
+    for (major, minor) in [
+        (1, Some(3)),
+        (1, Some(5)),
+        (1, Some(7)),
+        (1, Some(8)),
+        (1, Some(9)),
+        (5, Some(0)),
+        (5, Some(1)),
+        (5, Some(2)),
+        (136, None),
+    ] {
+        rules.push(device(true, C, Some(major), minor, "rwm")?);
+    }
+    Ok(rules)
+}
+
+pub fn to_oci(r: &cri::LinuxContainerResources, privileged: bool) -> Result<LinuxResources, SpecError> {
     let mut cpu = LinuxCpuBuilder::default();
     if r.cpu_shares > 0 {
         cpu = cpu.shares(r.cpu_shares as u64);
@@ -49,17 +96,22 @@ pub fn to_oci(r: &cri::LinuxContainerResources) -> Result<LinuxResources, SpecEr
         .map(|h| LinuxHugepageLimitBuilder::default().page_size(h.page_size.clone()).limit(h.limit as i64).build())
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| invalid(e.to_string()))?;
-    LinuxResourcesBuilder::default()
+    let mut b = LinuxResourcesBuilder::default()
         .cpu(cpu.build().map_err(|e| invalid(e.to_string()))?)
         .memory(memory.build().map_err(|e| invalid(e.to_string()))?)
-        .hugepage_limits(hugepages)
-        .unified(r.unified.clone().into_iter().collect::<HashMap<_, _>>())
-        .build()
-        .map_err(|e| invalid(e.to_string()))
+        .devices(devices(privileged)?);
+    // Empty lists stay absent: a host without the hugetlb hierarchy must not fail containers that ask nothing of it.
+    if !hugepages.is_empty() {
+        b = b.hugepage_limits(hugepages);
+    }
+    if !r.unified.is_empty() {
+        b = b.unified(r.unified.clone().into_iter().collect::<HashMap<_, _>>());
+    }
+    b.build().map_err(|e| invalid(e.to_string()))
 }
 
-pub fn with_resources(spec: &mut Spec, r: &cri::LinuxContainerResources) -> Result<(), SpecError> {
-    let resources = to_oci(r)?;
+pub fn with_resources(spec: &mut Spec, r: &cri::LinuxContainerResources, privileged: bool) -> Result<(), SpecError> {
+    let resources = to_oci(r, privileged)?;
     if let Some(linux) = spec.linux_mut() {
         linux.set_resources(Some(resources));
     }
@@ -110,6 +162,20 @@ mod tests {
         let mem = (*r.memory()).unwrap();
         assert_eq!((mem.limit(), mem.swap()), (Some(64 << 20), Some(128 << 20)));
         assert_eq!(spec.process().as_ref().unwrap().oom_score_adj(), Some(1000));
+    }
+
+    #[test]
+    fn devices_are_denied_but_the_standard_ones_unless_privileged() {
+        let spec = build_with(|_, _, _| {}).unwrap();
+        let rules = spec.linux().as_ref().unwrap().resources().clone().unwrap().devices().clone().unwrap();
+        assert!(!rules[0].allow(), "deny first");
+        assert!(rules.iter().any(|d| d.allow() && d.major() == Some(1) && d.minor() == Some(3)), "/dev/null");
+        assert!(!rules.iter().any(|d| d.allow() && d.major().is_none() && d.access().as_deref() == Some("rwm")));
+        let privileged =
+            build_with(|c, _, _| c.linux.as_mut().unwrap().security_context.as_mut().unwrap().privileged = true)
+                .unwrap();
+        let rules = privileged.linux().as_ref().unwrap().resources().clone().unwrap().devices().clone().unwrap();
+        assert!(rules[0].allow());
     }
 
     #[test]

@@ -50,6 +50,7 @@ pub enum MonitorError {
 
 struct Container {
     pid: Pid,
+    cgroup: Option<cgroups_rs::manager::FsManager>,
     launched: Option<Launched>,
     stdout: Option<File>,
     stderr: Option<File>,
@@ -234,12 +235,17 @@ impl Monitor {
                     return Response::error(ErrorKind::InvalidState, format!("container {id} is still running"));
                 }
                 // A created container that never started: closing its gate makes its init exit; reap it below.
-                if let Some(c) = self.containers.remove(&id)
-                    && c.launched.is_some()
-                    && c.exit.is_none()
-                {
-                    drop(c.launched);
-                    let _ = waitpid(c.pid, None);
+                if let Some(mut c) = self.containers.remove(&id) {
+                    if c.launched.is_some() && c.exit.is_none() {
+                        drop(c.launched.take());
+                        let _ = waitpid(c.pid, None);
+                    }
+                    if let Some(mut cgroup) = c.cgroup.take() {
+                        use cgroups_rs::manager::Manager;
+                        if let Err(e) = cgroup.destroy() {
+                            let _ = writeln!(std::io::stderr(), "reef-monitor: remove the cgroup of {id}: {e}");
+                        }
+                    }
                 }
                 for ext in ["started", "exit"] {
                     let _ = std::fs::remove_file(self.dir.join(format!("{id}.{ext}")));
@@ -288,11 +294,22 @@ impl Monitor {
         };
         // Only the container keeps the write ends: their closing is how its output ends.
         drop((out_w, err_w, null));
+        // Into its cgroup while it waits at the gate, so everything it ever runs is accounted and limited.
+        let cgroup = match plan.cgroup.as_ref().map(|c| join_cgroup(c, launched.pid())).transpose() {
+            Ok(c) => c,
+            Err(message) => {
+                let pid = launched.pid();
+                drop(launched);
+                let _ = waitpid(pid, None);
+                return Response::error(ErrorKind::Launch, message);
+            }
+        };
         for f in [&out_r, &err_r] {
             let _ = nix::fcntl::fcntl(f, nix::fcntl::FcntlArg::F_SETFL(OFlag::O_NONBLOCK));
         }
         let c = Container {
             pid: launched.pid(),
+            cgroup,
             launched: Some(launched),
             stdout: Some(File::from(out_r)),
             stderr: Some(File::from(err_r)),
@@ -402,6 +419,22 @@ impl Monitor {
             c.pending_exit = None;
         }
     }
+}
+
+/// Creates the container's cgroup (in every hierarchy on v1), moves `pid` into it, then applies the limits:
+/// in that order, as cgroups-rs requires.
+fn join_cgroup(plan: &crate::launch::CgroupPlan, pid: Pid) -> Result<cgroups_rs::manager::FsManager, String> {
+    use cgroups_rs::manager::Manager;
+    let mut manager =
+        cgroups_rs::manager::FsManager::new(&plan.path).map_err(|e| format!("cgroup {}: {e}", plan.path))?;
+    manager
+        .add_proc(cgroups_rs::CgroupPid { pid: pid.as_raw() as u64 })
+        .map_err(|e| format!("cgroup {}: add pid: {e}", plan.path))?;
+    if let Err(e) = manager.set(&plan.resources) {
+        let _ = manager.destroy();
+        return Err(format!("cgroup {}: set limits: {e}", plan.path));
+    }
+    Ok(manager)
 }
 
 fn state_of(c: &Container) -> ContainerState {

@@ -31,6 +31,9 @@ pub enum ReefError {
     #[error("{0}")]
     FailedPrecondition(String),
 
+    #[error("{0}")]
+    DeadlineExceeded(String),
+
     /// The runtime tried and the operation failed (an exec that could not run, a setup step refused).
     #[error("{0}")]
     Failed(String),
@@ -60,6 +63,7 @@ impl ReefError {
             ReefError::AlreadyExists(_) => Code::AlreadyExists,
             ReefError::NotFound(_) => Code::NotFound,
             ReefError::FailedPrecondition(_) => Code::FailedPrecondition,
+            ReefError::DeadlineExceeded(_) => Code::DeadlineExceeded,
             ReefError::Failed(_) => Code::Unknown,
             ReefError::Unimplemented(_) => Code::Unimplemented,
             ReefError::Internal(_) => Code::Internal,

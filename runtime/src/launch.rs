@@ -190,6 +190,61 @@ fn child_error(plan: &LaunchPlan, step: Step, errno: nix::errno::Errno, index: u
     LaunchError::Child { step, detail, errno }
 }
 
+/// Runs `plan.args` inside the running container whose init is `target` (as ExecSync and exec do): in all its
+/// namespaces, as its user, with its capabilities, in a process group of its own. Returns the process's pid once
+/// it exec'd; the caller is its parent and must reap it.
+pub fn spawn_exec(plan: &LaunchPlan, target: Pid, stdio: Stdio) -> Result<Pid, LaunchError> {
+    let mut joined = plan.clone();
+    joined.new_namespaces = CloneFlags::empty();
+    joined.mounts.clear();
+    // Mount last: the others are opened by path under /proc, which the mount namespace change would hide.
+    joined.join_namespaces = ["ipc", "uts", "net", "pid", "cgroup", "mnt"]
+        .iter()
+        .map(|ns| {
+            let flag = match *ns {
+                "ipc" => CloneFlags::CLONE_NEWIPC,
+                "uts" => CloneFlags::CLONE_NEWUTS,
+                "net" => CloneFlags::CLONE_NEWNET,
+                "pid" => CloneFlags::CLONE_NEWPID,
+                "cgroup" => CloneFlags::CLONE_NEWCGROUP,
+                _ => CloneFlags::CLONE_NEWNS,
+            };
+            (flag, PathBuf::from(format!("/proc/{target}/ns/{ns}")))
+        })
+        .collect();
+    let (reports_rx, reports_tx) =
+        pipe2(OFlag::O_CLOEXEC).map_err(|e| LaunchError::Protocol { step: Step::Pipe, errno: e })?;
+    let (pid_rx, pid_tx) = pipe2(OFlag::O_CLOEXEC).map_err(|e| LaunchError::Protocol { step: Step::Pipe, errno: e })?;
+    let mut prepared = child::Prepared::new(&joined, stdio)?;
+    prepared.exec = true;
+    let intermediate = match sys::fork() {
+        Ok(ForkResult::Child) => {
+            drop(reports_rx);
+            drop(pid_rx);
+            child::intermediate(&prepared, reports_tx.as_raw_fd(), -1, pid_tx.as_raw_fd())
+        }
+        Ok(ForkResult::Parent { child }) => child,
+        Err(e) => return Err(LaunchError::Protocol { step: Step::Fork, errno: e }),
+    };
+    drop(reports_tx);
+    drop(pid_tx);
+    let pid = protocol::read_pid(&pid_rx);
+    let _ = waitpid(intermediate, None);
+    match protocol::read_report(&reports_rx)? {
+        None => match pid {
+            Ok(Some(pid)) => Ok(pid),
+            _ => Err(LaunchError::Unexpected("the exec's intermediate process exited without a pid")),
+        },
+        Some(protocol::Report::Failed { step, errno, index }) => {
+            if let Ok(Some(pid)) = pid {
+                let _ = waitpid(pid, None);
+            }
+            Err(child_error(&joined, step, errno, index))
+        }
+        Some(protocol::Report::Ready) => Err(LaunchError::Unexpected("an exec reported Ready")),
+    }
+}
+
 /// Exit of a container process, as the CRI needs it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exit {

@@ -71,3 +71,25 @@ pub fn close_fds_except(keep: &[i32]) {
         }
     }
 }
+
+/// clone(CLONE_PARENT) with fork semantics: the child becomes a sibling of the caller, so the caller's parent
+/// can wait for it. Used by the single-threaded intermediate of an exec, whose own parent is the one waiting.
+pub fn fork_sibling() -> nix::Result<Option<nix::unistd::Pid>> {
+    // SAFETY: raw clone without a new stack behaves like fork; the caller is single-threaded (a freshly forked
+    // intermediate), so no lock can be held by another thread in the child. Returns None in the child.
+    let ret = unsafe {
+        nix::libc::syscall(
+            nix::libc::SYS_clone,
+            (nix::libc::CLONE_PARENT | nix::libc::SIGCHLD) as nix::libc::c_ulong,
+            0,
+            0,
+            0,
+            0,
+        )
+    };
+    match ret {
+        -1 => Err(nix::errno::Errno::last()),
+        0 => Ok(None),
+        pid => Ok(Some(nix::unistd::Pid::from_raw(pid as i32))),
+    }
+}

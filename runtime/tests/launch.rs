@@ -5,7 +5,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use nix::sched::CloneFlags;
-use reef_runtime::launch::{CapabilitySets, Exit, LaunchError, LaunchPlan, Stdio, Step, launch, wait};
+use reef_runtime::launch::{CapabilitySets, Exit, LaunchError, LaunchPlan, Stdio, Step, launch, spawn_exec, wait};
 use reef_runtime::mounts::MountPlan;
 
 fn privileged() -> bool {
@@ -159,4 +159,37 @@ fn a_container_dropped_before_start_exits_without_running() {
     drop(container);
     assert_eq!(wait(pid).expect("wait"), Exit::Code(0));
     assert!(!dir.path().join("tmp/ran").exists());
+}
+
+#[test]
+fn exec_joins_a_running_container_as_its_user() {
+    if !privileged() {
+        return;
+    }
+    use std::io::Read;
+    use std::os::fd::AsRawFd;
+    let dir = tempfile::tempdir().unwrap();
+    busybox_rootfs(dir.path());
+    let p = plan(dir.path(), "exec sleep 30");
+    let mut container = launch(&p, Stdio::inherit()).expect("launch");
+    container.start().expect("start");
+    let (out_r, out_w) = nix::unistd::pipe().unwrap();
+    let mut exec = p.clone();
+    exec.args = cstrings(&["sh", "-c", "echo $$; hostname; id -u; pwd"]);
+    let stdio = Stdio { stdin: 0, stdout: out_w.as_raw_fd(), stderr: 2 };
+    let pid = spawn_exec(&exec, container.pid(), stdio).expect("exec");
+    drop(out_w);
+    let mut out = String::new();
+    std::fs::File::from(out_r).read_to_string(&mut out).unwrap();
+    assert_eq!(wait(pid).expect("wait for the exec"), Exit::Code(0));
+    let lines: Vec<&str> = out.lines().collect();
+    assert_ne!(lines[0], "1", "a new process in the container's PID namespace: {out}");
+    assert!(lines[0].parse::<u32>().unwrap() < 100, "pids are the container's own: {out}");
+    assert_eq!(&lines[1..], ["reef-test", "1000", "/tmp"]);
+    let mut missing = p.clone();
+    missing.args = cstrings(&["no-such-tool"]);
+    let err = spawn_exec(&missing, container.pid(), Stdio::inherit()).expect_err("missing command");
+    assert!(matches!(err, LaunchError::Child { step: Step::Exec, .. }), "{err:?}");
+    nix::sys::signal::kill(container.pid(), nix::sys::signal::Signal::SIGKILL).unwrap();
+    assert_eq!(wait(container.pid()).unwrap(), Exit::Signal(9));
 }

@@ -295,3 +295,37 @@ async fn resource_limits_land_in_the_container_cgroup_which_goes_with_it() {
     assert!(!dir("memory").exists(), "the cgroup goes with the container");
     rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod }).await.unwrap();
 }
+
+#[tokio::test]
+async fn exec_sync_runs_in_the_container_and_its_timeout_always_holds() {
+    require_e2e!();
+    let s = setup().await;
+    let mut rt = s.reefd.runtime().await;
+    let sandbox = pod_config(&s, "probed");
+    let pod = run_pod(&mut rt, &sandbox).await;
+    let id = create(&mut rt, &pod, &sandbox, container_config(&s, "server", "exec sleep 300")).await.unwrap();
+    let exec = |cmd: &[&str], timeout: i64| cri::ExecSyncRequest {
+        container_id: id.clone(),
+        cmd: cmd.iter().map(|s| s.to_string()).collect(),
+        timeout,
+    };
+    let not_running = rt.exec_sync(exec(&["true"], 5)).await.unwrap_err();
+    assert_eq!(not_running.code(), Code::FailedPrecondition, "a created container cannot be exec'd into");
+    rt.start_container(cri::StartContainerRequest { container_id: id.clone() }).await.unwrap();
+
+    let out =
+        rt.exec_sync(exec(&["sh", "-c", "hostname; echo err >&2; exit 4"], 5)).await.expect("ExecSync").into_inner();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "probed-host\n");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "err\n");
+    assert_eq!(out.exit_code, 4);
+
+    // A child that keeps the pipes open must not hold the call past its timeout.
+    let started = Instant::now();
+    let err = rt.exec_sync(exec(&["sh", "-c", "sleep 30 & sleep 30"], 1)).await.unwrap_err();
+    assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
+    assert!(started.elapsed() < Duration::from_secs(3), "returned after {:?}", started.elapsed());
+
+    let missing = rt.exec_sync(exec(&["no-such-tool"], 5)).await.unwrap_err();
+    assert!(missing.message().contains("Exec"), "{missing:?}");
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod }).await.unwrap();
+}

@@ -43,7 +43,7 @@ async fn version_and_status_describe_the_runtime() {
     };
     assert_eq!(rt.update_runtime_config(bad).await.expect_err("bad CIDR").code(), tonic::Code::InvalidArgument);
     let err = rt
-        .exec_sync(cri::ExecSyncRequest { container_id: "x".into(), cmd: vec!["true".into()], timeout: 1 })
+        .container_stats(cri::ContainerStatsRequest { container_id: "x".into() })
         .await
         .expect_err("not implemented yet");
     assert_eq!(err.code(), tonic::Code::Unimplemented);

@@ -2,6 +2,7 @@
 //! module named for it (`image_pull.rs` for PullImage, …), which does the work against the agent's managers.
 
 mod container_create;
+mod container_exec_sync;
 mod container_list;
 mod container_remove;
 mod container_start;
@@ -155,6 +156,10 @@ impl cri::runtime_service_server::RuntimeService for Cri {
         call("ListContainers", container_list::handle(Arc::clone(&self.agent), request.into_inner())).await
     }
 
+    async fn exec_sync(&self, request: Request<cri::ExecSyncRequest>) -> Reply<cri::ExecSyncResponse> {
+        call("ExecSync", container_exec_sync::handle(Arc::clone(&self.agent), request.into_inner())).await
+    }
+
     type GetContainerEventsStream =
         Pin<Box<dyn tokio_stream::Stream<Item = Result<cri::ContainerEventResponse, Status>> + Send>>;
 
@@ -171,7 +176,6 @@ impl cri::runtime_service_server::RuntimeService for Cri {
     not_yet! {
         update_container_resources(cri::UpdateContainerResourcesRequest) -> cri::UpdateContainerResourcesResponse = "UpdateContainerResources";
         reopen_container_log(cri::ReopenContainerLogRequest) -> cri::ReopenContainerLogResponse = "ReopenContainerLog";
-        exec_sync(cri::ExecSyncRequest) -> cri::ExecSyncResponse = "ExecSync";
         exec(cri::ExecRequest) -> cri::ExecResponse = "Exec";
         attach(cri::AttachRequest) -> cri::AttachResponse = "Attach";
         port_forward(cri::PortForwardRequest) -> cri::PortForwardResponse = "PortForward";

@@ -44,6 +44,8 @@ fn parse_caps(sets: &super::CapabilitySets) -> Result<Caps, LaunchError> {
 }
 
 pub struct Prepared<'a> {
+    /// An exec into a running container rather than a new container.
+    pub exec: bool,
     rlimits: Vec<(nix::sys::resource::Resource, u64, u64)>,
     caps: Option<Caps>,
     plan: &'a LaunchPlan,
@@ -80,6 +82,7 @@ impl<'a> Prepared<'a> {
             .map(|(name, soft, hard)| resource_of(name).map(|r| (r, *soft, *hard)))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Prepared {
+            exec: false,
             rlimits,
             caps,
             plan,
@@ -152,6 +155,16 @@ pub fn intermediate(p: &Prepared<'_>, reports: i32, start: i32, pid_out: i32) ->
         check(reports, Step::JoinNamespace, nix::sched::setns(fd, *flag));
     }
     check(reports, Step::Unshare, nix::sched::unshare(p.plan.new_namespaces));
+    if p.exec {
+        match sys::fork_sibling() {
+            Ok(None) => exec_child(p, reports),
+            Ok(Some(child)) => {
+                send_pid(pid_out, child);
+                sys::exit_now(0)
+            }
+            Err(e) => fail(reports, Step::ForkInit, e),
+        }
+    }
     match sys::fork() {
         Ok(ForkResult::Child) => init(p, reports, start),
         Ok(ForkResult::Parent { child }) => {
@@ -208,11 +221,26 @@ fn init(p: &Prepared<'_>, reports: i32, start: i32) -> ! {
             sys::exit_now(1);
         }
     }
-    for (resource, soft, hard) in &p.rlimits {
-        set_rlimit(*resource, *soft, *hard);
-    }
     if let Some(name) = &plan.hostname {
         check(reports, Step::Hostname, nix::unistd::sethostname(name));
+    }
+    become_container_process(p, reports);
+    send_ready(reports);
+    let mut gate = [0u8; 1];
+    match nix::unistd::read(sys::borrow(start), &mut gate) {
+        Ok(1) => {}
+        // The gate was closed without opening: the container was removed before it started.
+        _ => sys::exit_now(0),
+    }
+    exec(p, reports)
+}
+
+/// Limits, groups, user, capabilities, working directory and no_new_privs: what makes a process the container's
+/// own, for init and for every exec into the container alike.
+fn become_container_process(p: &Prepared<'_>, reports: i32) {
+    let plan = p.plan;
+    for (resource, soft, hard) in &p.rlimits {
+        set_rlimit(*resource, *soft, *hard);
     }
     // The bounding set can only shrink while we still hold CAP_SETPCAP, i.e. before leaving root.
     if let Some(c) = &p.caps {
@@ -252,13 +280,16 @@ fn init(p: &Prepared<'_>, reports: i32, start: i32) -> ! {
     if plan.no_new_privileges {
         check(reports, Step::NoNewPrivileges, nix::sys::prctl::set_no_new_privs());
     }
-    send_ready(reports);
-    let mut gate = [0u8; 1];
-    match nix::unistd::read(sys::borrow(start), &mut gate) {
-        Ok(1) => {}
-        // The gate was closed without opening: the container was removed before it started.
-        _ => sys::exit_now(0),
-    }
+}
+
+/// An exec into a running container: the intermediate has joined all of the container's namespaces; this
+/// process (a sibling of the caller, who waits for it) leads its own process group so a timeout can kill
+/// everything it started.
+fn exec_child(p: &Prepared<'_>, reports: i32) -> ! {
+    check(reports, Step::Stdio, set_stdio(p.stdio));
+    sys::close_fds_except(&[reports]);
+    let _ = nix::unistd::setsid();
+    become_container_process(p, reports);
     exec(p, reports)
 }
 

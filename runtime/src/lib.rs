@@ -7,6 +7,7 @@
 
 #![deny(unsafe_code)]
 
+pub mod cgroups;
 pub mod error;
 pub mod launch;
 pub mod logging;

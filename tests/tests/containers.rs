@@ -291,6 +291,33 @@ async fn resource_limits_land_in_the_container_cgroup_which_goes_with_it() {
     assert_eq!(read(cpu, "cpu.shares"), "512");
     assert_eq!(read(cpu, "cpu.cfs_quota_us"), "50000");
     assert!(!read("memory", "cgroup.procs").is_empty(), "the container's process is in its cgroup");
+
+    let stats = rt
+        .container_stats(cri::ContainerStatsRequest { container_id: id.clone() })
+        .await
+        .unwrap()
+        .into_inner()
+        .stats
+        .unwrap();
+    let memory = stats.memory.unwrap();
+    assert!(memory.usage_bytes.unwrap().value > 0 && memory.working_set_bytes.is_some(), "{memory:?}");
+    assert!(stats.cpu.unwrap().timestamp > 0);
+    let listed =
+        rt.list_container_stats(cri::ListContainerStatsRequest { filter: None }).await.unwrap().into_inner().stats;
+    assert_eq!(listed.len(), 1);
+
+    let update = cri::UpdateContainerResourcesRequest {
+        container_id: id.clone(),
+        linux: Some(cri::LinuxContainerResources {
+            memory_limit_in_bytes: 128 << 20,
+            cpu_shares: 256,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    rt.update_container_resources(update).await.expect("UpdateContainerResources");
+    assert_eq!(read("memory", "memory.limit_in_bytes"), (128u64 << 20).to_string());
+    assert_eq!(read(cpu, "cpu.shares"), "256");
     rt.remove_container(cri::RemoveContainerRequest { container_id: id.clone() }).await.expect("remove");
     assert!(!dir("memory").exists(), "the cgroup goes with the container");
     rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod }).await.unwrap();
@@ -327,5 +354,30 @@ async fn exec_sync_runs_in_the_container_and_its_timeout_always_holds() {
 
     let missing = rt.exec_sync(exec(&["no-such-tool"], 5)).await.unwrap_err();
     assert!(missing.message().contains("Exec"), "{missing:?}");
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod }).await.unwrap();
+}
+
+#[tokio::test]
+async fn reopening_the_log_after_rotation_loses_no_line() {
+    require_e2e!();
+    let s = setup().await;
+    let mut rt = s.reefd.runtime().await;
+    let sandbox = pod_config(&s, "rotated");
+    let pod = run_pod(&mut rt, &sandbox).await;
+    let script = "i=0; while [ $i -lt 400 ]; do echo line$i; i=$((i+1)); sleep 0.005; done";
+    let id = create(&mut rt, &pod, &sandbox, container_config(&s, "writer", script)).await.unwrap();
+    rt.start_container(cri::StartContainerRequest { container_id: id.clone() }).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let log = s.logs.path().join("writer.log");
+    std::fs::rename(&log, s.logs.path().join("writer.log.1")).unwrap();
+    rt.reopen_container_log(cri::ReopenContainerLogRequest { container_id: id.clone() })
+        .await
+        .expect("ReopenContainerLog");
+    wait_exited(&mut rt, &id).await;
+    let mut all = std::fs::read_to_string(s.logs.path().join("writer.log.1")).unwrap();
+    all.push_str(&std::fs::read_to_string(&log).expect("a new log file at the same path"));
+    let lines: Vec<&str> = all.lines().map(|l| l.rsplit(' ').next().unwrap_or_default()).collect();
+    let expected: Vec<String> = (0..400).map(|i| format!("line{i}")).collect();
+    assert_eq!(lines, expected, "every line once, in order, across the rotation");
     rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod }).await.unwrap();
 }

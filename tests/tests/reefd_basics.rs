@@ -43,7 +43,7 @@ async fn version_and_status_describe_the_runtime() {
     };
     assert_eq!(rt.update_runtime_config(bad).await.expect_err("bad CIDR").code(), tonic::Code::InvalidArgument);
     let err = rt
-        .container_stats(cri::ContainerStatsRequest { container_id: "x".into() })
+        .pod_sandbox_stats(cri::PodSandboxStatsRequest { pod_sandbox_id: "x".into() })
         .await
         .expect_err("not implemented yet");
     assert_eq!(err.code(), tonic::Code::Unimplemented);

@@ -386,6 +386,28 @@ impl Containers {
         Ok((stdout, stderr, exit.code()))
     }
 
+    /// The container's cgroup path, if it has one.
+    pub fn cgroup_path(&self, c: &ContainerRecord) -> Option<String> {
+        c.plan.as_ref().and_then(|p| p.cgroup.as_ref()).map(|g| g.path.clone())
+    }
+
+    /// New CPU and memory limits for a running container.
+    pub fn update_resources(&self, id: &str, r: &cri::LinuxContainerResources) -> Result<(), ReefError> {
+        let c = self.get(id).ok_or_else(|| ReefError::NotFound(format!("container {id:?} not found")))?;
+        let path = self
+            .cgroup_path(&c)
+            .ok_or_else(|| ReefError::FailedPrecondition(format!("container {} has no cgroup", c.id)))?;
+        let mut resources = spec::resources_for_update(r).map_err(|e| ReefError::InvalidArgument(e.to_string()))?;
+        // Device rules are set once at creation; an update only changes limits.
+        resources.set_devices(None);
+        reef_runtime::cgroups::update(&path, &resources).map_err(ReefError::Failed)
+    }
+
+    pub fn reopen_log(&self, pods: &Pods, id: &str) -> Result<(), ReefError> {
+        let c = self.get(id).ok_or_else(|| ReefError::NotFound(format!("container {id:?} not found")))?;
+        ok_state(monitor_call(pods, &c.pod_id, &Request::ReopenLog { id: c.id.clone() })?).map(|_| ())
+    }
+
     /// Stops (if needed) and deletes the container. A missing container is fine.
     pub fn remove(&self, pods: &Pods, id: &str) -> Result<(), ReefError> {
         let Some(c) = self.get(id) else { return Ok(()) };

@@ -6,6 +6,7 @@ mod container_exec_sync;
 mod container_list;
 mod container_remove;
 mod container_start;
+mod container_stats;
 mod container_status;
 mod container_stop;
 mod image_fs_info;
@@ -160,6 +161,42 @@ impl cri::runtime_service_server::RuntimeService for Cri {
         call("ExecSync", container_exec_sync::handle(Arc::clone(&self.agent), request.into_inner())).await
     }
 
+    async fn container_stats(
+        &self,
+        request: Request<cri::ContainerStatsRequest>,
+    ) -> Reply<cri::ContainerStatsResponse> {
+        call("ContainerStats", container_stats::one(Arc::clone(&self.agent), request.into_inner())).await
+    }
+
+    async fn list_container_stats(
+        &self,
+        request: Request<cri::ListContainerStatsRequest>,
+    ) -> Reply<cri::ListContainerStatsResponse> {
+        call("ListContainerStats", container_stats::list(Arc::clone(&self.agent), request.into_inner())).await
+    }
+
+    async fn update_container_resources(
+        &self,
+        request: Request<cri::UpdateContainerResourcesRequest>,
+    ) -> Reply<cri::UpdateContainerResourcesResponse> {
+        call("UpdateContainerResources", container_stats::update(Arc::clone(&self.agent), request.into_inner())).await
+    }
+
+    async fn reopen_container_log(
+        &self,
+        request: Request<cri::ReopenContainerLogRequest>,
+    ) -> Reply<cri::ReopenContainerLogResponse> {
+        let agent = Arc::clone(&self.agent);
+        call("ReopenContainerLog", async move {
+            let id = request.into_inner().container_id;
+            tokio::task::spawn_blocking(move || agent.containers.reopen_log(&agent.pods, &id))
+                .await
+                .map_err(|e| ReefError::Internal(format!("reopen log task: {e}")))??;
+            Ok(cri::ReopenContainerLogResponse {})
+        })
+        .await
+    }
+
     type GetContainerEventsStream =
         Pin<Box<dyn tokio_stream::Stream<Item = Result<cri::ContainerEventResponse, Status>> + Send>>;
 
@@ -174,13 +211,9 @@ impl cri::runtime_service_server::RuntimeService for Cri {
     }
 
     not_yet! {
-        update_container_resources(cri::UpdateContainerResourcesRequest) -> cri::UpdateContainerResourcesResponse = "UpdateContainerResources";
-        reopen_container_log(cri::ReopenContainerLogRequest) -> cri::ReopenContainerLogResponse = "ReopenContainerLog";
         exec(cri::ExecRequest) -> cri::ExecResponse = "Exec";
         attach(cri::AttachRequest) -> cri::AttachResponse = "Attach";
         port_forward(cri::PortForwardRequest) -> cri::PortForwardResponse = "PortForward";
-        container_stats(cri::ContainerStatsRequest) -> cri::ContainerStatsResponse = "ContainerStats";
-        list_container_stats(cri::ListContainerStatsRequest) -> cri::ListContainerStatsResponse = "ListContainerStats";
         pod_sandbox_stats(cri::PodSandboxStatsRequest) -> cri::PodSandboxStatsResponse = "PodSandboxStats";
         list_pod_sandbox_stats(cri::ListPodSandboxStatsRequest) -> cri::ListPodSandboxStatsResponse = "ListPodSandboxStats";
         checkpoint_container(cri::CheckpointContainerRequest) -> cri::CheckpointContainerResponse = "CheckpointContainer";

@@ -18,6 +18,13 @@ use reef_runtime::oci_spec::runtime::Spec;
 
 pub use namespaces::PodNamespaces;
 
+/// The OCI form of CRI resources, for UpdateContainerResources.
+pub fn resources_for_update(
+    r: &cri::LinuxContainerResources,
+) -> Result<reef_runtime::oci_spec::runtime::LinuxResources, SpecError> {
+    resources::to_oci(r, false)
+}
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SpecError {
     #[error("no command to run: neither the container nor its image names one")]

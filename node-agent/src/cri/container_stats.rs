@@ -1,0 +1,82 @@
+//! ContainerStats, ListContainerStats and UpdateContainerResources: the container's cgroup, read or written.
+
+use std::sync::Arc;
+
+use k8s_cri::v1 as cri;
+
+use crate::agent::Agent;
+use crate::containers::ContainerRecord;
+use crate::error::ReefError;
+
+fn stats_of(agent: &Agent, c: &ContainerRecord) -> cri::ContainerStats {
+    let now = reef_images::pull::now_nanos();
+    let usage = agent.containers.cgroup_path(c).and_then(|p| reef_runtime::cgroups::usage(&p)).unwrap_or_default();
+    let value = |v: u64| Some(cri::UInt64Value { value: v });
+    cri::ContainerStats {
+        attributes: Some(cri::ContainerAttributes {
+            id: c.id.clone(),
+            metadata: Some(cri::ContainerMetadata { name: c.name.clone(), attempt: c.attempt }),
+            labels: c.labels.clone().into_iter().collect(),
+            annotations: c.annotations.clone().into_iter().collect(),
+        }),
+        cpu: Some(cri::CpuUsage {
+            timestamp: now,
+            usage_core_nano_seconds: value(usage.cpu_ns),
+            usage_nano_cores: None,
+        }),
+        memory: Some(cri::MemoryUsage {
+            timestamp: now,
+            working_set_bytes: value(usage.working_set),
+            available_bytes: None,
+            usage_bytes: value(usage.memory_usage),
+            rss_bytes: value(usage.rss),
+            page_faults: value(usage.page_faults),
+            major_page_faults: value(usage.major_page_faults),
+        }),
+        writable_layer: None,
+        swap: None,
+    }
+}
+
+pub async fn one(agent: Arc<Agent>, req: cri::ContainerStatsRequest) -> Result<cri::ContainerStatsResponse, ReefError> {
+    let c = agent
+        .containers
+        .get(&req.container_id)
+        .ok_or_else(|| ReefError::NotFound(format!("container {:?} not found", req.container_id)))?;
+    let stats = tokio::task::spawn_blocking(move || stats_of(&agent, &c))
+        .await
+        .map_err(|e| ReefError::Internal(format!("stats task: {e}")))?;
+    Ok(cri::ContainerStatsResponse { stats: Some(stats) })
+}
+
+pub async fn list(
+    agent: Arc<Agent>,
+    req: cri::ListContainerStatsRequest,
+) -> Result<cri::ListContainerStatsResponse, ReefError> {
+    let filter = req.filter.unwrap_or_default();
+    let stats = tokio::task::spawn_blocking(move || {
+        agent
+            .containers
+            .list()
+            .iter()
+            .filter(|c| filter.id.is_empty() || c.id.starts_with(&filter.id))
+            .filter(|c| filter.pod_sandbox_id.is_empty() || c.pod_id.starts_with(&filter.pod_sandbox_id))
+            .filter(|c| filter.label_selector.iter().all(|(k, v)| c.labels.get(k) == Some(v)))
+            .map(|c| stats_of(&agent, c))
+            .collect()
+    })
+    .await
+    .map_err(|e| ReefError::Internal(format!("stats task: {e}")))?;
+    Ok(cri::ListContainerStatsResponse { stats })
+}
+
+pub async fn update(
+    agent: Arc<Agent>,
+    req: cri::UpdateContainerResourcesRequest,
+) -> Result<cri::UpdateContainerResourcesResponse, ReefError> {
+    let resources = req.linux.ok_or_else(|| ReefError::InvalidArgument("linux resources are required".into()))?;
+    tokio::task::spawn_blocking(move || agent.containers.update_resources(&req.container_id, &resources))
+        .await
+        .map_err(|e| ReefError::Internal(format!("update task: {e}")))??;
+    Ok(cri::UpdateContainerResourcesResponse {})
+}

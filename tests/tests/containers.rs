@@ -381,3 +381,22 @@ async fn reopening_the_log_after_rotation_loses_no_line() {
     assert_eq!(lines, expected, "every line once, in order, across the rotation");
     rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod }).await.unwrap();
 }
+
+#[tokio::test]
+async fn a_container_killed_for_memory_reports_oomkilled() {
+    require_e2e!();
+    let s = setup().await;
+    let mut rt = s.reefd.runtime().await;
+    let sandbox = pod_config(&s, "hungry");
+    let pod = run_pod(&mut rt, &sandbox).await;
+    // tail keeps a line-less stream whole in memory: far past the 16 MiB limit.
+    let mut config = container_config(&s, "eater", "head -c 200000000 /dev/zero | tail");
+    config.linux.as_mut().unwrap().resources =
+        Some(cri::LinuxContainerResources { memory_limit_in_bytes: 16 << 20, ..Default::default() });
+    let id = create(&mut rt, &pod, &sandbox, config).await.unwrap();
+    rt.start_container(cri::StartContainerRequest { container_id: id.clone() }).await.unwrap();
+    let st = wait_exited(&mut rt, &id).await;
+    assert_eq!(st.state, cri::ContainerState::ContainerExited as i32);
+    assert_eq!(st.reason, "OOMKilled", "exit code {}", st.exit_code);
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod }).await.unwrap();
+}

@@ -14,7 +14,13 @@ pub fn cri_state(c: &ContainerRecord, observed: &Observed) -> (i32, i64, i64, i3
         Observed::Created => (S::ContainerCreated as i32, 0, 0, 0, String::new()),
         Observed::Running { started_at } => (S::ContainerRunning as i32, *started_at, 0, 0, String::new()),
         Observed::Exited { started_at, exit } => {
-            let reason = if exit.code == 0 { "Completed" } else { "Error" };
+            let reason = if exit.oom_killed {
+                "OOMKilled"
+            } else if exit.code == 0 {
+                "Completed"
+            } else {
+                "Error"
+            };
             (S::ContainerExited as i32, *started_at, exit.finished_at, exit.code, reason.to_string())
         }
         Observed::Unknown => (S::ContainerUnknown as i32, 0, 0, 0, format!("the monitor of pod {} is gone", c.pod_id)),

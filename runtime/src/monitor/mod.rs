@@ -51,6 +51,7 @@ pub enum MonitorError {
 struct Container {
     pid: Pid,
     cgroup: Option<cgroups_rs::manager::FsManager>,
+    cgroup_path: Option<String>,
     launched: Option<Launched>,
     stdout: Option<File>,
     stderr: Option<File>,
@@ -310,6 +311,7 @@ impl Monitor {
         let c = Container {
             pid: launched.pid(),
             cgroup,
+            cgroup_path: plan.cgroup.as_ref().map(|g| g.path.clone()),
             launched: Some(launched),
             stdout: Some(File::from(out_r)),
             stderr: Some(File::from(err_r)),
@@ -413,7 +415,8 @@ impl Monitor {
                 }
             }
             let _ = c.log.flush_partial(SystemTime::now());
-            let record = ExitRecord { code, signal, finished_at };
+            let oom_killed = c.cgroup_path.as_deref().is_some_and(oom_kills);
+            let record = ExitRecord { code, signal, finished_at, oom_killed };
             let _ = write_atomic(&self.dir.join(format!("{id}.exit")), &record);
             c.exit = Some(record);
             c.pending_exit = None;
@@ -435,6 +438,18 @@ fn join_cgroup(plan: &crate::launch::CgroupPlan, pid: Pid) -> Result<cgroups_rs:
         return Err(format!("cgroup {}: set limits: {e}", plan.path));
     }
     Ok(manager)
+}
+
+/// Whether the container's cgroup saw an OOM kill: `oom_kill` in memory.events (v2) or memory.oom_control (v1).
+fn oom_kills(path: &str) -> bool {
+    let v2 = Path::new("/sys/fs/cgroup").join(path).join("memory.events");
+    let v1 = Path::new("/sys/fs/cgroup/memory").join(path).join("memory.oom_control");
+    [v2, v1].iter().any(|f| {
+        std::fs::read_to_string(f)
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.strip_prefix("oom_kill ").and_then(|n| n.trim().parse::<u64>().ok()).is_some_and(|n| n > 0))
+    })
 }
 
 fn state_of(c: &Container) -> ContainerState {

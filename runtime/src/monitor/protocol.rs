@@ -55,6 +55,9 @@ pub struct ExitRecord {
     pub signal: Option<i32>,
     /// Unix time in nanoseconds.
     pub finished_at: i64,
+    /// The kernel's OOM killer ended a process of the container (its cgroup counted an OOM kill).
+    #[serde(default)]
+    pub oom_killed: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

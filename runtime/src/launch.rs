@@ -62,6 +62,10 @@ pub struct LaunchPlan {
     /// The container's cgroup and its limits; the monitor puts init in it before the start gate opens.
     #[serde(default)]
     pub cgroup: Option<CgroupPlan>,
+    /// Namespaced kernel parameters (`net.ipv4.ip_unprivileged_port_start` = `0`), written from inside the
+    /// container's namespaces before /proc/sys turns read-only.
+    #[serde(default)]
+    pub sysctls: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -184,6 +188,7 @@ fn child_error(plan: &LaunchPlan, step: Step, errno: nix::errno::Errno, index: u
     let detail = match step {
         Step::Mount => plan.mounts.get(index as usize).map(|m| format!("{} on {}", m.fstype, m.destination)),
         Step::MaskPath => plan.masked_paths.get(index as usize).cloned(),
+        Step::Sysctl => plan.sysctls.get(index as usize).map(|(k, v)| format!("{k}={v}")),
         Step::ReadonlyPath => plan.readonly_paths.get(index as usize).cloned(),
         _ => None,
     };

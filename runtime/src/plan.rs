@@ -82,6 +82,11 @@ pub fn plan_from_spec(spec: &Spec) -> Result<LaunchPlan, PlanError> {
         gid: user.gid(),
         additional_gids: user.additional_gids().clone().unwrap_or_default(),
         no_new_privileges: process.no_new_privileges().unwrap_or(false),
+        sysctls: {
+            let mut v: Vec<(String, String)> = linux.sysctl().clone().unwrap_or_default().into_iter().collect();
+            v.sort();
+            v
+        },
         cgroup: linux.cgroups_path().as_ref().map(|p| crate::launch::CgroupPlan {
             path: p.display().to_string().trim_start_matches('/').to_string(),
             resources: linux.resources().clone().unwrap_or_default(),

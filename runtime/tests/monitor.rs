@@ -56,6 +56,7 @@ fn plan(rootfs: &Path, script: &str) -> LaunchPlan {
         capabilities: None,
         rlimits: vec![],
         cgroup: None,
+        sysctls: vec![],
     }
 }
 

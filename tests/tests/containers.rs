@@ -400,3 +400,40 @@ async fn a_container_killed_for_memory_reports_oomkilled() {
     assert_eq!(st.reason, "OOMKilled", "exit code {}", st.exit_code);
     rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod }).await.unwrap();
 }
+
+#[tokio::test]
+async fn pod_sysctls_apply_in_the_pod_namespaces_and_hostile_keys_are_refused() {
+    require_e2e!();
+    let s = setup().await;
+    let mut rt = s.reefd.runtime().await;
+    let mut sandbox = pod_config(&s, "tuned");
+    sandbox.linux = Some(cri::LinuxPodSandboxConfig {
+        sysctls: [("net.ipv4.ip_unprivileged_port_start".to_string(), "0".to_string())].into(),
+        ..Default::default()
+    });
+    let pod = run_pod(&mut rt, &sandbox).await;
+    let id = create(
+        &mut rt,
+        &pod,
+        &sandbox,
+        container_config(&s, "reader", "cat /proc/sys/net/ipv4/ip_unprivileged_port_start"),
+    )
+    .await
+    .unwrap();
+    rt.start_container(cri::StartContainerRequest { container_id: id.clone() }).await.unwrap();
+    assert_eq!(wait_exited(&mut rt, &id).await.exit_code, 0);
+    let log = std::fs::read_to_string(s.logs.path().join("reader.log")).unwrap();
+    assert!(log.ends_with(" stdout F 0\n"), "{log}");
+    let host = std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start").unwrap();
+    assert_ne!(host.trim(), "0", "the host's value is untouched");
+
+    let mut hostile = sandbox.clone();
+    hostile.metadata.as_mut().unwrap().name = "hostile".into();
+    hostile.linux.as_mut().unwrap().sysctls = [("../../../etc/x".to_string(), "1".to_string())].into();
+    let pod2 = run_pod(&mut rt, &hostile).await;
+    let err = create(&mut rt, &pod2, &hostile, container_config(&s, "r2", "true")).await.unwrap_err();
+    assert!(err.message().contains("Sysctl"), "{err:?}");
+    for p in [pod, pod2] {
+        rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: p }).await.unwrap();
+    }
+}

@@ -209,6 +209,12 @@ fn init(p: &Prepared<'_>, reports: i32, start: i32) -> ! {
         let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
         check(reports, Step::ReadonlyRootfs, mount(none, "/", none, flags, none));
     }
+    for (i, (key, value)) in plan.sysctls.iter().enumerate() {
+        if let Err(e) = write_sysctl(key, value) {
+            send_failed_at(reports, Step::Sysctl, e, i as u32);
+            sys::exit_now(1);
+        }
+    }
     for (i, path) in plan.masked_paths.iter().enumerate() {
         if let Err(e) = mask(path) {
             send_failed_at(reports, Step::MaskPath, e, i as u32);
@@ -291,6 +297,15 @@ fn exec_child(p: &Prepared<'_>, reports: i32) -> ! {
     let _ = nix::unistd::setsid();
     become_container_process(p, reports);
     exec(p, reports)
+}
+
+/// Only names made of safe characters reach /proc/sys: a key must not climb out with `..` or `/`.
+fn write_sysctl(key: &str, value: &str) -> nix::Result<()> {
+    if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) || key.contains("..") {
+        return Err(Errno::EINVAL);
+    }
+    let path = format!("/proc/sys/{}", key.replace('.', "/"));
+    std::fs::write(&path, value).map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(Errno::EIO as i32)))
 }
 
 /// Puts the container's streams on 0, 1 and 2. dup2 clears close-on-exec on the copies, and the originals are

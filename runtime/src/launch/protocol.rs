@@ -21,6 +21,7 @@ pub enum Step {
     Mount,
     CreateDevices,
     PivotRoot,
+    Sysctl,
     MaskPath,
     ReadonlyPath,
     ReadonlyRootfs,
@@ -37,7 +38,7 @@ pub enum Step {
 }
 
 impl Step {
-    const ALL: [Step; 23] = [
+    const ALL: [Step; 24] = [
         Step::Pipe,
         Step::Fork,
         Step::Stdio,
@@ -49,6 +50,7 @@ impl Step {
         Step::Mount,
         Step::CreateDevices,
         Step::PivotRoot,
+        Step::Sysctl,
         Step::MaskPath,
         Step::ReadonlyPath,
         Step::ReadonlyRootfs,

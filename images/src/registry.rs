@@ -174,10 +174,11 @@ pub struct Session {
     reference: Reference,
 }
 
-/// Builds sessions; holds the shared client for credential-less pulls.
+/// Builds sessions; holds the shared client for credential-less pulls, built on the first pull (it loads the
+/// system's root certificates, which an idle reefd has no use for).
 pub struct Registries {
     config: RegistryConfig,
-    shared: Client,
+    shared: std::sync::OnceLock<Client>,
     max_concurrent_downloads: usize,
 }
 
@@ -187,8 +188,7 @@ impl Registries {
         // reqwest is built without a default crypto provider (ring builds far faster than aws-lc); install ring
         // once per process. A second install fails harmlessly.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let shared = Self::client(&config, max_concurrent_downloads);
-        Ok(Registries { config, shared, max_concurrent_downloads })
+        Ok(Registries { config, shared: std::sync::OnceLock::new(), max_concurrent_downloads })
     }
 
     fn client(config: &RegistryConfig, max_concurrent_downloads: usize) -> Client {
@@ -216,7 +216,10 @@ impl Registries {
         let (client, creds) = if !request.is_empty() {
             (Self::client(&self.config, self.max_concurrent_downloads), request.clone())
         } else {
-            (self.shared.clone(), self.config.auths.get(&endpoint.host).cloned().unwrap_or_default())
+            (
+                self.shared.get_or_init(|| Self::client(&self.config, self.max_concurrent_downloads)).clone(),
+                self.config.auths.get(&endpoint.host).cloned().unwrap_or_default(),
+            )
         };
         let auth = creds.to_registry_auth().map_err(|e| match e {
             ImageError::Config(reason) => ImageError::InvalidReference { reference: image.to_string(), reason },

@@ -35,6 +35,103 @@ pub enum Command {
     Rmi(RmiArgs),
     /// Image filesystem usage.
     Imagefsinfo(FormatArgs),
+    /// List pods.
+    Pods(ListArgs),
+    /// List containers (running ones unless -a).
+    Ps(PsArgs),
+    /// Print a container's log.
+    Logs(LogsArgs),
+    /// Run a command in a running container and print its output (non-interactive; --timeout applies to it).
+    Exec(ExecArgs),
+    /// Stop containers (the stop signal, then SIGKILL after --time seconds).
+    Stop(StopArgs),
+    /// Remove containers (-f: stop running ones first).
+    Rm(RmArgs),
+    /// Stop pods and their containers.
+    Stopp(IdsArgs),
+    /// Remove pods and their containers.
+    Rmp(IdsArgs),
+    /// Show a container's status (CRI ContainerStatus, verbose).
+    Inspect(InspectArgs),
+    /// Show a pod's status (CRI PodSandboxStatus, verbose).
+    Inspectp(InspectArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ListArgs {
+    /// Only ids.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = Format::Table)]
+    pub output: Format,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PsArgs {
+    /// All containers, not only running ones.
+    #[arg(short, long)]
+    pub all: bool,
+    /// Only ids.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Only containers of this pod (id or prefix).
+    #[arg(short, long)]
+    pub pod: Option<String>,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = Format::Table)]
+    pub output: Format,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct LogsArgs {
+    pub container: String,
+    /// Only the last N lines.
+    #[arg(long)]
+    pub tail: Option<usize>,
+    /// Prefix each line with its timestamp.
+    #[arg(short, long)]
+    pub timestamps: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ExecArgs {
+    pub container: String,
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct StopArgs {
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+    /// Seconds to wait after the stop signal before SIGKILL.
+    #[arg(short, long, default_value_t = 10)]
+    pub time: i64,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RmArgs {
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+    /// Remove running containers too.
+    #[arg(short, long)]
+    pub force: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct IdsArgs {
+    #[arg(required = true)]
+    pub ids: Vec<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct InspectArgs {
+    #[arg(required = true)]
+    pub ids: Vec<String>,
+    /// Output format (table means JSON here).
+    #[arg(short, long, value_enum, default_value_t = Format::Json)]
+    pub output: Format,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -119,6 +216,15 @@ mod tests {
         let Command::Pull(a) = cli.command else { panic!("not pull") };
         assert_eq!(a.user.as_deref(), Some("u:p"));
         assert_eq!(a.image, "busybox");
+    }
+
+    #[test]
+    fn exec_keeps_the_command_s_own_flags() {
+        let cli = parse(&["exec", "abc", "ls", "-la", "/"]).unwrap();
+        let Command::Exec(a) = cli.command else { panic!("not exec") };
+        assert_eq!(a.command, ["ls", "-la", "/"]);
+        let cli = parse(&["ps", "-a", "-q"]).unwrap();
+        assert!(matches!(cli.command, Command::Ps(PsArgs { all: true, quiet: true, .. })));
     }
 
     #[test]

@@ -27,6 +27,9 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         // `rctl images | head` closes the pipe early: that is not an error worth a message.
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) if e.downcast_ref::<ExitStatus>().is_some() => {
+            ExitCode::from(e.downcast_ref::<ExitStatus>().map(|s| s.0.clamp(1, 255) as u8).unwrap_or(1))
+        }
         Err(e) => {
             eprintln!("rctl: {e:#}");
             ExitCode::FAILURE
@@ -48,8 +51,30 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Inspecti(a) => commands::inspecti::run(&clients, a).await,
         Command::Rmi(a) => commands::rmi::run(&clients, a).await,
         Command::Imagefsinfo(a) => commands::imagefsinfo::run(&clients, a).await,
+        Command::Pods(a) => commands::pods::run(&clients, a).await,
+        Command::Ps(a) => commands::ps::run(&clients, a).await,
+        Command::Logs(a) => commands::logs::run(&clients, a).await,
+        Command::Exec(a) => commands::exec::run(&clients, a, cli.timeout).await,
+        Command::Stop(a) => commands::lifecycle::stop(&clients, a).await,
+        Command::Rm(a) => commands::lifecycle::rm(&clients, a).await,
+        Command::Stopp(a) => commands::lifecycle::stopp(&clients, a).await,
+        Command::Rmp(a) => commands::lifecycle::rmp(&clients, a).await,
+        Command::Inspect(a) => commands::inspect::container(&clients, a).await,
+        Command::Inspectp(a) => commands::inspect::pod(&clients, a).await,
     }
 }
+
+/// `rctl exec` exits with the command's own status.
+#[derive(Debug)]
+pub struct ExitStatus(pub i32);
+
+impl std::fmt::Display for ExitStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "exit status {}", self.0)
+    }
+}
+
+impl std::error::Error for ExitStatus {}
 
 fn is_broken_pipe(e: &anyhow::Error) -> bool {
     e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))

@@ -86,3 +86,76 @@ fn rctl_says_when_reefd_is_not_running() {
     assert!(err.starts_with("rctl: cannot connect to reefd at"), "{err}");
     assert!(err.contains("is reefd running?"), "{err}");
 }
+
+#[tokio::test]
+async fn rctl_lists_inspects_execs_logs_stops_and_removes_pods_and_containers() {
+    require_e2e!();
+    use k8s_cri::v1 as cri;
+    let registry = Registry::start();
+    let image = ImageBuilder::new().layer(busybox_layer(), Compression::Gzip).build();
+    push_image(&registry.addr(), "busybox", "1", &image, None);
+    let reefd = Reefd::start(&format!("[registry]\ninsecure = [\"{}\"]\n", registry.addr()));
+    let name = format!("{}/busybox:1", registry.addr());
+    assert!(rctl(&reefd, &["pull", &name]).status.success());
+    let logs = tempfile::tempdir().unwrap();
+    let mut rt = reefd.runtime().await;
+    let sandbox = cri::PodSandboxConfig {
+        metadata: Some(cri::PodSandboxMetadata {
+            name: "web".into(),
+            uid: "u1".into(),
+            namespace: "default".into(),
+            attempt: 0,
+        }),
+        hostname: "web".into(),
+        log_directory: logs.path().display().to_string(),
+        ..Default::default()
+    };
+    let pod = rt
+        .run_pod_sandbox(cri::RunPodSandboxRequest { config: Some(sandbox.clone()), runtime_handler: String::new() })
+        .await
+        .unwrap()
+        .into_inner()
+        .pod_sandbox_id;
+    let config = cri::ContainerConfig {
+        metadata: Some(cri::ContainerMetadata { name: "app".into(), attempt: 0 }),
+        image: Some(cri::ImageSpec { image: name.clone(), ..Default::default() }),
+        command: vec!["sh".into(), "-c".into(), "echo started; exec sleep 300".into()],
+        log_path: "app.log".into(),
+        ..Default::default()
+    };
+    let id = rt
+        .create_container(cri::CreateContainerRequest {
+            pod_sandbox_id: pod.clone(),
+            config: Some(config),
+            sandbox_config: Some(sandbox),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .container_id;
+    rt.start_container(cri::StartContainerRequest { container_id: id.clone() }).await.unwrap();
+
+    let pods = stdout(&rctl(&reefd, &["pods"]));
+    assert!(pods.contains("web") && pods.contains("Ready"), "{pods}");
+    let ps = stdout(&rctl(&reefd, &["ps"]));
+    assert!(ps.contains("app") && ps.contains("Up "), "{ps}");
+    assert_eq!(stdout(&rctl(&reefd, &["ps", "-q"])).trim(), id);
+
+    let exec = rctl(&reefd, &["exec", &id[..8], "sh", "-c", "hostname; exit 3"]);
+    assert_eq!(stdout(&exec), "web\n");
+    assert_eq!(exec.status.code(), Some(3), "rctl exec exits with the command's status");
+
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert_eq!(stdout(&rctl(&reefd, &["logs", &id])), "started\n");
+
+    let refused = rctl(&reefd, &["rm", &id]);
+    assert!(!refused.status.success(), "a running container needs -f");
+    assert!(rctl(&reefd, &["stop", "-t", "1", &id]).status.success());
+    let all = stdout(&rctl(&reefd, &["ps", "-a"]));
+    assert!(all.contains("Exited (137)"), "{all}");
+    let inspect: serde_json::Value = serde_json::from_slice(&rctl(&reefd, &["inspect", &id]).stdout).unwrap();
+    assert_eq!(inspect["exitCode"], 137);
+    assert!(rctl(&reefd, &["rm", &id]).status.success());
+    assert!(rctl(&reefd, &["rmp", &pod]).status.success());
+    assert_eq!(stdout(&rctl(&reefd, &["pods", "-q"])).trim(), "");
+}

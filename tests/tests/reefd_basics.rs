@@ -42,10 +42,7 @@ async fn version_and_status_describe_the_runtime() {
         }),
     };
     assert_eq!(rt.update_runtime_config(bad).await.expect_err("bad CIDR").code(), tonic::Code::InvalidArgument);
-    let err = rt
-        .pod_sandbox_stats(cri::PodSandboxStatsRequest { pod_sandbox_id: "x".into() })
-        .await
-        .expect_err("not implemented yet");
+    let err = rt.list_metric_descriptors(cri::ListMetricDescriptorsRequest {}).await.expect_err("not implemented yet");
     assert_eq!(err.code(), tonic::Code::Unimplemented);
 }
 

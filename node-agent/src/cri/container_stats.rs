@@ -8,7 +8,7 @@ use crate::agent::Agent;
 use crate::containers::ContainerRecord;
 use crate::error::ReefError;
 
-fn stats_of(agent: &Agent, c: &ContainerRecord) -> cri::ContainerStats {
+pub(crate) fn stats_of(agent: &Agent, c: &ContainerRecord) -> cri::ContainerStats {
     let now = reef_images::pull::now_nanos();
     let usage = agent.containers.cgroup_path(c).and_then(|p| reef_runtime::cgroups::usage(&p)).unwrap_or_default();
     let value = |v: u64| Some(cri::UInt64Value { value: v });

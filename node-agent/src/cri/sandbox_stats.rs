@@ -1,0 +1,87 @@
+//! PodSandboxStats and ListPodSandboxStats: the pod's containers' stats, and their sums for the pod.
+
+use std::sync::Arc;
+
+use k8s_cri::v1 as cri;
+
+use super::container_stats::stats_of;
+use super::sandbox_status::metadata;
+use crate::agent::Agent;
+use crate::error::ReefError;
+use crate::pods::PodRecord;
+
+fn pod_stats(agent: &Agent, pod: &PodRecord) -> cri::PodSandboxStats {
+    let containers: Vec<cri::ContainerStats> =
+        agent.containers.of_pod(&pod.id).iter().map(|c| stats_of(agent, c)).collect();
+    let sum = |f: &dyn Fn(&cri::ContainerStats) -> Option<u64>| -> Option<cri::UInt64Value> {
+        Some(cri::UInt64Value { value: containers.iter().filter_map(f).sum() })
+    };
+    let now = reef_images::pull::now_nanos();
+    let memory = |pick: fn(&cri::MemoryUsage) -> &Option<cri::UInt64Value>| {
+        move |c: &cri::ContainerStats| c.memory.as_ref().and_then(|m| pick(m).as_ref()).map(|v| v.value)
+    };
+    cri::PodSandboxStats {
+        attributes: Some(cri::PodSandboxAttributes {
+            id: pod.id.clone(),
+            metadata: Some(metadata(pod)),
+            labels: pod.labels.clone().into_iter().collect(),
+            annotations: pod.annotations.clone().into_iter().collect(),
+        }),
+        linux: Some(cri::LinuxPodSandboxStats {
+            cpu: Some(cri::CpuUsage {
+                timestamp: now,
+                usage_core_nano_seconds: sum(&|c| {
+                    c.cpu.as_ref().and_then(|u| u.usage_core_nano_seconds.as_ref()).map(|v| v.value)
+                }),
+                usage_nano_cores: None,
+            }),
+            memory: Some(cri::MemoryUsage {
+                timestamp: now,
+                working_set_bytes: sum(&memory(|m| &m.working_set_bytes)),
+                usage_bytes: sum(&memory(|m| &m.usage_bytes)),
+                rss_bytes: sum(&memory(|m| &m.rss_bytes)),
+                page_faults: sum(&memory(|m| &m.page_faults)),
+                major_page_faults: sum(&memory(|m| &m.major_page_faults)),
+                available_bytes: None,
+            }),
+            network: None,
+            process: None,
+            containers,
+        }),
+        windows: None,
+    }
+}
+
+pub async fn one(
+    agent: Arc<Agent>,
+    req: cri::PodSandboxStatsRequest,
+) -> Result<cri::PodSandboxStatsResponse, ReefError> {
+    let pod = agent
+        .pods
+        .get(&req.pod_sandbox_id)
+        .ok_or_else(|| ReefError::NotFound(format!("pod sandbox {:?} not found", req.pod_sandbox_id)))?;
+    let stats = tokio::task::spawn_blocking(move || pod_stats(&agent, &pod))
+        .await
+        .map_err(|e| ReefError::Internal(format!("stats task: {e}")))?;
+    Ok(cri::PodSandboxStatsResponse { stats: Some(stats) })
+}
+
+pub async fn list(
+    agent: Arc<Agent>,
+    req: cri::ListPodSandboxStatsRequest,
+) -> Result<cri::ListPodSandboxStatsResponse, ReefError> {
+    let filter = req.filter.unwrap_or_default();
+    let stats = tokio::task::spawn_blocking(move || {
+        agent
+            .pods
+            .list()
+            .iter()
+            .filter(|p| filter.id.is_empty() || p.id.starts_with(&filter.id))
+            .filter(|p| filter.label_selector.iter().all(|(k, v)| p.labels.get(k) == Some(v)))
+            .map(|p| pod_stats(&agent, p))
+            .collect()
+    })
+    .await
+    .map_err(|e| ReefError::Internal(format!("stats task: {e}")))?;
+    Ok(cri::ListPodSandboxStatsResponse { stats })
+}

@@ -437,3 +437,53 @@ async fn pod_sysctls_apply_in_the_pod_namespaces_and_hostile_keys_are_refused() 
         rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: p }).await.unwrap();
     }
 }
+
+#[tokio::test]
+async fn twenty_pods_survive_a_sigkill_of_reefd_with_states_logs_and_exit_codes_intact() {
+    require_e2e!();
+    let mut s = setup().await;
+    let mut pods = Vec::new();
+    {
+        let mut rt = s.reefd.runtime().await;
+        for i in 0..20 {
+            let sandbox = pod_config(&s, &format!("p{i}"));
+            let pod = run_pod(&mut rt, &sandbox).await;
+            // Even pods tick forever; odd ones exit with their number while reefd is down.
+            let script = if i % 2 == 0 {
+                "while true; do echo tick; sleep 0.05; done".to_string()
+            } else {
+                format!("sleep 1; echo bye; exit {i}")
+            };
+            let c =
+                create(&mut rt, &pod, &sandbox, container_config(&s, &format!("c{i}"), &script)).await.expect("create");
+            rt.start_container(cri::StartContainerRequest { container_id: c.clone() }).await.expect("start");
+            pods.push((i, pod, c));
+        }
+    }
+    s.reefd.kill9();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    s.reefd.spawn();
+    let mut rt = s.reefd.runtime().await;
+    let listed = rt.list_pod_sandbox(cri::ListPodSandboxRequest { filter: None }).await.unwrap().into_inner().items;
+    assert_eq!(listed.len(), 20, "every pod is still listed");
+    for (i, pod, c) in &pods {
+        assert!(listed.iter().any(|p| &p.id == pod && p.state == cri::PodSandboxState::SandboxReady as i32));
+        let st = status(&mut rt, c).await.expect("status after restart");
+        if i % 2 == 0 {
+            assert_eq!(st.state, cri::ContainerState::ContainerRunning as i32, "c{i} still runs");
+            let log = std::fs::read_to_string(s.logs.path().join(format!("c{i}.log"))).unwrap();
+            assert!(log.matches("tick").count() >= 10, "c{i} kept logging while reefd was down");
+        } else {
+            assert_eq!(
+                (st.state, st.exit_code),
+                (cri::ContainerState::ContainerExited as i32, *i),
+                "c{i} exited meanwhile"
+            );
+            let log = std::fs::read_to_string(s.logs.path().join(format!("c{i}.log"))).unwrap();
+            assert!(log.contains(" stdout F bye\n"), "{log}");
+        }
+    }
+    for (_, pod, _) in pods {
+        rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod }).await.unwrap();
+    }
+}

@@ -72,16 +72,7 @@ impl ReefError {
 }
 
 /// The whole cause chain on one line: kubelet shows only the status message, so it must carry everything.
-pub fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(inner) = cur {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        cur = inner.source();
-    }
-    s
-}
+pub use reef_runtime::error_chain as chain;
 
 impl From<ReefError> for tonic::Status {
     fn from(e: ReefError) -> Self {

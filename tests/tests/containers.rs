@@ -487,3 +487,30 @@ async fn twenty_pods_survive_a_sigkill_of_reefd_with_states_logs_and_exit_codes_
         rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod }).await.unwrap();
     }
 }
+
+#[tokio::test]
+async fn an_image_in_use_by_a_container_cannot_be_removed_until_the_container_goes() {
+    require_e2e!();
+    let s = setup().await;
+    let mut rt = s.reefd.runtime().await;
+    let sandbox = pod_config(&s, "user");
+    let pod = run_pod(&mut rt, &sandbox).await;
+    let id = create(&mut rt, &pod, &sandbox, container_config(&s, "c", "true")).await.unwrap();
+    let mut images = s.reefd.images().await;
+    let err = images
+        .remove_image(cri::RemoveImageRequest {
+            image: Some(cri::ImageSpec { image: s.image.clone(), ..Default::default() }),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert!(err.message().contains(&id), "{}", err.message());
+    rt.remove_container(cri::RemoveContainerRequest { container_id: id }).await.unwrap();
+    images
+        .remove_image(cri::RemoveImageRequest {
+            image: Some(cri::ImageSpec { image: s.image.clone(), ..Default::default() }),
+        })
+        .await
+        .expect("free to go now");
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod }).await.unwrap();
+}

@@ -9,6 +9,16 @@ pub async fn handle(agent: &Agent, req: cri::RemoveImageRequest) -> Result<cri::
     if name.is_empty() {
         return Err(ReefError::InvalidArgument("image is required".into()));
     }
+    // A container's rootfs uses the image's layers as overlay lowerdirs: deleting them under it would change
+    // its files. Such an image stays until its containers are removed.
+    if let Some(image) = agent.puller.store().resolve(&name)
+        && let Some(c) = agent.containers.list().iter().find(|c| c.image_id == image.id)
+    {
+        return Err(ReefError::FailedPrecondition(format!(
+            "image {name:?} is in use by container {} ({}): remove the container first",
+            c.id, c.name
+        )));
+    }
     let store = agent.puller.store().clone();
     let removed = tokio::task::spawn_blocking(move || store.remove(&name).map(|id| (name, id)))
         .await

@@ -62,6 +62,9 @@ pub struct LaunchPlan {
     /// The container's cgroup and its limits; the monitor puts init in it before the start gate opens.
     #[serde(default)]
     pub cgroup: Option<CgroupPlan>,
+    /// A seccomp BPF program (`sock_filter` entries), installed just before the process becomes the container's.
+    #[serde(default)]
+    pub seccomp: Option<Vec<u8>>,
     /// Namespaced kernel parameters (`net.ipv4.ip_unprivileged_port_start` = `0`), written from inside the
     /// container's namespaces before /proc/sys turns read-only.
     #[serde(default)]

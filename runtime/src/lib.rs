@@ -16,6 +16,7 @@ pub mod mounts;
 pub mod pin;
 pub mod plan;
 pub mod rootfs;
+pub mod seccomp;
 mod sys;
 
 /// The spec crate this runtime is built against; callers use this one so versions cannot mix.

@@ -82,6 +82,8 @@ pub fn plan_from_spec(spec: &Spec) -> Result<LaunchPlan, PlanError> {
         gid: user.gid(),
         additional_gids: user.additional_gids().clone().unwrap_or_default(),
         no_new_privileges: process.no_new_privileges().unwrap_or(false),
+        // A spec's own seccomp section is refused above; node-agent supplies RuntimeDefault's program directly.
+        seccomp: None,
         sysctls: {
             let mut v: Vec<(String, String)> = linux.sysctl().clone().unwrap_or_default().into_iter().collect();
             v.sort();

@@ -93,3 +93,21 @@ pub fn fork_sibling() -> nix::Result<Option<nix::unistd::Pid>> {
         pid => Ok(Some(nix::unistd::Pid::from_raw(pid as i32))),
     }
 }
+
+/// Installs a classic BPF seccomp program (an array of 8-byte `sock_filter`s) on the calling thread, which is
+/// the container's only thread. No allocation: the bytes were prepared before fork.
+pub fn install_seccomp(program: &[u8]) -> nix::Result<()> {
+    if program.is_empty() || !program.len().is_multiple_of(8) || program.len() / 8 > u16::MAX as usize {
+        return Err(nix::errno::Errno::EINVAL);
+    }
+    let prog = nix::libc::sock_fprog {
+        len: (program.len() / 8) as u16,
+        filter: program.as_ptr() as *mut nix::libc::sock_filter,
+    };
+    // SAFETY: `prog` points at `program`, which outlives the call; the kernel copies the filter and does not keep
+    // the pointer. The length is checked above to be whole sock_filter entries.
+    let ret = unsafe {
+        nix::libc::syscall(nix::libc::SYS_seccomp, 1 /* SECCOMP_SET_MODE_FILTER */, 0, &prog as *const _)
+    };
+    if ret == 0 { Ok(()) } else { Err(nix::errno::Errno::last()) }
+}

@@ -74,6 +74,7 @@ fn plan(rootfs: &Path, script: &str) -> LaunchPlan {
         rlimits: vec![("RLIMIT_NOFILE".into(), 512, 512)],
         cgroup: None,
         sysctls: vec![],
+        seccomp: None,
     }
 }
 

@@ -57,6 +57,7 @@ fn plan(rootfs: &Path, script: &str) -> LaunchPlan {
         rlimits: vec![],
         cgroup: None,
         sysctls: vec![],
+        seccomp: None,
     }
 }
 

@@ -514,3 +514,54 @@ async fn an_image_in_use_by_a_container_cannot_be_removed_until_the_container_go
         .expect("free to go now");
     rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod }).await.unwrap();
 }
+
+#[tokio::test]
+async fn runtime_default_seccomp_filters_the_container_and_its_execs() {
+    require_e2e!();
+    let s = setup().await;
+    let mut rt = s.reefd.runtime().await;
+    let sandbox = pod_config(&s, "filtered");
+    let pod = run_pod(&mut rt, &sandbox).await;
+    let script =
+        "grep Seccomp: /proc/self/status; unshare -U true && echo userns-allowed || echo userns-refused; sleep 300";
+    let with_profile = |name: &str, profile: cri::security_profile::ProfileType| {
+        let mut c = container_config(&s, name, script);
+        c.linux.as_mut().unwrap().security_context.as_mut().unwrap().seccomp =
+            Some(cri::SecurityProfile { profile_type: profile as i32, localhost_ref: String::new() });
+        c
+    };
+    let confined =
+        create(&mut rt, &pod, &sandbox, with_profile("confined", cri::security_profile::ProfileType::RuntimeDefault))
+            .await
+            .expect("create");
+    let open = create(&mut rt, &pod, &sandbox, with_profile("open", cri::security_profile::ProfileType::Unconfined))
+        .await
+        .expect("create");
+    for id in [&confined, &open] {
+        rt.start_container(cri::StartContainerRequest { container_id: id.clone() }).await.expect("start");
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let confined_log = std::fs::read_to_string(s.logs.path().join("confined.log")).unwrap();
+    assert!(confined_log.contains("Seccomp:\t2"), "{confined_log}");
+    assert!(confined_log.contains("userns-refused"), "{confined_log}");
+    let open_log = std::fs::read_to_string(s.logs.path().join("open.log")).unwrap();
+    assert!(open_log.contains("Seccomp:\t0"), "{open_log}");
+    assert!(open_log.contains("userns-allowed"), "{open_log}");
+    let exec = rt
+        .exec_sync(cri::ExecSyncRequest {
+            container_id: confined.clone(),
+            cmd: vec!["grep".into(), "Seccomp:".into(), "/proc/self/status".into()],
+            timeout: 5,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(String::from_utf8_lossy(&exec.stdout).trim(), "Seccomp:\t2", "execs get the container's filter");
+    let mut local = container_config(&s, "local", "true");
+    local.linux.as_mut().unwrap().security_context.as_mut().unwrap().seccomp = Some(cri::SecurityProfile {
+        profile_type: cri::security_profile::ProfileType::Localhost as i32,
+        localhost_ref: "/x.json".into(),
+    });
+    assert_eq!(create(&mut rt, &pod, &sandbox, local).await.unwrap_err().code(), Code::FailedPrecondition);
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod }).await.unwrap();
+}

@@ -269,6 +269,13 @@ impl Containers {
             .map_err(|e| ReefError::InvalidArgument(e.to_string()))?;
             let plan =
                 reef_runtime::plan::plan_from_spec(&spec).map_err(|e| ReefError::FailedPrecondition(e.to_string()))?;
+            let mut plan = plan;
+            if wants_runtime_default(config) {
+                let caps = plan.capabilities.as_ref().map(|c| c.bounding.clone()).unwrap_or_default();
+                let program = reef_runtime::seccomp::runtime_default_cached(&caps)
+                    .map_err(|e| ReefError::Internal(crate::error::chain(&e)))?;
+                plan.seccomp = Some(program.to_vec());
+            }
             record.plan = Some(plan.clone());
             let log = if log_path.is_empty() { PathBuf::from("/dev/null") } else { PathBuf::from(&log_path) };
             if let Some(parent) = log.parent() {
@@ -530,9 +537,11 @@ fn cgroup_path(parent: &str, default: &str, id: &str) -> String {
 fn refuse_unsupported(config: &cri::ContainerConfig) -> Result<(), ReefError> {
     let sc = config.linux.as_ref().and_then(|l| l.security_context.as_ref());
     if let Some(profile) = sc.and_then(|s| s.seccomp.as_ref())
-        && profile.profile_type != cri::security_profile::ProfileType::Unconfined as i32
+        && profile.profile_type == cri::security_profile::ProfileType::Localhost as i32
     {
-        return Err(ReefError::FailedPrecondition("seccomp profiles are not supported yet; use Unconfined".into()));
+        return Err(ReefError::FailedPrecondition(
+            "Localhost seccomp profiles are not supported yet; use RuntimeDefault or Unconfined".into(),
+        ));
     }
     if sc.is_some_and(|s| {
         s.namespace_options
@@ -542,6 +551,15 @@ fn refuse_unsupported(config: &cri::ContainerConfig) -> Result<(), ReefError> {
         return Err(ReefError::FailedPrecondition("a pid namespace shared with the pod is not supported yet".into()));
     }
     Ok(())
+}
+
+/// RuntimeDefault, asked for explicitly (kubelet sends it for pods with SeccompDefault or a RuntimeDefault profile).
+fn wants_runtime_default(config: &cri::ContainerConfig) -> bool {
+    let sc = config.linux.as_ref().and_then(|l| l.security_context.as_ref());
+    sc.is_some_and(|s| !s.privileged)
+        && sc
+            .and_then(|s| s.seccomp.as_ref())
+            .is_some_and(|p| p.profile_type == cri::security_profile::ProfileType::RuntimeDefault as i32)
 }
 
 /// The image's stop signal (SIGTERM when it names none or one this host lacks).

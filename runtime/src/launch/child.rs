@@ -230,6 +230,9 @@ fn init(p: &Prepared<'_>, reports: i32, start: i32) -> ! {
     if let Some(name) = &plan.hostname {
         check(reports, Step::Hostname, nix::unistd::sethostname(name));
     }
+    if let Some(program) = &plan.seccomp {
+        check(reports, Step::Seccomp, sys::install_seccomp(program));
+    }
     become_container_process(p, reports);
     send_ready(reports);
     let mut gate = [0u8; 1];
@@ -295,6 +298,9 @@ fn exec_child(p: &Prepared<'_>, reports: i32) -> ! {
     check(reports, Step::Stdio, set_stdio(p.stdio));
     sys::close_fds_except(&[reports]);
     let _ = nix::unistd::setsid();
+    if let Some(program) = &p.plan.seccomp {
+        check(reports, Step::Seccomp, sys::install_seccomp(program));
+    }
     become_container_process(p, reports);
     exec(p, reports)
 }

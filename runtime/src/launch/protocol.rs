@@ -30,6 +30,7 @@ pub enum Step {
     Setgid,
     Setuid,
     Capabilities,
+    Seccomp,
     Chdir,
     NoNewPrivileges,
     WaitStart,
@@ -38,7 +39,7 @@ pub enum Step {
 }
 
 impl Step {
-    const ALL: [Step; 24] = [
+    const ALL: [Step; 25] = [
         Step::Pipe,
         Step::Fork,
         Step::Stdio,
@@ -59,6 +60,7 @@ impl Step {
         Step::Setgid,
         Step::Setuid,
         Step::Capabilities,
+        Step::Seccomp,
         Step::Chdir,
         Step::NoNewPrivileges,
         Step::WaitStart,

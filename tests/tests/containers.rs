@@ -242,6 +242,12 @@ async fn objects_half_made_when_reefd_died_are_cleaned_at_the_next_start() {
     assert!(!s.reefd.root().join("containers").join(&container).exists());
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(!mounts.contains(state.to_str().unwrap()), "nothing stays mounted");
+    let cgroup = format!("/sys/fs/cgroup/memory/{}/reef-{container}", s.reefd.cgroup_parent());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while std::path::Path::new(&cgroup).exists() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!std::path::Path::new(&cgroup).exists(), "the half-made container's cgroup is gone: {cgroup}");
     let mut rt = s.reefd.runtime().await;
     assert!(
         rt.list_pod_sandbox(cri::ListPodSandboxRequest { filter: None }).await.unwrap().into_inner().items.is_empty()

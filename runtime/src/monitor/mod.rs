@@ -118,6 +118,7 @@ impl Monitor {
     pub fn run(&mut self) {
         loop {
             if self.shutdown && self.containers.values().all(|c| c.exit.is_some() || c.launched.is_some()) {
+                self.release_all();
                 return;
             }
             self.poll_once();
@@ -254,6 +255,10 @@ impl Monitor {
                 Response::Ok { state: None }
             }
             Request::Shutdown => {
+                // Whatever still runs belongs to a pod being torn down: it goes with the monitor.
+                for c in self.containers.values().filter(|c| c.exit.is_none() && c.launched.is_none()) {
+                    let _ = nix::sys::signal::kill(c.pid, Signal::SIGKILL);
+                }
                 self.shutdown = true;
                 Response::Ok { state: None }
             }
@@ -438,6 +443,24 @@ fn join_cgroup(plan: &crate::launch::CgroupPlan, pid: Pid) -> Result<cgroups_rs:
         return Err(format!("cgroup {}: set limits: {e}", plan.path));
     }
     Ok(manager)
+}
+
+impl Monitor {
+    /// Before exiting: close the gates of containers never started (their inits exit), reap them, and remove every
+    /// cgroup this monitor created, so a pod torn down with containers still listed leaves no cgroup behind.
+    fn release_all(&mut self) {
+        use cgroups_rs::manager::Manager;
+        for (id, mut c) in self.containers.drain() {
+            if c.launched.take().is_some() {
+                let _ = waitpid(c.pid, None);
+            }
+            if let Some(mut cgroup) = c.cgroup.take()
+                && let Err(e) = cgroup.destroy()
+            {
+                let _ = writeln!(std::io::stderr(), "reef-monitor: remove the cgroup of {id}: {e}");
+            }
+        }
+    }
 }
 
 /// Whether the container's cgroup saw an OOM kill: `oom_kill` in memory.events (v2) or memory.oom_control (v1).

@@ -7,6 +7,7 @@
 
 pub mod cri;
 pub mod image;
+pub mod pod;
 pub mod proxy;
 pub mod push;
 pub mod reefd;

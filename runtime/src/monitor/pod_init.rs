@@ -1,0 +1,124 @@
+//! The init of a pod that shares one PID namespace among its containers (shareProcessNamespace).
+//!
+//! A PID namespace dies with its PID 1, and a pinned one whose init is gone refuses new processes, so pinning
+//! alone (as for net, ipc and uts) cannot keep it: something must live in it as PID 1. That is this tiny init,
+//! forked by the monitor (no exec, no image: a pause container without the container). It reaps the orphans the
+//! kernel hands it and nothing else; the containers' main processes are still reaped by the monitor, their
+//! subreaper one namespace up.
+//!
+//! It confines itself before it waits, since every container of the pod sees it as PID 1: its root becomes an
+//! empty directory (`/proc/1/root` shows nothing of the host), it drops every capability and makes itself
+//! non-dumpable, so no container can ptrace it or open its files through /proc.
+
+use std::path::Path;
+
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::mount::MsFlags;
+use nix::sched::CloneFlags;
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::{ForkResult, Pid};
+
+use crate::sys;
+
+/// The pod's PID namespace, pinned at `ns_dir/pid`: its init's pid, in the monitor's namespace.
+#[derive(Debug, Clone)]
+pub struct PodPidNamespace {
+    pub init: Pid,
+}
+
+/// Forks the pod's init into a new PID namespace and pins that namespace at `ns_dir/pid`. The caller (the
+/// monitor, a child subreaper) inherits the init once the intermediate exits, and must reap it.
+pub fn spawn(ns_dir: &Path, empty_root: &Path) -> Result<PodPidNamespace, Errno> {
+    std::fs::create_dir_all(ns_dir).map_err(|e| io_errno(&e))?;
+    std::fs::create_dir_all(empty_root).map_err(|e| io_errno(&e))?;
+    let (pid_r, pid_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
+    let intermediate = match sys::fork()? {
+        ForkResult::Child => {
+            drop(pid_r);
+            if nix::sched::unshare(CloneFlags::CLONE_NEWPID).is_err() {
+                sys::exit_now(1);
+            }
+            match sys::fork() {
+                Ok(ForkResult::Child) => run_init(empty_root),
+                Ok(ForkResult::Parent { child }) => {
+                    let _ = nix::unistd::write(&pid_w, &child.as_raw().to_ne_bytes());
+                    sys::exit_now(0)
+                }
+                Err(_) => sys::exit_now(1),
+            }
+        }
+        ForkResult::Parent { child } => child,
+    };
+    drop(pid_w);
+    let mut buf = [0u8; 4];
+    let read = nix::unistd::read(&pid_r, &mut buf);
+    let _ = waitpid(intermediate, None);
+    let init = match read {
+        Ok(4) => Pid::from_raw(i32::from_ne_bytes(buf)),
+        _ => return Err(Errno::ECHILD),
+    };
+    let pin = ns_dir.join("pid");
+    let pinned = std::fs::File::create(&pin).map_err(|e| io_errno(&e)).and_then(|_| {
+        let source = format!("/proc/{init}/ns/pid");
+        nix::mount::mount(Some(source.as_str()), &pin, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+    });
+    if let Err(e) = pinned {
+        let _ = nix::sys::signal::kill(init, Signal::SIGKILL);
+        let _ = waitpid(init, None);
+        let _ = std::fs::remove_file(&pin);
+        return Err(e);
+    }
+    Ok(PodPidNamespace { init })
+}
+
+/// PID 1 of the pod: confine, then reap forever. Never returns; only SIGKILL from the monitor ends it.
+fn run_init(empty_root: &Path) -> ! {
+    sys::close_fds_except(&[]);
+    if let Ok(null) = nix::fcntl::open("/dev/null", OFlag::O_RDWR, nix::sys::stat::Mode::empty()) {
+        let _ = nix::unistd::dup2_stdin(&null);
+        let _ = nix::unistd::dup2_stdout(&null);
+        let _ = nix::unistd::dup2_stderr(&null);
+    }
+    let _ = nix::unistd::setsid();
+    let _ = nix::sys::prctl::set_name(c"reef-pod-init");
+    let confined = nix::unistd::chroot(empty_root)
+        .and_then(|_| nix::unistd::chdir("/"))
+        .and_then(|_| nix::sys::prctl::set_dumpable(false))
+        .and_then(|_| drop_all_capabilities());
+    if confined.is_err() {
+        sys::exit_now(1);
+    }
+    // SIGCHLD stays blocked and is taken with sigwait: no handler, nothing else can interrupt the loop.
+    let mut mask = SigSet::all();
+    mask.remove(Signal::SIGKILL);
+    mask.remove(Signal::SIGSTOP);
+    let _ = mask.thread_block();
+    let mut chld = SigSet::empty();
+    chld.add(Signal::SIGCHLD);
+    loop {
+        loop {
+            match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+        let _ = chld.wait();
+    }
+}
+
+fn drop_all_capabilities() -> nix::Result<()> {
+    let fail = |_| Errno::EPERM;
+    for cap in caps::all() {
+        caps::drop(None, caps::CapSet::Bounding, cap).map_err(fail)?;
+    }
+    for set in [caps::CapSet::Effective, caps::CapSet::Permitted, caps::CapSet::Inheritable] {
+        caps::clear(None, set).map_err(fail)?;
+    }
+    Ok(())
+}
+
+fn io_errno(e: &std::io::Error) -> Errno {
+    Errno::from_raw(e.raw_os_error().unwrap_or(Errno::EIO as i32))
+}

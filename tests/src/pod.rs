@@ -1,0 +1,109 @@
+//! A test's pods and containers: a registry with busybox pulled into the test's own reefd, and short CRI calls
+//! for the pod and container lifecycle, so each test reads as the behaviour it checks.
+
+use std::time::{Duration, Instant};
+
+use k8s_cri::v1 as cri;
+use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use tonic::transport::Channel;
+
+use crate::cri::pull;
+use crate::image::{Compression, ImageBuilder, busybox_layer};
+use crate::push::push_image;
+use crate::reefd::Reefd;
+use crate::registry::Registry;
+
+pub type Runtime = RuntimeServiceClient<Channel>;
+
+/// A reefd with busybox pulled from the test's registry, and a directory for the pods' logs.
+pub struct Setup {
+    pub reefd: Reefd,
+    pub registry: Registry,
+    pub image: String,
+    pub logs: tempfile::TempDir,
+}
+
+pub async fn setup() -> Setup {
+    let registry = Registry::start();
+    let image = ImageBuilder::new().layer(busybox_layer(), Compression::Gzip).build();
+    push_image(&registry.addr(), "busybox", "1", &image, None);
+    let reefd = Reefd::start(&format!("[registry]\ninsecure = [\"{}\"]\n", registry.addr()));
+    let name = format!("{}/busybox:1", registry.addr());
+    pull(&mut reefd.images().await, &name).await.expect("pull busybox");
+    Setup { reefd, registry, image: name, logs: tempfile::tempdir().expect("log dir") }
+}
+
+pub fn pod_config(s: &Setup, name: &str) -> cri::PodSandboxConfig {
+    cri::PodSandboxConfig {
+        metadata: Some(cri::PodSandboxMetadata {
+            name: name.into(),
+            uid: format!("uid-{name}"),
+            namespace: "default".into(),
+            attempt: 0,
+        }),
+        hostname: format!("{name}-host"),
+        log_directory: s.logs.path().display().to_string(),
+        ..Default::default()
+    }
+}
+
+pub fn container_config(s: &Setup, name: &str, script: &str) -> cri::ContainerConfig {
+    cri::ContainerConfig {
+        metadata: Some(cri::ContainerMetadata { name: name.into(), attempt: 0 }),
+        image: Some(cri::ImageSpec { image: s.image.clone(), ..Default::default() }),
+        command: vec!["sh".into(), "-c".into(), script.into()],
+        log_path: format!("{name}.log"),
+        labels: [("c".to_string(), name.to_string())].into(),
+        linux: Some(cri::LinuxContainerConfig {
+            security_context: Some(cri::LinuxContainerSecurityContext {
+                namespace_options: Some(cri::NamespaceOption {
+                    pid: cri::NamespaceMode::Container as i32,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+pub async fn run_pod(rt: &mut Runtime, config: &cri::PodSandboxConfig) -> String {
+    rt.run_pod_sandbox(cri::RunPodSandboxRequest { config: Some(config.clone()), runtime_handler: String::new() })
+        .await
+        .expect("RunPodSandbox")
+        .into_inner()
+        .pod_sandbox_id
+}
+
+pub async fn create(
+    rt: &mut Runtime,
+    pod: &str,
+    sandbox: &cri::PodSandboxConfig,
+    c: cri::ContainerConfig,
+) -> Result<String, tonic::Status> {
+    rt.create_container(cri::CreateContainerRequest {
+        pod_sandbox_id: pod.into(),
+        config: Some(c),
+        sandbox_config: Some(sandbox.clone()),
+    })
+    .await
+    .map(|r| r.into_inner().container_id)
+}
+
+pub async fn status(rt: &mut Runtime, id: &str) -> Result<cri::ContainerStatus, tonic::Status> {
+    rt.container_status(cri::ContainerStatusRequest { container_id: id.into(), verbose: false })
+        .await
+        .map(|r| r.into_inner().status.expect("status"))
+}
+
+pub async fn wait_exited(rt: &mut Runtime, id: &str) -> cri::ContainerStatus {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = status(rt, id).await.expect("status");
+        if s.state == cri::ContainerState::ContainerExited as i32 || Instant::now() > deadline {
+            return s;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

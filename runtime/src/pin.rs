@@ -134,6 +134,28 @@ pub fn unpin(dir: &Path) {
     for (name, _) in KINDS {
         unpin_one(dir, name);
     }
+    // The pod's shared PID namespace, pinned by its monitor. A monitor that died (killed, OOM) left the pod's init
+    // running with nobody to stop it: it goes here, and the kernel takes whatever else is in the namespace.
+    kill_pid_namespace(&dir.join("pid"));
+    unpin_one(dir, "pid");
+}
+
+/// SIGKILLs every process in the PID namespace pinned at `pin` (found by the namespace's inode under /proc).
+fn kill_pid_namespace(pin: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(ns) = std::fs::metadata(pin) else { return };
+    // An unmounted pin is an empty regular file on the state dir's filesystem, not a namespace.
+    if ns.dev() == std::fs::metadata(pin.parent().unwrap_or(Path::new("/"))).map(|m| m.dev()).unwrap_or_default() {
+        return;
+    }
+    let wanted = format!("pid:[{}]", ns.ino());
+    let Ok(entries) = std::fs::read_dir("/proc") else { return };
+    for entry in entries.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
+        if std::fs::read_link(entry.path().join("ns/pid")).is_ok_and(|l| l.as_os_str() == wanted.as_str()) {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+        }
+    }
 }
 
 /// Releases one pin (`net`, `ipc` or `uts`): StopPodSandbox lets the network go before the pod is removed.

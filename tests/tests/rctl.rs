@@ -152,9 +152,10 @@ async fn rctl_lists_inspects_execs_logs_stops_and_removes_pods_and_containers() 
     assert!(!refused.status.success(), "a running container needs -f");
     assert!(rctl(&reefd, &["stop", "-t", "1", &id]).status.success());
     let all = stdout(&rctl(&reefd, &["ps", "-a"]));
-    assert!(all.contains("Exited (137)"), "{all}");
+    // CRI's default pid mode is POD: sleep shares the pod's namespace, is not its PID 1, and SIGTERM ends it.
+    assert!(all.contains("Exited (143)"), "{all}");
     let inspect: serde_json::Value = serde_json::from_slice(&rctl(&reefd, &["inspect", &id]).stdout).unwrap();
-    assert_eq!(inspect["exitCode"], 137);
+    assert_eq!(inspect["exitCode"], 143);
     assert!(rctl(&reefd, &["rm", &id]).status.success());
     assert!(rctl(&reefd, &["rmp", &pod]).status.success());
     assert_eq!(stdout(&rctl(&reefd, &["pods", "-q"])).trim(), "");

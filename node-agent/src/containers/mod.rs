@@ -256,7 +256,7 @@ impl Containers {
                 network: pod.pinned.network.clone(),
                 ipc: pod.pinned.ipc.clone(),
                 uts: pod.pinned.uts.clone(),
-                pid: None,
+                pid: self.pid_namespace_to_join(pods, &pod, config)?,
             };
             let spec = spec::build(&SpecInput {
                 container: &with_pod_files,
@@ -391,6 +391,47 @@ impl Containers {
         }
         let exit = reef_runtime::launch::wait(pid).map_err(|e| ReefError::Internal(format!("wait for exec: {e}")))?;
         Ok((stdout, stderr, exit.code()))
+    }
+
+    /// The PID namespace a container joins: the pod's shared one (mode POD), or a running container's of the
+    /// same pod (mode TARGET, as ephemeral debug containers ask); `None` for a namespace of its own or the host's.
+    fn pid_namespace_to_join(
+        &self,
+        pods: &Pods,
+        pod: &crate::pods::PodRecord,
+        config: &cri::ContainerConfig,
+    ) -> Result<Option<PathBuf>, ReefError> {
+        let options = config
+            .linux
+            .as_ref()
+            .and_then(|l| l.security_context.as_ref())
+            .and_then(|s| s.namespace_options.clone())
+            .unwrap_or_default();
+        match cri::NamespaceMode::try_from(options.pid) {
+            Ok(cri::NamespaceMode::Pod) => pod.pinned.pid.clone().map(Some).ok_or_else(|| {
+                ReefError::FailedPrecondition(format!(
+                    "pod sandbox {} has no shared PID namespace: it was not run with pid mode POD",
+                    pod.id
+                ))
+            }),
+            Ok(cri::NamespaceMode::Target) => {
+                let target = self.get(&options.target_id).filter(|t| t.pod_id == pod.id).ok_or_else(|| {
+                    ReefError::NotFound(format!(
+                        "target container {:?} not found in pod sandbox {}",
+                        options.target_id, pod.id
+                    ))
+                })?;
+                let state = ok_state(monitor_call(pods, &pod.id, &Request::State { id: target.id.clone() })?)?;
+                match state {
+                    Some(s) if s.status == Status::Running => Ok(Some(format!("/proc/{}/ns/pid", s.pid).into())),
+                    _ => Err(ReefError::FailedPrecondition(format!(
+                        "target container {} is not running: its PID namespace cannot be joined",
+                        target.id
+                    ))),
+                }
+            }
+            _ => Ok(None),
+        }
     }
 
     /// The container's cgroup path, if it has one.
@@ -542,13 +583,6 @@ fn refuse_unsupported(config: &cri::ContainerConfig) -> Result<(), ReefError> {
         return Err(ReefError::FailedPrecondition(
             "Localhost seccomp profiles are not supported yet; use RuntimeDefault or Unconfined".into(),
         ));
-    }
-    if sc.is_some_and(|s| {
-        s.namespace_options
-            .as_ref()
-            .is_some_and(|n| n.pid == cri::NamespaceMode::Pod as i32 || n.pid == cri::NamespaceMode::Target as i32)
-    }) {
-        return Err(ReefError::FailedPrecondition("a pid namespace shared with the pod is not supported yet".into()));
     }
     Ok(())
 }

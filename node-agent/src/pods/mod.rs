@@ -56,6 +56,9 @@ pub struct PinnedPaths {
     pub network: Option<PathBuf>,
     pub ipc: Option<PathBuf>,
     pub uts: Option<PathBuf>,
+    /// The pod's shared PID namespace (pid mode POD), pinned by its monitor, whose init lives in it.
+    #[serde(default)]
+    pub pid: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -192,10 +195,15 @@ impl Pods {
             };
             let pinned = pin::pin(&dir.join("ns"), set, &pod.hostname)
                 .map_err(|e| ReefError::Internal(crate::error::chain(&e)))?;
-            pod.pinned = PinnedPaths { network: pinned.network, ipc: pinned.ipc, uts: pinned.uts };
+            pod.pinned = PinnedPaths { network: pinned.network, ipc: pinned.ipc, uts: pinned.uts, pid: None };
             files::write_pod_files(&dir, config, host_network).map_err(internal("write pod files"))?;
-            let status = std::process::Command::new(&self.monitor_bin)
-                .arg(&dir)
+            let share_pid = options.pid == cri::NamespaceMode::Pod as i32;
+            let mut monitor = std::process::Command::new(&self.monitor_bin);
+            monitor.arg(&dir);
+            if share_pid {
+                monitor.arg("--share-pid-namespace");
+            }
+            let status = monitor
                 .status()
                 .map_err(|e| ReefError::Internal(format!("start pod monitor {}: {e}", self.monitor_bin.display())))?;
             if !status.success() {
@@ -203,6 +211,9 @@ impl Pods {
                     "pod monitor failed to start ({status}); see {}",
                     dir.join("monitor.log").display()
                 )));
+            }
+            if share_pid {
+                pod.pinned.pid = Some(dir.join("ns/pid"));
             }
             self.records.save(&id, &pod).map_err(internal("save pod record"))
         })();

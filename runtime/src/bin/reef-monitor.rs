@@ -1,4 +1,4 @@
-//! `reef-monitor DIR`: the per-pod monitor (see `reef_runtime::monitor`).
+//! `reef-monitor DIR [--share-pid-namespace]`: the per-pod monitor (see `reef_runtime::monitor`).
 //!
 //! It daemonizes: the process reefd starts exits as soon as the monitor listens on `DIR/monitor.sock`, so reefd
 //! neither waits on the monitor nor has to reap it, and the monitor lives on in its own session when reefd dies.
@@ -11,10 +11,12 @@ use std::process::ExitCode;
 use reef_runtime::monitor::Monitor;
 
 fn main() -> ExitCode {
-    let Some(dir) = std::env::args_os().nth(1).map(PathBuf::from) else {
-        eprintln!("usage: reef-monitor DIR");
+    let mut args = std::env::args_os().skip(1);
+    let Some(dir) = args.next().map(PathBuf::from) else {
+        eprintln!("usage: reef-monitor DIR [--share-pid-namespace]");
         return ExitCode::from(2);
     };
+    let share_pid_namespace = args.next().is_some_and(|a| a == "--share-pid-namespace");
     let Ok((ready_r, ready_w)) = nix::unistd::pipe() else {
         eprintln!("reef-monitor: cannot create a pipe");
         return ExitCode::FAILURE;
@@ -39,6 +41,10 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
+            if share_pid_namespace && let Err(e) = monitor.share_pid_namespace() {
+                eprintln!("reef-monitor: {}", reef_runtime::error_chain(&e));
+                return ExitCode::FAILURE;
+            }
             let _ = nix::unistd::write(&ready_w, &[1]);
             drop(ready_w);
             detach_stdio(&dir);

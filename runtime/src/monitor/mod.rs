@@ -9,6 +9,7 @@
 //! Files in its directory: `monitor.sock` (requests), `<id>.started` and `<id>.exit` (JSON, written atomically).
 
 pub mod client;
+mod pod_init;
 pub mod protocol;
 
 use std::collections::HashMap;
@@ -60,6 +61,9 @@ struct Container {
     exit: Option<ExitRecord>,
     /// The exit status arrived; the record is written once the pipes are drained, so no line comes after it.
     pending_exit: Option<(i32, Option<i32>)>,
+    /// PID 1 of a namespace of its own: its exit takes every process of the container with it. In the pod's
+    /// shared namespace nothing does that, so the monitor kills what is left in the container's cgroup.
+    own_pid_namespace: bool,
 }
 
 struct Conn {
@@ -74,6 +78,8 @@ pub struct Monitor {
     conns: Vec<Conn>,
     containers: HashMap<String, Container>,
     shutdown: bool,
+    /// PID 1 of the pod's shared PID namespace, when the pod has one.
+    pod_init: Option<pod_init::PodPidNamespace>,
 }
 
 fn now_nanos() -> i64 {
@@ -111,7 +117,16 @@ impl Monitor {
             conns: Vec::new(),
             containers: HashMap::new(),
             shutdown: false,
+            pod_init: None,
         })
+    }
+
+    /// Gives the pod a PID namespace shared by its containers, pinned at `<dir>/ns/pid`, with an init of its own.
+    pub fn share_pid_namespace(&mut self) -> Result<(), MonitorError> {
+        let ns = pod_init::spawn(&self.dir.join("ns"), &self.dir.join("init-root"))
+            .map_err(|errno| MonitorError::Setup { step: "start the pod's PID namespace init", errno })?;
+        self.pod_init = Some(ns);
+        Ok(())
     }
 
     /// Serves until a Shutdown request finds no container running.
@@ -324,6 +339,7 @@ impl Monitor {
             started_at: None,
             exit: None,
             pending_exit: None,
+            own_pid_namespace: plan.new_namespaces.contains(nix::sched::CloneFlags::CLONE_NEWPID),
         };
         let state = state_of(&c);
         self.containers.insert(id, c);
@@ -393,6 +409,12 @@ impl Monitor {
     }
 
     fn exited(&mut self, pid: Pid, code: i32, signal: Option<i32>) {
+        if self.pod_init.as_ref().is_some_and(|ns| ns.init == pid) {
+            // The kernel has killed everything in the namespace with it; the containers' exits follow.
+            let _ = writeln!(std::io::stderr(), "reef-monitor: the pod's PID namespace init exited ({code})");
+            self.pod_init = None;
+            return;
+        }
         if let Some(c) = self.containers.values_mut().find(|c| c.pid == pid && c.exit.is_none()) {
             c.pending_exit = Some((code, signal));
         }
@@ -420,6 +442,9 @@ impl Monitor {
                 }
             }
             let _ = c.log.flush_partial(SystemTime::now());
+            if !c.own_pid_namespace {
+                kill_leftovers(c.cgroup.as_ref());
+            }
             let oom_killed = c.cgroup_path.as_deref().is_some_and(oom_kills);
             let record = ExitRecord { code, signal, finished_at, oom_killed };
             let _ = write_atomic(&self.dir.join(format!("{id}.exit")), &record);
@@ -459,6 +484,27 @@ impl Monitor {
             {
                 let _ = writeln!(std::io::stderr(), "reef-monitor: remove the cgroup of {id}: {e}");
             }
+        }
+        if let Some(ns) = self.pod_init.take() {
+            let _ = nix::sys::signal::kill(ns.init, Signal::SIGKILL);
+            let _ = waitpid(ns.init, None);
+        }
+    }
+}
+
+/// Kills what a container whose main process exited left running in its cgroup (their parent, the pod's init,
+/// reaps them), so a container in the pod's shared PID namespace ends whole, as it would in its own.
+fn kill_leftovers(cgroup: Option<&cgroups_rs::manager::FsManager>) {
+    use cgroups_rs::manager::Manager;
+    let Some(cgroup) = cgroup else { return };
+    // A process may fork while we kill; a few rounds catch the children of the last.
+    for _ in 0..3 {
+        let pids = cgroup.pids().unwrap_or_default();
+        if pids.is_empty() {
+            return;
+        }
+        for p in pids {
+            let _ = nix::sys::signal::kill(Pid::from_raw(p.pid as i32), Signal::SIGKILL);
         }
     }
 }

@@ -16,6 +16,8 @@ pub enum PlanError {
     Missing(&'static str),
     #[error("spec asks for {0}, which this runtime does not support yet")]
     Unsupported(String),
+    #[error("{0}")]
+    Seccomp(String),
 }
 
 fn clone_flag(t: LinuxNamespaceType) -> Result<CloneFlags, PlanError> {
@@ -35,10 +37,14 @@ pub fn plan_from_spec(spec: &Spec) -> Result<LaunchPlan, PlanError> {
     let process = spec.process().as_ref().ok_or(PlanError::Missing("process"))?;
     let args = process.args().clone().filter(|a| !a.is_empty()).ok_or(PlanError::Missing("process.args"))?;
     let linux = spec.linux().as_ref().ok_or(PlanError::Missing("linux"))?;
-    // The launcher does not apply these yet; running without them would be less confinement than asked for.
-    if linux.seccomp().is_some() {
-        return Err(PlanError::Unsupported("a seccomp profile".into()));
-    }
+    // Compiled here, in the caller, so a bad profile fails the create before anything is forked.
+    let seccomp = linux
+        .seccomp()
+        .as_ref()
+        .map(crate::seccomp::compile_profile_cached)
+        .transpose()
+        .map_err(|e| PlanError::Seccomp(e.to_string()))?
+        .map(|p| p.to_vec());
 
     let mut new_namespaces = CloneFlags::empty();
     let mut join_namespaces: Vec<(CloneFlags, PathBuf)> = Vec::new();
@@ -82,8 +88,7 @@ pub fn plan_from_spec(spec: &Spec) -> Result<LaunchPlan, PlanError> {
         gid: user.gid(),
         additional_gids: user.additional_gids().clone().unwrap_or_default(),
         no_new_privileges: process.no_new_privileges().unwrap_or(false),
-        // A spec's own seccomp section is refused above; node-agent supplies RuntimeDefault's program directly.
-        seccomp: None,
+        seccomp,
         sysctls: {
             let mut v: Vec<(String, String)> = linux.sysctl().clone().unwrap_or_default().into_iter().collect();
             v.sort();

@@ -10,12 +10,15 @@ use std::collections::HashMap;
 use std::io::{Read, Seek};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use libseccomp::{ScmpAction, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext, ScmpSyscall};
+use libseccomp::{ScmpAction, ScmpArch, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext, ScmpSyscall};
+use oci_spec::runtime::{LinuxSeccomp, LinuxSeccompAction, LinuxSeccompArg, LinuxSeccompOperator};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SeccompError {
     #[error("seccomp: {0}")]
     Compile(String),
+    #[error("seccomp profile: {0}")]
+    Invalid(String),
 }
 
 const ALLOWED: &[&str] = &[
@@ -446,6 +449,11 @@ pub fn runtime_default(capabilities: &[String]) -> Result<Vec<u8>, SeccompError>
     if let Ok(clone3) = ScmpSyscall::from_name("clone3") {
         filter.add_rule(ScmpAction::Errno(nix::libc::ENOSYS), clone3).map_err(compile_error)?;
     }
+    export(&filter)
+}
+
+/// The filter as a raw BPF program, for the container's init to install without libseccomp.
+fn export(filter: &ScmpFilterContext) -> Result<Vec<u8>, SeccompError> {
     // Debian's libseccomp 2.5 has no in-memory export: write the program to a memfd and read it back.
     let fd =
         nix::sys::memfd::memfd_create("reef-seccomp", nix::sys::memfd::MFdFlags::MFD_CLOEXEC).map_err(compile_error)?;
@@ -457,6 +465,94 @@ pub fn runtime_default(capabilities: &[String]) -> Result<Vec<u8>, SeccompError>
     if program.is_empty() || !program.len().is_multiple_of(8) {
         return Err(SeccompError::Compile(format!("unexpected BPF program of {} bytes", program.len())));
     }
+    Ok(program)
+}
+
+fn action(action: LinuxSeccompAction, errno_ret: Option<u32>) -> Result<ScmpAction, SeccompError> {
+    Ok(match action {
+        LinuxSeccompAction::ScmpActKill | LinuxSeccompAction::ScmpActKillThread => ScmpAction::KillThread,
+        LinuxSeccompAction::ScmpActKillProcess => ScmpAction::KillProcess,
+        LinuxSeccompAction::ScmpActTrap => ScmpAction::Trap,
+        LinuxSeccompAction::ScmpActErrno => ScmpAction::Errno(errno_ret.unwrap_or(nix::libc::EPERM as u32) as i32),
+        LinuxSeccompAction::ScmpActTrace => ScmpAction::Trace(errno_ret.unwrap_or(nix::libc::EPERM as u32) as u16),
+        LinuxSeccompAction::ScmpActLog => ScmpAction::Log,
+        LinuxSeccompAction::ScmpActAllow => ScmpAction::Allow,
+        // A notify action hands syscalls to a seccomp agent, which Reef does not run: refusing beats hanging.
+        LinuxSeccompAction::ScmpActNotify => {
+            return Err(SeccompError::Invalid("SCMP_ACT_NOTIFY needs a seccomp agent, which Reef does not run".into()));
+        }
+    })
+}
+
+fn compare(arg: &LinuxSeccompArg) -> ScmpArgCompare {
+    let index = arg.index() as u32;
+    let op = match arg.op() {
+        LinuxSeccompOperator::ScmpCmpNe => ScmpCompareOp::NotEqual,
+        LinuxSeccompOperator::ScmpCmpLt => ScmpCompareOp::Less,
+        LinuxSeccompOperator::ScmpCmpLe => ScmpCompareOp::LessOrEqual,
+        LinuxSeccompOperator::ScmpCmpEq => ScmpCompareOp::Equal,
+        LinuxSeccompOperator::ScmpCmpGe => ScmpCompareOp::GreaterEqual,
+        LinuxSeccompOperator::ScmpCmpGt => ScmpCompareOp::Greater,
+        // OCI (like runc) puts the mask in `value` and the value compared against in `valueTwo`.
+        LinuxSeccompOperator::ScmpCmpMaskedEq => {
+            return ScmpArgCompare::new(index, ScmpCompareOp::MaskedEqual(arg.value()), arg.value_two().unwrap_or(0));
+        }
+    };
+    ScmpArgCompare::new(index, op, arg.value())
+}
+
+/// Compiles an OCI seccomp profile (a Localhost profile from the node, say) to a BPF program.
+///
+/// Syscall names unknown to this kernel's libseccomp are skipped, as runc does: a profile written for a newer
+/// kernel still loads. Arguments of one rule are ANDed; several rules for one syscall are alternatives, as in
+/// runc. Filter flags are not applied: TSYNC is moot for a single-threaded init, and LOG and SPEC_ALLOW only log
+/// more or mitigate less.
+pub fn compile_profile(profile: &LinuxSeccomp) -> Result<Vec<u8>, SeccompError> {
+    let default = action(profile.default_action(), profile.default_errno_ret())?;
+    let mut filter = ScmpFilterContext::new(default).map_err(compile_error)?;
+    filter.set_ctl_nnp(false).map_err(compile_error)?;
+    for arch in profile.architectures().iter().flatten() {
+        let name = arch.to_string();
+        let arch =
+            name.parse::<ScmpArch>().map_err(|_| SeccompError::Invalid(format!("unknown architecture {name}")))?;
+        // The native architecture is already in the filter.
+        if arch != ScmpArch::native() {
+            filter.add_arch(arch).map_err(compile_error)?;
+        }
+    }
+    for rule in profile.syscalls().iter().flatten() {
+        let act = action(rule.action(), rule.errno_ret())?;
+        if act == default {
+            // libseccomp refuses rules that repeat the default action; they change nothing anyway.
+            continue;
+        }
+        let args: Vec<ScmpArgCompare> = rule.args().iter().flatten().map(compare).collect();
+        for name in rule.names() {
+            let Ok(syscall) = ScmpSyscall::from_name(name) else { continue };
+            if args.is_empty() {
+                filter.add_rule(act, syscall).map_err(compile_error)?;
+            } else {
+                filter.add_rule_conditional(act, syscall, &args).map_err(compile_error)?;
+            }
+        }
+    }
+    export(&filter)
+}
+
+/// OCI profiles compiled once per distinct profile (by their JSON form) and kept for the life of the process.
+pub fn compile_profile_cached(profile: &LinuxSeccomp) -> Result<Arc<Vec<u8>>, SeccompError> {
+    static CACHE: OnceLock<Mutex<HashMap<String, Arc<Vec<u8>>>>> = OnceLock::new();
+    let key = serde_json::to_string(profile).map_err(compile_error)?;
+    let cache = CACHE.get_or_init(Mutex::default);
+    if let Some(p) = cache.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+        return Ok(Arc::clone(p));
+    }
+    let program = Arc::new(compile_profile(profile)?);
+    let mut map = cache.lock().unwrap_or_else(|p| p.into_inner());
+    if map.len() >= 64 {
+        map.clear();
+    }
+    map.insert(key, Arc::clone(&program));
     Ok(program)
 }
 
@@ -495,5 +591,31 @@ mod tests {
         let a = runtime_default_cached(&["CAP_KILL".into(), "CAP_CHOWN".into()]).unwrap();
         let b = runtime_default_cached(&["CAP_CHOWN".into(), "CAP_KILL".into()]).unwrap();
         assert!(Arc::ptr_eq(&a, &b), "compiled once per capability set");
+    }
+
+    fn profile(json: &str) -> LinuxSeccomp {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn oci_profiles_compile_with_arguments_and_unknown_names_skipped() {
+        let p = profile(
+            r#"{"defaultAction":"SCMP_ACT_ALLOW","architectures":["SCMP_ARCH_X86_64","SCMP_ARCH_X86"],
+                "syscalls":[{"names":["mkdir","mkdirat","not_a_syscall"],"action":"SCMP_ACT_ERRNO","errnoRet":1},
+                            {"names":["personality"],"action":"SCMP_ACT_ERRNO","args":[{"index":0,"value":8,"op":"SCMP_CMP_NE"}]},
+                            {"names":["clone"],"action":"SCMP_ACT_ERRNO","args":[{"index":0,"value":2080505856,"valueTwo":0,"op":"SCMP_CMP_MASKED_EQ"}]},
+                            {"names":["getpid"],"action":"SCMP_ACT_ALLOW"}]}"#,
+        );
+        let program = compile_profile(&p).unwrap();
+        assert!(program.len() >= 8 * 8);
+        assert!(Arc::ptr_eq(&compile_profile_cached(&p).unwrap(), &compile_profile_cached(&p.clone()).unwrap()));
+    }
+
+    #[test]
+    fn a_notify_action_is_refused_rather_than_left_hanging() {
+        let p = profile(
+            r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["mkdir"],"action":"SCMP_ACT_NOTIFY"}]}"#,
+        );
+        assert!(matches!(compile_profile(&p), Err(SeccompError::Invalid(_))));
     }
 }

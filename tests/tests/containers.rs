@@ -424,7 +424,7 @@ async fn an_image_in_use_by_a_container_cannot_be_removed_until_the_container_go
 }
 
 #[tokio::test]
-async fn runtime_default_seccomp_filters_the_container_and_its_execs() {
+async fn seccomp_runtime_default_unconfined_and_localhost_profiles_filter_the_container_and_its_execs() {
     require_e2e!();
     let s = setup().await;
     let mut rt = s.reefd.runtime().await;
@@ -465,11 +465,39 @@ async fn runtime_default_seccomp_filters_the_container_and_its_execs() {
         .unwrap()
         .into_inner();
     assert_eq!(String::from_utf8_lossy(&exec.stdout).trim(), "Seccomp:\t2", "execs get the container's filter");
-    let mut local = container_config(&s, "local", "true");
-    local.linux.as_mut().unwrap().security_context.as_mut().unwrap().seccomp = Some(cri::SecurityProfile {
-        profile_type: cri::security_profile::ProfileType::Localhost as i32,
-        localhost_ref: "/x.json".into(),
-    });
-    assert_eq!(create(&mut rt, &pod, &sandbox, local).await.unwrap_err().code(), Code::FailedPrecondition);
+
+    // A Localhost profile from the node: everything allowed but mkdir, which fails with EPERM.
+    let profiles = tempfile::tempdir().unwrap();
+    let no_mkdir = profiles.path().join("no-mkdir.json");
+    std::fs::write(
+        &no_mkdir,
+        r#"{"defaultAction":"SCMP_ACT_ALLOW","architectures":["SCMP_ARCH_X86_64"],
+            "syscalls":[{"names":["mkdir","mkdirat"],"action":"SCMP_ACT_ERRNO","errnoRet":1}]}"#,
+    )
+    .unwrap();
+    let localhost = |name: &str, path: &str| {
+        let mut c =
+            container_config(&s, name, "mkdir /tmp/made && echo made || echo refused; grep Seccomp: /proc/self/status");
+        c.linux.as_mut().unwrap().security_context.as_mut().unwrap().seccomp = Some(cri::SecurityProfile {
+            profile_type: cri::security_profile::ProfileType::Localhost as i32,
+            localhost_ref: path.into(),
+        });
+        c
+    };
+    let local = create(&mut rt, &pod, &sandbox, localhost("local", &no_mkdir.display().to_string())).await.unwrap();
+    rt.start_container(cri::StartContainerRequest { container_id: local.clone() }).await.expect("start");
+    assert_eq!(wait_exited(&mut rt, &local).await.exit_code, 0);
+    let local_log = std::fs::read_to_string(s.logs.path().join("local.log")).unwrap();
+    assert!(local_log.contains("refused") && local_log.contains("Seccomp:\t2"), "{local_log}");
+    let missing = profiles.path().join("missing.json").display().to_string();
+    let err = create(&mut rt, &pod, &sandbox, localhost("missing", &missing)).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("missing.json"), "the error names the profile: {}", err.message());
+    std::fs::write(profiles.path().join("bad.json"), "{not json").unwrap();
+    let bad = profiles.path().join("bad.json").display().to_string();
+    assert_eq!(
+        create(&mut rt, &pod, &sandbox, localhost("bad", &bad)).await.unwrap_err().code(),
+        Code::InvalidArgument
+    );
     rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod }).await.unwrap();
 }

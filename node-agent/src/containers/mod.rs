@@ -187,7 +187,6 @@ impl Containers {
         if meta.name.is_empty() {
             return Err(ReefError::InvalidArgument("container name is required".into()));
         }
-        refuse_unsupported(config)?;
         let image_name = config.image.as_ref().map(|i| i.image.clone()).unwrap_or_default();
         let image = store
             .resolve(&image_name)
@@ -267,10 +266,25 @@ impl Containers {
                 cgroup_path: cgroup_path(&pod.cgroup_parent, &self.default_cgroup_parent, &id),
             })
             .map_err(|e| ReefError::InvalidArgument(e.to_string()))?;
-            let plan =
-                reef_runtime::plan::plan_from_spec(&spec).map_err(|e| ReefError::FailedPrecondition(e.to_string()))?;
+            let mut spec = spec;
+            let seccomp = spec::seccomp::choice(&security_context(config))
+                .map_err(|e| ReefError::InvalidArgument(e.to_string()))?;
+            if let spec::seccomp::Seccomp::Localhost(path) = &seccomp {
+                let bytes = std::fs::read(path).map_err(|e| {
+                    ReefError::InvalidArgument(format!("cannot read the Localhost seccomp profile {path}: {e}"))
+                })?;
+                let profile = spec::seccomp::parse_profile(path, &bytes)
+                    .map_err(|e| ReefError::InvalidArgument(e.to_string()))?;
+                if let Some(linux) = spec.linux_mut() {
+                    linux.set_seccomp(Some(profile));
+                }
+            }
+            let plan = reef_runtime::plan::plan_from_spec(&spec).map_err(|e| match e {
+                reef_runtime::plan::PlanError::Seccomp(m) => ReefError::InvalidArgument(m),
+                e => ReefError::FailedPrecondition(e.to_string()),
+            })?;
             let mut plan = plan;
-            if wants_runtime_default(config) {
+            if seccomp == spec::seccomp::Seccomp::RuntimeDefault {
                 let caps = plan.capabilities.as_ref().map(|c| c.bounding.clone()).unwrap_or_default();
                 let program = reef_runtime::seccomp::runtime_default_cached(&caps)
                     .map_err(|e| ReefError::Internal(crate::error::chain(&e)))?;
@@ -574,26 +588,8 @@ fn cgroup_path(parent: &str, default: &str, id: &str) -> String {
     format!("{parent}/reef-{id}")
 }
 
-/// What the launcher cannot enforce yet is refused rather than silently dropped.
-fn refuse_unsupported(config: &cri::ContainerConfig) -> Result<(), ReefError> {
-    let sc = config.linux.as_ref().and_then(|l| l.security_context.as_ref());
-    if let Some(profile) = sc.and_then(|s| s.seccomp.as_ref())
-        && profile.profile_type == cri::security_profile::ProfileType::Localhost as i32
-    {
-        return Err(ReefError::FailedPrecondition(
-            "Localhost seccomp profiles are not supported yet; use RuntimeDefault or Unconfined".into(),
-        ));
-    }
-    Ok(())
-}
-
-/// RuntimeDefault, asked for explicitly (kubelet sends it for pods with SeccompDefault or a RuntimeDefault profile).
-fn wants_runtime_default(config: &cri::ContainerConfig) -> bool {
-    let sc = config.linux.as_ref().and_then(|l| l.security_context.as_ref());
-    sc.is_some_and(|s| !s.privileged)
-        && sc
-            .and_then(|s| s.seccomp.as_ref())
-            .is_some_and(|p| p.profile_type == cri::security_profile::ProfileType::RuntimeDefault as i32)
+fn security_context(config: &cri::ContainerConfig) -> cri::LinuxContainerSecurityContext {
+    config.linux.as_ref().and_then(|l| l.security_context.clone()).unwrap_or_default()
 }
 
 /// The image's stop signal (SIGTERM when it names none or one this host lacks).

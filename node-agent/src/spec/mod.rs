@@ -8,6 +8,7 @@ mod mounts;
 mod namespaces;
 mod process;
 mod resources;
+pub mod seccomp;
 mod security;
 
 use std::path::PathBuf;

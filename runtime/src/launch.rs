@@ -88,6 +88,16 @@ pub struct CapabilitySets {
     pub ambient: Vec<String>,
 }
 
+/// The capabilities a container can be given from here (the bounding set of this process, which the monitor
+/// inherits): "all of them" for a privileged container means these, as containerd means its own current set.
+pub fn available_capabilities() -> Vec<String> {
+    let mut v: Vec<String> = caps::read(None, caps::CapSet::Bounding)
+        .map(|set| set.into_iter().map(|c| c.to_string()).collect())
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
 /// A container process set up and waiting at the start gate.
 pub struct Launched {
     pid: Pid,

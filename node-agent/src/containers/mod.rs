@@ -46,6 +46,13 @@ pub struct ContainerRecord {
     plan: Option<reef_runtime::launch::LaunchPlan>,
 }
 
+impl ContainerRecord {
+    /// How the process was set up (user, limits, namespaces); `None` for records older than plans.
+    pub fn plan(&self) -> Option<&reef_runtime::launch::LaunchPlan> {
+        self.plan.as_ref()
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct MountRecord {
     pub container_path: String,
@@ -71,6 +78,8 @@ pub enum Observed {
 
 pub struct Containers {
     default_cgroup_parent: String,
+    /// What this process may hand on: read once, it does not change.
+    available_capabilities: Vec<String>,
     root_dir: PathBuf,
     state_dir: PathBuf,
     records: Records,
@@ -113,6 +122,7 @@ impl Containers {
         }
         let containers = Containers {
             default_cgroup_parent: default_cgroup_parent.to_string(),
+            available_capabilities: reef_runtime::launch::available_capabilities(),
             root_dir: root_dir.to_path_buf(),
             state_dir: state_dir.to_path_buf(),
             records,
@@ -257,6 +267,12 @@ impl Containers {
                 uts: pod.pinned.uts.clone(),
                 pid: self.pid_namespace_to_join(pods, &pod, config)?,
             };
+            let request = spec::user_request(&security_context(config), &image_config)
+                .map_err(|e| ReefError::InvalidArgument(e.to_string()))?;
+            let user = reef_runtime::users::resolve(&overlay.target, &request).map_err(|e| match e {
+                reef_runtime::users::UserError::Read { .. } => ReefError::Internal(e.to_string()),
+                e => ReefError::InvalidArgument(format!("image {image_name}: {e}")),
+            })?;
             let spec = spec::build(&SpecInput {
                 container: &with_pod_files,
                 sandbox,
@@ -264,6 +280,8 @@ impl Containers {
                 pod: &pod_ns,
                 rootfs: overlay.target.clone(),
                 cgroup_path: cgroup_path(&pod.cgroup_parent, &self.default_cgroup_parent, &id),
+                user: &user,
+                available_capabilities: &self.available_capabilities,
             })
             .map_err(|e| ReefError::InvalidArgument(e.to_string()))?;
             let mut spec = spec;
@@ -462,7 +480,17 @@ impl Containers {
         let mut resources = spec::resources_for_update(r).map_err(|e| ReefError::InvalidArgument(e.to_string()))?;
         // Device rules are set once at creation; an update only changes limits.
         resources.set_devices(None);
-        reef_runtime::cgroups::update(&path, &resources).map_err(ReefError::Failed)
+        reef_runtime::cgroups::update(&path, &resources).map_err(ReefError::Failed)?;
+        // ContainerStatus reports the limits in force: keep the record's copy in step (devices stay as created).
+        let mut c = c;
+        if let Some(cgroup) = c.plan.as_mut().and_then(|p| p.cgroup.as_mut()) {
+            let devices = cgroup.resources.devices().clone();
+            cgroup.resources = resources;
+            cgroup.resources.set_devices(devices);
+        }
+        self.records.save(&c.id, &c).map_err(internal("save container record"))?;
+        self.map.write().unwrap_or_else(|p| p.into_inner()).insert(c.id.clone(), c);
+        Ok(())
     }
 
     pub fn reopen_log(&self, pods: &Pods, id: &str) -> Result<(), ReefError> {

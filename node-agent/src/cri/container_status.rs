@@ -68,6 +68,17 @@ pub async fn handle(
             })
             .collect(),
         log_path: c.log_path.clone(),
+        user: c.plan().map(|p| cri::ContainerUser {
+            linux: Some(cri::LinuxContainerUser {
+                uid: p.uid.into(),
+                gid: p.gid.into(),
+                supplemental_groups: p.additional_gids.iter().map(|g| i64::from(*g)).collect(),
+            }),
+        }),
+        resources: c
+            .plan()
+            .and_then(|p| p.cgroup.as_ref())
+            .map(|g| cri::ContainerResources { linux: Some(linux_resources(&g.resources)), ..Default::default() }),
         ..Default::default()
     };
     let mut info = HashMap::new();
@@ -75,4 +86,21 @@ pub async fn handle(
         info.insert("info".to_string(), serde_json::to_string(&c).unwrap_or_default());
     }
     Ok(cri::ContainerStatusResponse { status: Some(status), info })
+}
+
+/// The limits the container was created with (or last updated to), in the CRI's form.
+fn linux_resources(r: &reef_runtime::oci_spec::runtime::LinuxResources) -> cri::LinuxContainerResources {
+    let cpu = r.cpu().clone().unwrap_or_default();
+    let memory = r.memory().unwrap_or_default();
+    cri::LinuxContainerResources {
+        cpu_period: cpu.period().unwrap_or_default() as i64,
+        cpu_quota: cpu.quota().unwrap_or_default(),
+        cpu_shares: cpu.shares().unwrap_or_default() as i64,
+        memory_limit_in_bytes: memory.limit().unwrap_or_default(),
+        memory_swap_limit_in_bytes: memory.swap().unwrap_or_default(),
+        cpuset_cpus: cpu.cpus().clone().unwrap_or_default(),
+        cpuset_mems: cpu.mems().clone().unwrap_or_default(),
+        unified: r.unified().clone().unwrap_or_default().into_iter().collect(),
+        ..Default::default()
+    }
 }

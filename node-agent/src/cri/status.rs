@@ -32,6 +32,7 @@ pub async fn handle(agent: &Agent, req: cri::StatusRequest) -> Result<cri::Statu
             name: String::new(),
             features: Some(cri::RuntimeHandlerFeatures { recursive_read_only_mounts: false, user_namespaces: false }),
         }],
-        features: None,
+        // Groups are computed from the image's /etc/group under Merge and left out under Strict.
+        features: Some(cri::RuntimeFeatures { supplemental_groups_policy: true }),
     })
 }

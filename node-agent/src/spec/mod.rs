@@ -18,6 +18,7 @@ use reef_images::manifest::ContainerConfig as ImageConfig;
 use reef_runtime::oci_spec::runtime::Spec;
 
 pub use namespaces::PodNamespaces;
+pub use process::user_request;
 
 /// The OCI form of CRI resources, for UpdateContainerResources.
 pub fn resources_for_update(
@@ -45,6 +46,10 @@ pub struct SpecInput<'a> {
     pub rootfs: PathBuf,
     /// The container's cgroup, relative to each hierarchy's root.
     pub cgroup_path: String,
+    /// Who the process runs as, resolved against the image's /etc/passwd and /etc/group (`user_request`).
+    pub user: &'a reef_runtime::users::ResolvedUser,
+    /// The capabilities the runtime holds (`CAP_*`), which bound what privileged can mean; empty: all.
+    pub available_capabilities: &'a [String],
 }
 
 pub fn build(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
@@ -62,10 +67,10 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
     process::with_env(&mut spec, input.container, input.image);
     process::with_cwd(&mut spec, input.container, input.image);
     process::with_tty(&mut spec, input.container);
-    process::with_user(&mut spec, &security)?;
+    process::with_user(&mut spec, input.user);
     mounts::with_mounts(&mut spec, &input.container.mounts, security.privileged)?;
     namespaces::with_namespaces(&mut spec, &security, input.pod);
-    security::with_capabilities(&mut spec, &security)?;
+    security::with_capabilities(&mut spec, &security, input.available_capabilities)?;
     security::with_paths(&mut spec, &security);
     security::with_no_new_privs(&mut spec, &security);
     // Always: the device rules come with the resources, whether kubelet set any limit or not.
@@ -123,6 +128,8 @@ pub(crate) mod fixture {
             pod: &pod,
             rootfs: "/run/reef/c/rootfs".into(),
             cgroup_path: "kubepods/pod1/reef-c".into(),
+            user: &Default::default(),
+            available_capabilities: &[],
         })
     }
 }

@@ -3,6 +3,7 @@
 use k8s_cri::v1 as cri;
 use reef_images::manifest::ContainerConfig as ImageConfig;
 use reef_runtime::oci_spec::runtime::Spec;
+use reef_runtime::users::{ResolvedUser, UserRequest, Who};
 
 use super::SpecError;
 
@@ -58,40 +59,51 @@ pub fn with_tty(spec: &mut Spec, c: &cri::ContainerConfig) {
     process(spec).set_terminal(Some(c.tty));
 }
 
-/// Numeric users only here; `run_as_username` and the image's named user need the rootfs's /etc/passwd, which
-/// the caller resolves before building (the spec stays pure).
-pub fn with_user(spec: &mut Spec, sc: &cri::LinuxContainerSecurityContext) -> Result<(), SpecError> {
+fn id(field: &'static str, value: i64) -> Result<u32, SpecError> {
+    u32::try_from(value).map_err(|_| SpecError::Invalid { field, reason: format!("{value} is not a valid id") })
+}
+
+fn who(s: &str) -> Who {
+    s.parse::<u32>().map(Who::Id).unwrap_or_else(|_| Who::Name(s.to_string()))
+}
+
+/// Who the container runs as: the CRI's run_as_user (or run_as_username), else the image's `User`
+/// (`user[:group]`), else root. Names are resolved later against the image's own /etc/passwd and /etc/group
+/// (the spec stays pure); the group comes from run_as_group, else from the image's `User` when the user does.
+pub fn user_request(sc: &cri::LinuxContainerSecurityContext, image: &ImageConfig) -> Result<UserRequest, SpecError> {
+    let image_user = image.user.clone().unwrap_or_default();
+    let (image_name, image_group) = match image_user.split_once(':') {
+        Some((u, g)) => (u.to_string(), Some(g.to_string()).filter(|g| !g.is_empty())),
+        None => (image_user.clone(), None),
+    };
+    let (user, group_from_image) = match (&sc.run_as_user, sc.run_as_username.as_str()) {
+        (Some(uid), _) => (Who::Id(id("run_as_user", uid.value)?), None),
+        (None, name) if !name.is_empty() => (who(name), None),
+        _ if !image_name.is_empty() => (who(&image_name), image_group.as_deref().map(who)),
+        _ => (Who::Id(0), None),
+    };
+    let group = match &sc.run_as_group {
+        Some(gid) => Some(Who::Id(id("run_as_group", gid.value)?)),
+        None => group_from_image,
+    };
+    let supplemental =
+        sc.supplemental_groups.iter().map(|g| id("supplemental_groups", *g)).collect::<Result<Vec<_>, _>>()?;
+    let merge = sc.supplemental_groups_policy != cri::SupplementalGroupsPolicy::Strict as i32;
+    Ok(UserRequest { user, group, supplemental, merge_image_groups: merge })
+}
+
+pub fn with_user(spec: &mut Spec, resolved: &ResolvedUser) {
     let user = process(spec).user_mut();
-    if let Some(uid) = &sc.run_as_user {
-        let uid = u32::try_from(uid.value)
-            .map_err(|_| SpecError::Invalid { field: "run_as_user", reason: format!("{} is not a uid", uid.value) })?;
-        user.set_uid(uid);
-    }
-    if let Some(gid) = &sc.run_as_group {
-        let gid = u32::try_from(gid.value)
-            .map_err(|_| SpecError::Invalid { field: "run_as_group", reason: format!("{} is not a gid", gid.value) })?;
-        user.set_gid(gid);
-    }
-    if !sc.supplemental_groups.is_empty() {
-        let groups = sc
-            .supplemental_groups
-            .iter()
-            .map(|g| {
-                u32::try_from(*g).map_err(|_| SpecError::Invalid {
-                    field: "supplemental_groups",
-                    reason: format!("{g} is not a gid"),
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        user.set_additional_gids(Some(groups));
-    }
-    Ok(())
+    user.set_uid(resolved.uid);
+    user.set_gid(resolved.gid);
+    user.set_additional_gids(Some(resolved.additional_gids.clone()).filter(|g| !g.is_empty()));
 }
 
 #[cfg(test)]
 mod tests {
     use k8s_cri::v1 as cri;
 
+    use super::*;
     use crate::spec::SpecError;
     use crate::spec::fixture::build_with;
 
@@ -136,22 +148,42 @@ mod tests {
     }
 
     #[test]
-    fn users_and_groups_are_numeric_and_checked() {
-        let spec = build_with(|c, _, _| {
-            let sc = c.linux.as_mut().unwrap().security_context.as_mut().unwrap();
-            sc.run_as_user = Some(cri::Int64Value { value: 1000 });
-            sc.run_as_group = Some(cri::Int64Value { value: 2000 });
-            sc.supplemental_groups = vec![10, 20];
-        })
+    fn the_user_comes_from_the_security_context_then_the_image_then_root() {
+        use reef_runtime::users::Who;
+        let sc = |f: &dyn Fn(&mut cri::LinuxContainerSecurityContext)| {
+            let mut sc = cri::LinuxContainerSecurityContext::default();
+            f(&mut sc);
+            sc
+        };
+        let image = |u: &str| ImageConfig { user: Some(u.into()), ..Default::default() };
+        let r = user_request(&sc(&|_| {}), &image("")).unwrap();
+        assert_eq!((r.user, r.group, r.merge_image_groups), (Who::Id(0), None, true));
+        let r = user_request(&sc(&|_| {}), &image("app:staff")).unwrap();
+        assert_eq!((r.user, r.group), (Who::Name("app".into()), Some(Who::Name("staff".into()))));
+        let r = user_request(&sc(&|_| {}), &image("1000:1000")).unwrap();
+        assert_eq!((r.user, r.group), (Who::Id(1000), Some(Who::Id(1000))));
+        let r = user_request(
+            &sc(&|s| {
+                s.run_as_user = Some(cri::Int64Value { value: 2000 });
+                s.supplemental_groups = vec![10, 20];
+                s.supplemental_groups_policy = cri::SupplementalGroupsPolicy::Strict as i32;
+            }),
+            &image("app:staff"),
+        )
         .unwrap();
+        assert_eq!((r.user, r.group, r.supplemental, r.merge_image_groups), (Who::Id(2000), None, vec![10, 20], false));
+        let r = user_request(&sc(&|s| s.run_as_username = "nobody".into()), &image("app")).unwrap();
+        assert_eq!(r.user, Who::Name("nobody".into()));
+        let err = user_request(&sc(&|s| s.run_as_user = Some(cri::Int64Value { value: -1 })), &image("")).unwrap_err();
+        assert!(matches!(err, SpecError::Invalid { field: "run_as_user", .. }));
+    }
+
+    #[test]
+    fn the_resolved_user_lands_in_the_spec() {
+        let mut spec = reef_runtime::oci_spec::runtime::Spec::default();
+        with_user(&mut spec, &ResolvedUser { uid: 1000, gid: 2000, additional_gids: vec![2000, 10] });
         let user = spec.process().as_ref().unwrap().user().clone();
         assert_eq!((user.uid(), user.gid()), (1000, 2000));
-        assert_eq!(user.additional_gids().clone().unwrap(), [10, 20]);
-        let err = build_with(|c, _, _| {
-            c.linux.as_mut().unwrap().security_context.as_mut().unwrap().run_as_user =
-                Some(cri::Int64Value { value: -1 });
-        })
-        .unwrap_err();
-        assert!(matches!(err, SpecError::Invalid { field: "run_as_user", .. }));
+        assert_eq!(user.additional_gids().clone().unwrap(), [2000, 10]);
     }
 }

@@ -82,12 +82,23 @@ fn set(names: &[&str]) -> Capabilities {
 }
 
 /// Privileged: everything. Otherwise the default set; "ALL" in add grants every capability, "ALL" in drop
-/// starts from none; then the named additions, then the named drops.
-pub fn with_capabilities(spec: &mut Spec, sc: &cri::LinuxContainerSecurityContext) -> Result<(), SpecError> {
+/// starts from none; then the named additions, then the named drops. "Everything" is every capability the runtime
+/// itself holds (`available`, names like `CAP_CHOWN`; empty means all): a host may withhold some even from root.
+pub fn with_capabilities(
+    spec: &mut Spec,
+    sc: &cri::LinuxContainerSecurityContext,
+    available: &[String],
+) -> Result<(), SpecError> {
     let requested = sc.capabilities.clone().unwrap_or_default();
     let is_all = |v: &[String]| v.iter().any(|c| c.eq_ignore_ascii_case("ALL"));
     let mut caps: HashSet<Capability> = if sc.privileged || is_all(&requested.add_capabilities) {
-        set(ALL_CAPS)
+        let everything = set(ALL_CAPS);
+        if available.is_empty() {
+            everything
+        } else {
+            let held: HashSet<Capability> = available.iter().filter_map(|n| parse(n).ok()).collect();
+            everything.intersection(&held).copied().collect()
+        }
     } else if is_all(&requested.drop_capabilities) {
         HashSet::new()
     } else {
@@ -195,6 +206,11 @@ mod tests {
         let linux = spec.linux().as_ref().unwrap();
         assert!(linux.masked_paths().as_ref().unwrap().is_empty());
         assert_eq!(caps(|sc| sc.privileged = true).unwrap().len(), 41);
+        let mut spec = reef_runtime::oci_spec::runtime::Spec::default();
+        let sc = cri::LinuxContainerSecurityContext { privileged: true, ..Default::default() };
+        super::with_capabilities(&mut spec, &sc, &["CAP_CHOWN".into(), "CAP_KILL".into()]).unwrap();
+        let bounding = spec.process().as_ref().unwrap().capabilities().as_ref().unwrap().bounding().clone().unwrap();
+        assert_eq!(bounding.len(), 2, "privileged gets what the runtime holds, not more");
         let default = build_with(|_, _, _| {}).unwrap();
         assert!(
             default.linux().as_ref().unwrap().masked_paths().as_ref().unwrap().contains(&"/proc/kcore".to_string())

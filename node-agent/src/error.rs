@@ -38,6 +38,9 @@ pub enum ReefError {
     #[error("{0}")]
     Failed(String),
 
+    #[error("{0}")]
+    Unavailable(String),
+
     #[error("{0} is not implemented yet")]
     Unimplemented(&'static str),
 
@@ -65,6 +68,7 @@ impl ReefError {
             ReefError::FailedPrecondition(_) => Code::FailedPrecondition,
             ReefError::DeadlineExceeded(_) => Code::DeadlineExceeded,
             ReefError::Failed(_) => Code::Unknown,
+            ReefError::Unavailable(_) => Code::Unavailable,
             ReefError::Unimplemented(_) => Code::Unimplemented,
             ReefError::Internal(_) => Code::Internal,
         }

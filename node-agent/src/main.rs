@@ -6,6 +6,7 @@ mod config;
 mod containers;
 mod cri;
 mod error;
+mod events;
 mod instrument;
 mod pods;
 mod records;
@@ -97,16 +98,25 @@ fn run(config: Config) -> anyhow::Result<()> {
         let puller = Puller::new(store, registries, unpack, config.images.max_concurrent_downloads);
         let (root, state, monitor) = (config.root_dir.clone(), config.state_dir.clone(), config.monitor_binary());
         let cgroup_parent = config.cgroup_parent.clone();
+        let events = std::sync::Arc::new(events::Events::default());
+        let bus = std::sync::Arc::clone(&events);
         let (pods, containers) = tokio::task::spawn_blocking(move || {
-            Ok::<_, std::io::Error>((
-                pods::Pods::open(&root, &state, monitor)?,
-                containers::Containers::open(&root, &state, &cgroup_parent)?,
-            ))
+            let pods = pods::Pods::open(&root, &state, monitor)?;
+            let containers = containers::Containers::open(&root, &state, &cgroup_parent, bus)?;
+            for pod in pods.list() {
+                containers.watch_pod(&pods, &pod.id);
+            }
+            Ok::<_, std::io::Error>((pods, containers))
         })
         .await
         .context("load pods and containers")?
         .context("load pods and containers")?;
-        let agent = agent::Agent::new(config, puller, pods, containers);
+        let agent = agent::Agent::new(config, puller, pods, containers, events);
+        let watcher = std::sync::Arc::clone(&agent);
+        std::thread::Builder::new()
+            .name("reefd-exits".into())
+            .spawn(move || watcher.containers.exit_watch().run(|id| watcher.containers.exited(&watcher.pods, id)))
+            .context("start the exit watch")?;
         let socket = lock.bind()?;
         server::serve(agent, socket, signals).await
     })

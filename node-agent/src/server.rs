@@ -105,6 +105,7 @@ impl ShutdownSignals {
 
 pub async fn serve(agent: Arc<Agent>, socket: Socket, mut signals: ShutdownSignals) -> anyhow::Result<()> {
     let cri = Cri::new(Arc::clone(&agent));
+    let events = Arc::clone(&agent.events);
     let Socket { listener, path, _lock } = socket;
     tracing::info!(socket = %path.display(), version = env!("CARGO_PKG_VERSION"), "reefd serving");
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -131,6 +132,8 @@ pub async fn serve(agent: Arc<Agent>, socket: Socket, mut signals: ShutdownSigna
         }
         name = signal => {
             tracing::info!(signal = name, "shutting down, finishing calls in flight");
+            // Event streams never finish by themselves: they end now rather than hold the stop up.
+            events.close();
             let _ = stop_tx.send(());
             match tokio::time::timeout(SHUTDOWN_GRACE, &mut server).await {
                 Ok(result) => result.context("server task")?.context("serve")?,

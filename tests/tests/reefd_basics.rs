@@ -42,7 +42,8 @@ async fn version_and_status_describe_the_runtime() {
         }),
     };
     assert_eq!(rt.update_runtime_config(bad).await.expect_err("bad CIDR").code(), tonic::Code::InvalidArgument);
-    let err = rt.list_metric_descriptors(cri::ListMetricDescriptorsRequest {}).await.expect_err("not implemented yet");
+    let err =
+        rt.checkpoint_container(cri::CheckpointContainerRequest::default()).await.expect_err("not implemented yet");
     assert_eq!(err.code(), tonic::Code::Unimplemented);
 }
 

@@ -11,8 +11,9 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use super::ReefApi;
 use crate::agent::Agent;
-use crate::cri::image_pull::parse;
+use crate::cri::image_pull::{parse, publish_image};
 use crate::error::ReefError;
+use crate::events::Action;
 
 type Item = Result<api::PullImageProgress, tonic::Status>;
 
@@ -45,6 +46,7 @@ pub async fn handle(
         let last = match result {
             Ok(record) => {
                 tracing::info!(image = %reference, id = %record.id, "pulled");
+                publish_image(&agent, Action::Pulled, &record.id, &reference.to_string());
                 Ok(api::PullImageProgress {
                     event: Some(api::pull_image_progress::Event::Done(api::PullDone {
                         image_id: record.id,

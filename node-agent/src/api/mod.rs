@@ -1,5 +1,6 @@
 //! Reef's own API (proto/reef/v1): what rctl and orchestrators need beyond the CRI.
 
+mod events;
 mod image_pull;
 mod info;
 
@@ -36,5 +37,11 @@ impl api::reef_server::Reef for ReefApi {
         request: Request<api::PullImageRequest>,
     ) -> Result<Response<Self::PullImageStream>, Status> {
         call("reef.PullImage", image_pull::handle(Arc::clone(&self.agent), request.into_inner())).await
+    }
+
+    type EventsStream = Pin<Box<dyn tokio_stream::Stream<Item = Result<api::Event, Status>> + Send>>;
+
+    async fn events(&self, request: Request<api::EventsRequest>) -> Result<Response<Self::EventsStream>, Status> {
+        call("reef.Events", async { events::handle(&self.agent, request.into_inner()) }).await
     }
 }

@@ -7,9 +7,12 @@
 //! State is never cached here: it is asked of the monitor, or read from the exit record the monitor wrote when
 //! the monitor is gone, so it is right after any restart of reefd.
 
+mod events;
+pub mod exits;
+
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::RwLock;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use k8s_cri::v1 as cri;
@@ -19,7 +22,10 @@ use reef_runtime::monitor::protocol::{ContainerState, ErrorKind, ExitRecord, Req
 use reef_runtime::rootfs::{self, Overlay};
 use serde::{Deserialize, Serialize};
 
+use self::events::Phase;
+use self::exits::ExitWatch;
 use crate::error::ReefError;
+use crate::events::Events;
 use crate::pods::{PodState, Pods};
 use crate::records::{Names, Records};
 use crate::spec::{self, PodNamespaces, SpecInput};
@@ -85,6 +91,12 @@ pub struct Containers {
     records: Records,
     names: Names,
     map: RwLock<HashMap<String, ContainerRecord>>,
+    events: Arc<Events>,
+    /// What was last published for each container (events.rs).
+    phases: Mutex<HashMap<String, Phase>>,
+    exit_watch: ExitWatch,
+    /// When this reefd loaded the records (ns): exits after it are this reefd's to publish.
+    opened_at: i64,
 }
 
 fn internal(what: &str) -> impl Fn(std::io::Error) -> ReefError + '_ {
@@ -112,7 +124,12 @@ fn ok_state(response: Response) -> Result<Option<ContainerState>, ReefError> {
 }
 
 impl Containers {
-    pub fn open(root_dir: &Path, state_dir: &Path, default_cgroup_parent: &str) -> std::io::Result<Containers> {
+    pub fn open(
+        root_dir: &Path,
+        state_dir: &Path,
+        default_cgroup_parent: &str,
+        events: Arc<Events>,
+    ) -> std::io::Result<Containers> {
         let records = Records::open(&root_dir.join("containers/records"))?;
         let names = Names::default();
         let mut map = HashMap::new();
@@ -128,9 +145,22 @@ impl Containers {
             records,
             names,
             map: RwLock::new(map),
+            events,
+            phases: Mutex::default(),
+            exit_watch: ExitWatch::new(),
+            opened_at: reef_images::pull::now_nanos(),
         };
         containers.sweep_orphans();
         Ok(containers)
+    }
+
+    /// Starts watching a pod's directory for its containers' exits (RunPodSandbox, and each pod at startup).
+    pub fn watch_pod(&self, pods: &Pods, pod_id: &str) {
+        self.exit_watch.watch(&pods.pod_dir(pod_id));
+    }
+
+    pub fn exit_watch(&self) -> &ExitWatch {
+        &self.exit_watch
     }
 
     fn upper_dir(&self, id: &str) -> PathBuf {
@@ -326,19 +356,27 @@ impl Containers {
             return Err(e);
         }
         self.map.write().unwrap_or_else(|p| p.into_inner()).insert(id, record.clone());
+        self.advance(pods, &record, Phase::Created);
         Ok(record)
     }
 
     pub fn start(&self, pods: &Pods, id: &str) -> Result<(), ReefError> {
         let c = self.get(id).ok_or_else(|| ReefError::NotFound(format!("container {id:?} not found")))?;
-        ok_state(monitor_call(pods, &c.pod_id, &Request::Start { id: c.id.clone() })?).map(|_| ())
+        ok_state(monitor_call(pods, &c.pod_id, &Request::Start { id: c.id.clone() })?)?;
+        self.advance(pods, &c, Phase::Started);
+        Ok(())
     }
 
     /// The stop signal, then SIGKILL once `timeout` has passed. A stopped or missing container is fine.
     pub fn stop(&self, pods: &Pods, id: &str, timeout: Duration) -> Result<(), ReefError> {
         let Some(c) = self.get(id) else { return Ok(()) };
         // Only a running process has anything to stop; a created one stays created, as in containerd.
-        if !matches!(self.observe(pods, &c), Observed::Running { .. }) {
+        let observed = self.observe(pods, &c);
+        if !matches!(observed, Observed::Running { .. }) {
+            // It may have exited a moment ago: once StopContainer returns, its Stopped is out.
+            if self.exit_unpublished(&c, &observed) {
+                self.advance(pods, &c, Phase::Stopped);
+            }
             return Ok(());
         }
         let signal = |sig: i32| {
@@ -347,11 +385,13 @@ impl Containers {
         if !timeout.is_zero() {
             signal(c.stop_signal)?;
             if self.wait_exit(pods, &c, timeout) {
+                self.advance(pods, &c, Phase::Stopped);
                 return Ok(());
             }
         }
         signal(nix::sys::signal::Signal::SIGKILL as i32)?;
         if self.wait_exit(pods, &c, Duration::from_secs(10)) {
+            self.advance(pods, &c, Phase::Stopped);
             Ok(())
         } else {
             Err(ReefError::Failed(format!("container {} did not exit after SIGKILL", c.id)))
@@ -511,6 +551,7 @@ impl Containers {
         self.records.delete(&c.id).map_err(internal("delete container record"))?;
         self.names.release(&c.reserved_name);
         self.map.write().unwrap_or_else(|p| p.into_inner()).remove(&c.id);
+        self.deleted(pods, &c);
         Ok(())
     }
 

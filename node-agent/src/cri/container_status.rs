@@ -4,7 +4,7 @@ use std::sync::Arc;
 use k8s_cri::v1 as cri;
 
 use crate::agent::Agent;
-use crate::containers::{ContainerRecord, Observed};
+use crate::containers::{ContainerRecord, Containers, Observed};
 use crate::error::ReefError;
 
 /// The CRI state, timestamps (ns), exit code and reason of an observed container.
@@ -27,22 +27,25 @@ pub fn cri_state(c: &ContainerRecord, observed: &Observed) -> (i32, i64, i64, i3
     }
 }
 
-pub async fn handle(
-    agent: Arc<Agent>,
-    req: cri::ContainerStatusRequest,
-) -> Result<cri::ContainerStatusResponse, ReefError> {
-    let c = agent
-        .containers
-        .get(&req.container_id)
-        .ok_or_else(|| ReefError::NotFound(format!("container {:?} not found", req.container_id)))?;
-    let observed = {
-        let (agent, c) = (Arc::clone(&agent), c.clone());
-        tokio::task::spawn_blocking(move || agent.containers.observe(&agent.pods, &c))
-            .await
-            .map_err(|e| ReefError::Internal(format!("container status task: {e}")))?
-    };
-    let (state, started_at, finished_at, exit_code, reason) = cri_state(&c, &observed);
-    let status = cri::ContainerStatus {
+/// The CRI status of a container as observed now; its resources are what its cgroup holds now.
+pub fn status_of(containers: &Containers, c: &ContainerRecord, observed: &Observed) -> cri::ContainerStatus {
+    let (state, started_at, finished_at, exit_code, reason) = cri_state(c, observed);
+    // What the container was created with, with the limits its cgroup holds now on top (they change with
+    // UpdateContainerResources).
+    let mut resources = c
+        .plan()
+        .and_then(|p| p.cgroup.as_ref())
+        .map(|g| cri::ContainerResources { linux: Some(linux_resources(&g.resources)), ..Default::default() });
+    if let (Some(linux), Some(now)) = (
+        resources.as_mut().and_then(|r| r.linux.as_mut()),
+        containers.cgroup_path(c).and_then(|p| reef_runtime::cgroups::limits(&p)),
+    ) {
+        linux.memory_limit_in_bytes = now.memory_limit.map(|m| m as i64).unwrap_or_default();
+        linux.cpu_shares = now.cpu_shares.map(|s| s as i64).unwrap_or(linux.cpu_shares);
+        linux.cpu_quota = now.cpu_quota.unwrap_or_default();
+        linux.cpu_period = now.cpu_period.map(|p| p as i64).unwrap_or(linux.cpu_period);
+    }
+    cri::ContainerStatus {
         id: c.id.clone(),
         metadata: Some(cri::ContainerMetadata { name: c.name.clone(), attempt: c.attempt }),
         state,
@@ -75,11 +78,26 @@ pub async fn handle(
                 supplemental_groups: p.additional_gids.iter().map(|g| i64::from(*g)).collect(),
             }),
         }),
-        resources: c
-            .plan()
-            .and_then(|p| p.cgroup.as_ref())
-            .map(|g| cri::ContainerResources { linux: Some(linux_resources(&g.resources)), ..Default::default() }),
+        resources,
         ..Default::default()
+    }
+}
+
+pub async fn handle(
+    agent: Arc<Agent>,
+    req: cri::ContainerStatusRequest,
+) -> Result<cri::ContainerStatusResponse, ReefError> {
+    let c = agent
+        .containers
+        .get(&req.container_id)
+        .ok_or_else(|| ReefError::NotFound(format!("container {:?} not found", req.container_id)))?;
+    let status = {
+        let (agent, c) = (Arc::clone(&agent), c.clone());
+        tokio::task::spawn_blocking(move || {
+            status_of(&agent.containers, &c, &agent.containers.observe(&agent.pods, &c))
+        })
+        .await
+        .map_err(|e| ReefError::Internal(format!("container status task: {e}")))?
     };
     let mut info = HashMap::new();
     if req.verbose {

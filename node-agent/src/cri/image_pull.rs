@@ -4,6 +4,7 @@ use reef_images::registry::Credentials;
 
 use crate::agent::Agent;
 use crate::error::ReefError;
+use crate::events::{Action, Event, Subject};
 
 pub async fn handle(agent: &Agent, req: cri::PullImageRequest) -> Result<cri::PullImageResponse, ReefError> {
     let image = req.image.map(|i| i.image).unwrap_or_default();
@@ -15,7 +16,12 @@ pub async fn handle(agent: &Agent, req: cri::PullImageRequest) -> Result<cri::Pu
         .await
         .map_err(|source| ReefError::Pull { image: reference.to_string(), source })?;
     tracing::info!(image = %reference, id = %record.id, "pulled");
+    publish_image(agent, Action::Pulled, &record.id, &reference.to_string());
     Ok(cri::PullImageResponse { image_ref: record.id })
+}
+
+pub fn publish_image(agent: &Agent, action: Action, id: &str, name: &str) {
+    agent.events.publish(|_| Some(Event::new(Subject::Image, action, id, name, "")));
 }
 
 pub fn parse(image: &str) -> Result<ImageRef, ReefError> {

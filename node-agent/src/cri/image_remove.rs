@@ -2,6 +2,7 @@ use k8s_cri::v1 as cri;
 
 use crate::agent::Agent;
 use crate::error::ReefError;
+use crate::events::Action;
 
 /// Removing an image that is not there succeeds: kubelet's image GC and critest both rely on it.
 pub async fn handle(agent: &Agent, req: cri::RemoveImageRequest) -> Result<cri::RemoveImageResponse, ReefError> {
@@ -24,7 +25,10 @@ pub async fn handle(agent: &Agent, req: cri::RemoveImageRequest) -> Result<cri::
         .await
         .map_err(|e| ReefError::Internal(format!("remove image task: {e}")))?;
     match removed {
-        Ok((name, Some(id))) => tracing::info!(image = %name, %id, "removed"),
+        Ok((name, Some(id))) => {
+            tracing::info!(image = %name, %id, "removed");
+            super::image_pull::publish_image(agent, Action::Deleted, &id, &name);
+        }
         Ok((name, None)) => tracing::debug!(image = %name, "not present, nothing to remove"),
         Err(source) => return Err(ReefError::Image { image: String::new(), source }),
     }

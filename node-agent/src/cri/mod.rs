@@ -2,24 +2,27 @@
 //! module named for it (`image_pull.rs` for PullImage, …), which does the work against the agent's managers.
 
 mod container_create;
+pub(crate) mod container_events;
 mod container_exec_sync;
 mod container_list;
 mod container_remove;
 mod container_start;
 mod container_stats;
-mod container_status;
+pub(crate) mod container_status;
 mod container_stop;
 mod image_fs_info;
 mod image_list;
 pub(crate) mod image_pull;
 mod image_remove;
 mod image_status;
+mod metric_descriptors;
 mod runtime_config;
 mod sandbox_list;
+mod sandbox_metrics;
 mod sandbox_remove;
 mod sandbox_run;
 mod sandbox_stats;
-mod sandbox_status;
+pub(crate) mod sandbox_status;
 mod sandbox_stop;
 mod status;
 mod version;
@@ -212,17 +215,27 @@ impl cri::runtime_service_server::RuntimeService for Cri {
         call("ListPodSandboxStats", sandbox_stats::list(Arc::clone(&self.agent), request.into_inner())).await
     }
 
-    type GetContainerEventsStream =
-        Pin<Box<dyn tokio_stream::Stream<Item = Result<cri::ContainerEventResponse, Status>> + Send>>;
+    async fn list_metric_descriptors(
+        &self,
+        request: Request<cri::ListMetricDescriptorsRequest>,
+    ) -> Reply<cri::ListMetricDescriptorsResponse> {
+        call("ListMetricDescriptors", metric_descriptors::handle(request.into_inner())).await
+    }
+
+    async fn list_pod_sandbox_metrics(
+        &self,
+        request: Request<cri::ListPodSandboxMetricsRequest>,
+    ) -> Reply<cri::ListPodSandboxMetricsResponse> {
+        call("ListPodSandboxMetrics", sandbox_metrics::handle(Arc::clone(&self.agent), request.into_inner())).await
+    }
+
+    type GetContainerEventsStream = container_events::EventStream;
 
     async fn get_container_events(
         &self,
-        _request: Request<cri::GetEventsRequest>,
+        request: Request<cri::GetEventsRequest>,
     ) -> Reply<Self::GetContainerEventsStream> {
-        call("GetContainerEvents", async {
-            Err::<Self::GetContainerEventsStream, _>(ReefError::Unimplemented("GetContainerEvents"))
-        })
-        .await
+        call("GetContainerEvents", async { container_events::handle(&self.agent, request.into_inner()) }).await
     }
 
     not_yet! {
@@ -230,8 +243,6 @@ impl cri::runtime_service_server::RuntimeService for Cri {
         attach(cri::AttachRequest) -> cri::AttachResponse = "Attach";
         port_forward(cri::PortForwardRequest) -> cri::PortForwardResponse = "PortForward";
         checkpoint_container(cri::CheckpointContainerRequest) -> cri::CheckpointContainerResponse = "CheckpointContainer";
-        list_metric_descriptors(cri::ListMetricDescriptorsRequest) -> cri::ListMetricDescriptorsResponse = "ListMetricDescriptors";
-        list_pod_sandbox_metrics(cri::ListPodSandboxMetricsRequest) -> cri::ListPodSandboxMetricsResponse = "ListPodSandboxMetrics";
     }
 }
 

@@ -2,8 +2,10 @@ use std::sync::Arc;
 
 use k8s_cri::v1 as cri;
 
+use super::container_events::{pod_event, publish_pod};
 use crate::agent::Agent;
 use crate::error::ReefError;
+use crate::events::Action;
 
 /// Removing a pod that is not there succeeds (critest checks it).
 pub async fn handle(
@@ -14,12 +16,20 @@ pub async fn handle(
         return Err(ReefError::InvalidArgument("pod sandbox id is required".into()));
     }
     tokio::task::spawn_blocking(move || {
-        if let Some(pod) = agent.pods.get(&req.pod_sandbox_id) {
-            for c in agent.containers.of_pod(&pod.id) {
-                agent.containers.remove(&agent.pods, &c.id)?;
-            }
+        let Some(pod) = agent.pods.get(&req.pod_sandbox_id) else { return Ok(()) };
+        for c in agent.containers.of_pod(&pod.id) {
+            agent.containers.remove(&agent.pods, &c.id)?;
         }
-        agent.pods.remove(&req.pod_sandbox_id)
+        // Stopped first if it still ran: kubelet sees a pod die before it is deleted.
+        if let Some(stopped) = agent.pods.stop(&pod.id)? {
+            publish_pod(&agent, &stopped, Action::Stopped);
+        }
+        // Built while the record still exists: kubelet drops events that carry no pod status.
+        let pod = agent.pods.get(&pod.id).unwrap_or(pod);
+        let deleted = pod_event(&agent, &pod, Action::Deleted, agent.events.wants_cri());
+        agent.pods.remove(&pod.id)?;
+        agent.events.publish(|_| Some(deleted));
+        Ok(())
     })
     .await
     .map_err(|e| ReefError::Internal(format!("remove pod task: {e}")))??;

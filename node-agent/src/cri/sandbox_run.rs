@@ -2,17 +2,25 @@ use std::sync::Arc;
 
 use k8s_cri::v1 as cri;
 
+use super::container_events::publish_pod;
 use crate::agent::Agent;
 use crate::error::ReefError;
+use crate::events::Action;
 
 pub async fn handle(
     agent: Arc<Agent>,
     req: cri::RunPodSandboxRequest,
 ) -> Result<cri::RunPodSandboxResponse, ReefError> {
     let config = req.config.ok_or_else(|| ReefError::InvalidArgument("pod sandbox config is required".into()))?;
-    let pod = tokio::task::spawn_blocking(move || agent.pods.run(&config, &req.runtime_handler))
-        .await
-        .map_err(|e| ReefError::Internal(format!("run pod task: {e}")))??;
+    let pod = tokio::task::spawn_blocking(move || {
+        let pod = agent.pods.run(&config, &req.runtime_handler)?;
+        agent.containers.watch_pod(&agent.pods, &pod.id);
+        publish_pod(&agent, &pod, Action::Created);
+        publish_pod(&agent, &pod, Action::Started);
+        Ok::<_, ReefError>(pod)
+    })
+    .await
+    .map_err(|e| ReefError::Internal(format!("run pod task: {e}")))??;
     tracing::info!(pod = %pod.id, name = %pod.name, namespace = %pod.namespace, "pod ready");
     Ok(cri::RunPodSandboxResponse { pod_sandbox_id: pod.id })
 }

@@ -22,17 +22,11 @@ pub fn metadata(p: &PodRecord) -> cri::PodSandboxMetadata {
     }
 }
 
-pub async fn handle(
-    agent: &Agent,
-    req: cri::PodSandboxStatusRequest,
-) -> Result<cri::PodSandboxStatusResponse, ReefError> {
-    let pod = agent
-        .pods
-        .get(&req.pod_sandbox_id)
-        .ok_or_else(|| ReefError::NotFound(format!("pod sandbox {:?} not found", req.pod_sandbox_id)))?;
-    let status = cri::PodSandboxStatus {
+/// The CRI status of a pod from its record.
+pub fn status_of(pod: &PodRecord) -> cri::PodSandboxStatus {
+    cri::PodSandboxStatus {
         id: pod.id.clone(),
-        metadata: Some(metadata(&pod)),
+        metadata: Some(metadata(pod)),
         state: to_cri_state(pod.state),
         created_at: pod.created_at,
         network: Some(cri::PodSandboxNetworkStatus::default()),
@@ -49,7 +43,18 @@ pub async fn handle(
         labels: pod.labels.clone().into_iter().collect(),
         annotations: pod.annotations.clone().into_iter().collect(),
         runtime_handler: pod.runtime_handler.clone(),
-    };
+    }
+}
+
+pub async fn handle(
+    agent: &Agent,
+    req: cri::PodSandboxStatusRequest,
+) -> Result<cri::PodSandboxStatusResponse, ReefError> {
+    let pod = agent
+        .pods
+        .get(&req.pod_sandbox_id)
+        .ok_or_else(|| ReefError::NotFound(format!("pod sandbox {:?} not found", req.pod_sandbox_id)))?;
+    let status = status_of(&pod);
     let mut info = HashMap::new();
     if req.verbose {
         info.insert("info".to_string(), serde_json::to_string(&pod).unwrap_or_default());

@@ -2,8 +2,10 @@ use std::sync::Arc;
 
 use k8s_cri::v1 as cri;
 
+use super::container_events::publish_pod;
 use crate::agent::Agent;
 use crate::error::ReefError;
+use crate::events::Action;
 
 /// Stopping a pod that is already stopped, or gone, succeeds: kubelet retries stops.
 pub async fn handle(
@@ -20,7 +22,10 @@ pub async fn handle(
                 agent.containers.stop(&agent.pods, &c.id, std::time::Duration::ZERO)?;
             }
         }
-        agent.pods.stop(&req.pod_sandbox_id)
+        if let Some(pod) = agent.pods.stop(&req.pod_sandbox_id)? {
+            publish_pod(&agent, &pod, Action::Stopped);
+        }
+        Ok::<_, ReefError>(())
     })
     .await
     .map_err(|e| ReefError::Internal(format!("stop pod task: {e}")))??;

@@ -226,16 +226,18 @@ impl Pods {
         Ok(pod)
     }
 
-    /// Stops the pod: its network namespace goes, the record stays NotReady. Idempotent.
-    pub fn stop(&self, id: &str) -> Result<(), ReefError> {
-        let Some(mut pod) = self.get(id) else { return Ok(()) };
+    /// Stops the pod: its network namespace goes, the record stays NotReady. Idempotent; returns the pod when
+    /// this call is the one that stopped it.
+    pub fn stop(&self, id: &str) -> Result<Option<PodRecord>, ReefError> {
+        let Some(mut pod) = self.get(id) else { return Ok(None) };
         pin::unpin_one(&self.pod_dir(&pod.id).join("ns"), "net");
-        if pod.state != PodState::NotReady {
-            pod.state = PodState::NotReady;
-            self.records.save(&pod.id, &pod).map_err(internal("save pod record"))?;
-            self.pods.write().unwrap_or_else(|p| p.into_inner()).insert(pod.id.clone(), pod);
+        if pod.state == PodState::NotReady {
+            return Ok(None);
         }
-        Ok(())
+        pod.state = PodState::NotReady;
+        self.records.save(&pod.id, &pod).map_err(internal("save pod record"))?;
+        self.pods.write().unwrap_or_else(|p| p.into_inner()).insert(pod.id.clone(), pod.clone());
+        Ok(Some(pod))
     }
 
     /// Removes everything of the pod. A pod that is not there is fine.

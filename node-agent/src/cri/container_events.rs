@@ -1,0 +1,80 @@
+//! GetContainerEvents: kubelet's evented PLEG. Each event names the container (or, for pod events, the pod
+//! itself: kubelet recognises those by `container_id == pod id`) and carries the pod's status and all its
+//! containers' statuses as they were when it happened, as containerd sends them. kubelet drops events without a
+//! pod status, so a pod's own DELETED is built before its record goes.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use k8s_cri::v1 as cri;
+use tokio::sync::broadcast::error::RecvError;
+use tonic::Status;
+
+use super::{container_status, sandbox_status};
+use crate::agent::Agent;
+use crate::containers::Containers;
+use crate::error::ReefError;
+use crate::events::{Action, Event, Subject};
+use crate::pods::{PodRecord, Pods};
+
+pub type EventStream = Pin<Box<dyn tokio_stream::Stream<Item = Result<cri::ContainerEventResponse, Status>> + Send>>;
+
+/// Blocking: asks the pod's monitor for each container's state.
+pub fn snapshot(
+    pods: &Pods,
+    containers: &Containers,
+    pod_id: &str,
+    container_id: &str,
+    kind: cri::ContainerEventType,
+) -> Arc<cri::ContainerEventResponse> {
+    Arc::new(cri::ContainerEventResponse {
+        container_id: container_id.to_string(),
+        container_event_type: kind as i32,
+        created_at: reef_images::pull::now_nanos(),
+        pod_sandbox_status: pods.get(pod_id).map(|p| sandbox_status::status_of(&p)),
+        containers_statuses: containers
+            .of_pod(pod_id)
+            .iter()
+            .map(|c| container_status::status_of(containers, c, &containers.observe(pods, c)))
+            .collect(),
+    })
+}
+
+/// A pod's own event. Blocking (see `snapshot`).
+pub fn pod_event(agent: &Agent, pod: &PodRecord, action: Action, want_cri: bool) -> Event {
+    let mut event = Event::new(Subject::Pod, action, &pod.id, &pod.name, &pod.id)
+        .with("namespace", &pod.namespace)
+        .with("uid", &pod.uid);
+    if want_cri && let Some(kind) = action.cri_type() {
+        event.cri = Some(snapshot(&agent.pods, &agent.containers, &pod.id, &pod.id, kind));
+    }
+    event
+}
+
+pub fn publish_pod(agent: &Agent, pod: &PodRecord, action: Action) {
+    agent.events.publish(|want_cri| Some(pod_event(agent, pod, action, want_cri)));
+}
+
+pub fn handle(agent: &Agent, _req: cri::GetEventsRequest) -> Result<EventStream, ReefError> {
+    let (rx, listener) =
+        agent.events.subscribe_cri().ok_or_else(|| ReefError::Unavailable("reefd is shutting down".into()))?;
+    let stream = futures::stream::unfold(Some((rx, listener)), |state| async move {
+        let (mut rx, listener) = state?;
+        loop {
+            match rx.recv().await {
+                Ok(Event { cri: Some(response), .. }) => {
+                    return Some((Ok((*response).clone()), Some((rx, listener))));
+                }
+                Ok(_) => continue,
+                Err(RecvError::Lagged(n)) => {
+                    let status = Status::unavailable(format!("the event stream fell {n} events behind: relist"));
+                    return Some((Err(status), None));
+                }
+                Err(RecvError::Closed) => {
+                    return Some((Err(Status::unavailable("container events subscription closed by server")), None));
+                }
+            }
+        }
+    });
+    Ok(Box::pin(stream))
+}

@@ -65,10 +65,30 @@ pub struct LaunchPlan {
     /// A seccomp BPF program (`sock_filter` entries), installed just before the process becomes the container's.
     #[serde(default)]
     pub seccomp: Option<Vec<u8>>,
+    /// Device nodes to create in the container's /dev (the device cgroup rules come with the cgroup plan).
+    #[serde(default)]
+    pub devices: Vec<DevicePlan>,
+    /// The OOM killer's bias for the container. Lowering it needs CAP_SYS_RESOURCE, which some hosts deny even
+    /// to root: then the inherited value stays, rather than failing the container.
+    #[serde(default)]
+    pub oom_score_adj: Option<i32>,
     /// Namespaced kernel parameters (`net.ipv4.ip_unprivileged_port_start` = `0`), written from inside the
     /// container's namespaces before /proc/sys turns read-only.
     #[serde(default)]
     pub sysctls: Vec<(String, String)>,
+}
+
+/// A device node inside the container, as the OCI spec's `linux.devices` describes it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DevicePlan {
+    pub path: String,
+    /// `c` (character) or `b` (block).
+    pub kind: char,
+    pub major: i64,
+    pub minor: i64,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -203,6 +223,7 @@ fn child_error(plan: &LaunchPlan, step: Step, errno: nix::errno::Errno, index: u
         Step::MaskPath => plan.masked_paths.get(index as usize).cloned(),
         Step::Sysctl => plan.sysctls.get(index as usize).map(|(k, v)| format!("{k}={v}")),
         Step::ReadonlyPath => plan.readonly_paths.get(index as usize).cloned(),
+        Step::Device => plan.devices.get(index as usize).map(|d| d.path.clone()),
         _ => None,
     };
     LaunchError::Child { step, detail, errno }

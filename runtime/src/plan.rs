@@ -89,6 +89,21 @@ pub fn plan_from_spec(spec: &Spec) -> Result<LaunchPlan, PlanError> {
         additional_gids: user.additional_gids().clone().unwrap_or_default(),
         no_new_privileges: process.no_new_privileges().unwrap_or(false),
         seccomp,
+        devices: linux
+            .devices()
+            .iter()
+            .flatten()
+            .map(|d| crate::launch::DevicePlan {
+                path: d.path().display().to_string(),
+                kind: if d.typ() == oci_spec::runtime::LinuxDeviceType::B { 'b' } else { 'c' },
+                major: d.major(),
+                minor: d.minor(),
+                mode: d.file_mode().unwrap_or(0o666),
+                uid: d.uid().unwrap_or(0),
+                gid: d.gid().unwrap_or(0),
+            })
+            .collect(),
+        oom_score_adj: process.oom_score_adj(),
         sysctls: {
             let mut v: Vec<(String, String)> = linux.sysctl().clone().unwrap_or_default().into_iter().collect();
             v.sort();

@@ -74,6 +74,8 @@ fn plan(rootfs: &Path, script: &str) -> LaunchPlan {
         rlimits: vec![("RLIMIT_NOFILE".into(), 512, 512)],
         cgroup: None,
         sysctls: vec![],
+        devices: vec![],
+        oom_score_adj: None,
         seccomp: None,
     }
 }

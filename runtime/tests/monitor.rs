@@ -57,6 +57,8 @@ fn plan(rootfs: &Path, script: &str) -> LaunchPlan {
         rlimits: vec![],
         cgroup: None,
         sysctls: vec![],
+        devices: vec![],
+        oom_score_adj: None,
         seccomp: None,
     }
 }

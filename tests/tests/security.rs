@@ -225,3 +225,39 @@ async fn proc_paths_are_masked_or_read_only_and_a_read_only_root_stays_read_only
     assert!(!privileged.lines().any(|l| l.starts_with("mount /proc/")), "privileged sees all of /proc: {privileged}");
     rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod }).await.unwrap();
 }
+
+#[tokio::test]
+async fn devices_are_mapped_in_with_only_the_access_asked_for_and_oom_score_adj_applies() {
+    require_e2e!();
+    let s = setup().await;
+    let mut rt = s.reefd.runtime().await;
+    let sandbox = pod_config(&s, "devices");
+    let pod = run_pod(&mut rt, &sandbox).await;
+    let script = "echo hi > /dev/xnull && echo null-written; stat -c 'null %t,%T %a' /dev/xnull; \
+                  (echo reef-test > /dev/xkmsg) 2>/dev/null && echo kmsg-written || echo kmsg-refused; \
+                  echo oom=$(cat /proc/self/oom_score_adj)";
+    let mut c = container_config(&s, "mapped", script);
+    c.devices = vec![
+        cri::Device { host_path: "/dev/null".into(), container_path: "/dev/xnull".into(), permissions: "rw".into() },
+        // Not one of the standard nodes every container may use: only the rule asked for applies.
+        cri::Device { host_path: "/dev/kmsg".into(), container_path: "/dev/xkmsg".into(), permissions: "r".into() },
+    ];
+    c.linux.as_mut().unwrap().resources =
+        Some(cri::LinuxContainerResources { oom_score_adj: 500, ..Default::default() });
+    let id = create(&mut rt, &pod, &sandbox, c).await.expect("create");
+    rt.start_container(cri::StartContainerRequest { container_id: id.clone() }).await.expect("start");
+    assert_eq!(wait_exited(&mut rt, &id).await.exit_code, 0);
+    let out = std::fs::read_to_string(s.logs.path().join("mapped.log")).unwrap();
+    assert!(out.contains("null-written") && out.contains("null 1,3 666"), "{out}");
+    assert!(out.contains("kmsg-refused"), "read-only by the device cgroup: {out}");
+    assert!(out.contains("oom=500"), "{out}");
+
+    let mut bad = container_config(&s, "not-a-device", "true");
+    bad.devices = vec![cri::Device {
+        host_path: "/etc/hostname".into(),
+        container_path: "/dev/x".into(),
+        permissions: "r".into(),
+    }];
+    assert_eq!(create(&mut rt, &pod, &sandbox, bad).await.unwrap_err().code(), Code::InvalidArgument);
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod }).await.unwrap();
+}

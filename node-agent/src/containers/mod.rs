@@ -7,6 +7,7 @@
 //! State is never cached here: it is asked of the monitor, or read from the exit record the monitor wrote when
 //! the monitor is gone, so it is right after any restart of reefd.
 
+mod devices;
 mod events;
 pub mod exits;
 
@@ -312,6 +313,7 @@ impl Containers {
                 cgroup_path: cgroup_path(&pod.cgroup_parent, &self.default_cgroup_parent, &id),
                 user: &user,
                 available_capabilities: &self.available_capabilities,
+                devices: &devices::lookup(&config.devices)?,
             })
             .map_err(|e| ReefError::InvalidArgument(e.to_string()))?;
             let mut spec = spec;

@@ -4,6 +4,7 @@
 //! …), and `build` lists them in the order precedence needs: defaults, then the process, then mounts, then
 //! security, then privileged overrides. The functions are pure: no filesystem, no clock, so each rule has a test.
 
+pub mod devices;
 mod mounts;
 mod namespaces;
 mod process;
@@ -48,6 +49,8 @@ pub struct SpecInput<'a> {
     pub cgroup_path: String,
     /// Who the process runs as, resolved against the image's /etc/passwd and /etc/group (`user_request`).
     pub user: &'a reef_runtime::users::ResolvedUser,
+    /// The node's devices to map in, looked up by the caller.
+    pub devices: &'a [devices::HostDevice],
     /// The capabilities the runtime holds (`CAP_*`), which bound what privileged can mean; empty: all.
     pub available_capabilities: &'a [String],
 }
@@ -76,6 +79,7 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
     // Always: the device rules come with the resources, whether kubelet set any limit or not.
     let requested = input.container.linux.as_ref().and_then(|l| l.resources.clone()).unwrap_or_default();
     resources::with_resources(&mut spec, &requested, security.privileged)?;
+    devices::with_devices(&mut spec, input.devices)?;
     if let Some(linux) = spec.linux_mut() {
         linux.set_cgroups_path(Some(input.cgroup_path.clone().into()));
     }
@@ -130,6 +134,7 @@ pub(crate) mod fixture {
             cgroup_path: "kubepods/pod1/reef-c".into(),
             user: &Default::default(),
             available_capabilities: &[],
+            devices: &[],
         })
     }
 }

@@ -203,6 +203,12 @@ fn init(p: &Prepared<'_>, reports: i32, start: i32) -> ! {
     if dev_is_tmpfs {
         check(reports, Step::CreateDevices, create_devices(&root));
     }
+    for (i, d) in plan.devices.iter().enumerate() {
+        if let Err(e) = create_device(&root, d) {
+            send_failed_at(reports, Step::Device, e, i as u32);
+            sys::exit_now(1);
+        }
+    }
     check(reports, Step::PivotRoot, pivot(&root));
     drop(root);
     if plan.readonly_rootfs {
@@ -229,6 +235,9 @@ fn init(p: &Prepared<'_>, reports: i32, start: i32) -> ! {
     }
     if let Some(name) = &plan.hostname {
         check(reports, Step::Hostname, nix::unistd::sethostname(name));
+    }
+    if let Some(adj) = plan.oom_score_adj {
+        set_oom_score_adj(adj);
     }
     if let Some(program) = &plan.seccomp {
         check(reports, Step::Seccomp, sys::install_seccomp(program));
@@ -445,6 +454,48 @@ fn create_devices(root: &OwnedFd) -> nix::Result<()> {
         }
     }
     Ok(())
+}
+
+/// A device node the spec asks for, created below the root (its parents made as needed) with its owner and mode.
+fn create_device(root: &OwnedFd, d: &super::DevicePlan) -> nix::Result<()> {
+    let (parent, name) = match d.path.trim_end_matches('/').rsplit_once('/') {
+        Some((parent, name)) if !name.is_empty() && name != ".." && name != "." => (parent, name),
+        _ => return Err(Errno::EINVAL),
+    };
+    let dir = if parent.is_empty() {
+        resolve_in_root(root, "/", OFlag::O_DIRECTORY | OFlag::O_PATH)?
+    } else {
+        drop(ensure_target(root, parent, false)?);
+        resolve_in_root(root, parent, OFlag::O_DIRECTORY | OFlag::O_PATH)?
+    };
+    let kind = if d.kind == 'b' { SFlag::S_IFBLK } else { SFlag::S_IFCHR };
+    let dev = nix::sys::stat::makedev(d.major as u64, d.minor as u64);
+    match nix::sys::stat::mknodat(&dir, name, kind, Mode::from_bits_truncate(d.mode), dev) {
+        // A standard node already there (kubelet may map /dev/null onto itself) is replaced by the asked one.
+        Err(Errno::EEXIST) => {
+            nix::unistd::unlinkat(&dir, name, nix::unistd::UnlinkatFlags::NoRemoveDir)?;
+            nix::sys::stat::mknodat(&dir, name, kind, Mode::from_bits_truncate(d.mode), dev)?;
+        }
+        other => other?,
+    }
+    nix::sys::stat::fchmodat(
+        &dir,
+        name,
+        Mode::from_bits_truncate(d.mode),
+        nix::sys::stat::FchmodatFlags::NoFollowSymlink,
+    )?;
+    nix::unistd::fchownat(
+        &dir,
+        name,
+        Some(Uid::from_raw(d.uid)),
+        Some(Gid::from_raw(d.gid)),
+        nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+    )
+}
+
+/// Raising always works; lowering may be refused (no CAP_SYS_RESOURCE): the inherited value then stays.
+fn set_oom_score_adj(adj: i32) {
+    let _ = std::fs::write("/proc/self/oom_score_adj", adj.to_string());
 }
 
 /// pivot_root(".", ".") stacks the old root on the new one; detaching it leaves only the container's view.

@@ -35,11 +35,13 @@ pub enum Step {
     NoNewPrivileges,
     WaitStart,
     Exec,
+    Device,
+    OomScoreAdj,
     Unknown,
 }
 
 impl Step {
-    const ALL: [Step; 25] = [
+    const ALL: [Step; 27] = [
         Step::Pipe,
         Step::Fork,
         Step::Stdio,
@@ -65,6 +67,8 @@ impl Step {
         Step::NoNewPrivileges,
         Step::WaitStart,
         Step::Exec,
+        Step::Device,
+        Step::OomScoreAdj,
     ];
 
     fn from_u32(v: u32) -> Step {

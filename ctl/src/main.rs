@@ -3,7 +3,9 @@
 mod cli;
 mod client;
 mod commands;
+mod config_file;
 mod output;
+mod parse;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -40,9 +42,30 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let timeout = match cli.command {
         Command::Pull(_) => Duration::from_secs(cli.timeout.max(30 * 60)),
+        // Pulling the image is part of run; the container itself may run for as long as it likes.
+        Command::Run(_) => Duration::from_secs(cli.timeout.max(30 * 60)),
         _ => Duration::from_secs(cli.timeout),
     };
-    let clients = Clients::connect(&cli.endpoint, timeout).await?;
+    let connect = || Clients::connect(&cli.endpoint, timeout);
+    // What can be checked without reefd is checked first: a bad file or flag never leaves half a job done.
+    match &cli.command {
+        Command::Runp(a) => {
+            let config = config_file::load_pod(&a.pod_config)?;
+            return commands::runp::run(&connect().await?, config, &a.pod_config).await;
+        }
+        Command::Create(a) => {
+            let container = config_file::load_container(&a.container_config)?;
+            let sandbox = config_file::load_pod(&a.pod_config)?;
+            return commands::create::run(&connect().await?, &a.pod, container, sandbox).await;
+        }
+        Command::Run(a) => {
+            let plan = commands::run::plan(a)?;
+            return commands::run::run(&connect().await?, plan).await;
+        }
+        Command::Update(a) => commands::update::check(a)?,
+        _ => {}
+    }
+    let clients = connect().await?;
     match &cli.command {
         Command::Version(a) => commands::version::run(&clients, a).await,
         Command::Info(a) => commands::info::run(&clients, a).await,
@@ -61,10 +84,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Rmp(a) => commands::lifecycle::rmp(&clients, a).await,
         Command::Inspect(a) => commands::inspect::container(&clients, a).await,
         Command::Inspectp(a) => commands::inspect::pod(&clients, a).await,
+        Command::Start(a) => commands::start::run(&clients, a).await,
+        Command::Stats(a) => commands::stats::run(&clients, a).await,
+        Command::Update(a) => commands::update::run(&clients, a).await,
+        Command::Events(a) => commands::events::run(&clients, a).await,
+        Command::Runp(_) | Command::Create(_) | Command::Run(_) => unreachable!("handled above"),
     }
 }
 
-/// `rctl exec` exits with the command's own status.
+/// `rctl exec` and `rctl run` exit with the command's own status.
 #[derive(Debug)]
 pub struct ExitStatus(pub i32);
 

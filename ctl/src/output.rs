@@ -48,6 +48,47 @@ pub fn human_size(bytes: u64) -> String {
     format!("{text}{}", UNITS[unit])
 }
 
+/// Sizes as docker stats prints them: binary units, four significant digits ("1.953MiB", "64MiB").
+pub fn human_binary(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut size = bytes as f64;
+    let mut unit = 0;
+    while size >= 1024.0 && unit < UNITS.len() - 1 {
+        size /= 1024.0;
+        unit += 1;
+    }
+    let int_digits = if size >= 1000.0 {
+        4
+    } else if size >= 100.0 {
+        3
+    } else if size >= 10.0 {
+        2
+    } else {
+        1
+    };
+    let text = format!("{size:.prec$}", prec = 4usize.saturating_sub(int_digits));
+    let text = if text.contains('.') { text.trim_end_matches('0').trim_end_matches('.').to_string() } else { text };
+    format!("{text}{}", UNITS[unit])
+}
+
+/// Unix nanoseconds as RFC 3339 in UTC with nanoseconds, as docker events prints time.
+pub fn rfc3339_nano(nanos: i64) -> String {
+    let secs = nanos.div_euclid(1_000_000_000);
+    let frac = nanos.rem_euclid(1_000_000_000);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{frac:09}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
 /// The 12 hex digits docker shows for an id.
 pub fn short_id(id: &str) -> String {
     id.strip_prefix("sha256:").unwrap_or(id).chars().take(12).collect()
@@ -77,6 +118,16 @@ mod tests {
         assert_eq!(human_size(56_700_000), "56.7MB");
         assert_eq!(human_size(537_000_000), "537MB");
         assert_eq!(human_size(1_000_000_000), "1GB");
+    }
+
+    #[test]
+    fn binary_sizes_and_times_look_like_docker_s() {
+        assert_eq!(human_binary(64 << 20), "64MiB");
+        assert_eq!(human_binary(2_048_000), "1.953MiB");
+        assert_eq!(human_binary(512), "512B");
+        assert_eq!(human_binary(8_200_000_000), "7.637GiB");
+        assert_eq!(rfc3339_nano(0), "1970-01-01T00:00:00.000000000Z");
+        assert_eq!(rfc3339_nano(951_782_400_000_000_001), "2000-02-29T00:00:00.000000001Z");
     }
 
     #[test]

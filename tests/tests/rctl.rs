@@ -160,3 +160,245 @@ async fn rctl_lists_inspects_execs_logs_stops_and_removes_pods_and_containers() 
     assert!(rctl(&reefd, &["rmp", &pod]).status.success());
     assert_eq!(stdout(&rctl(&reefd, &["pods", "-q"])).trim(), "");
 }
+
+/// A registry with busybox and a reefd that has not pulled it: `rctl run` must.
+struct Node {
+    reefd: Reefd,
+    _registry: Registry,
+    image: String,
+    logs: tempfile::TempDir,
+}
+
+fn node() -> Node {
+    let registry = Registry::start();
+    let image = ImageBuilder::new().layer(busybox_layer(), Compression::Gzip).build();
+    push_image(&registry.addr(), "busybox", "1", &image, None);
+    let reefd = Reefd::start(&format!("[registry]\ninsecure = [\"{}\"]\n", registry.addr()));
+    let image = format!("{}/busybox:1", registry.addr());
+    Node { reefd, _registry: registry, image, logs: tempfile::tempdir().expect("log root") }
+}
+
+impl Node {
+    /// `rctl run --log-root <the test's dir> ARGS...`
+    fn run(&self, args: &[&str]) -> Output {
+        let log_root = self.logs.path().display().to_string();
+        let mut all = vec!["run", "--log-root", log_root.as_str()];
+        all.extend_from_slice(args);
+        rctl(&self.reefd, &all)
+    }
+
+    fn log_dirs(&self) -> Vec<String> {
+        std::fs::read_dir(self.logs.path())
+            .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+            .unwrap_or_default()
+    }
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn rctl_run_in_the_foreground_pulls_streams_and_passes_the_exit_code_through() {
+    require_e2e!();
+    let n = node();
+    let fg = n.run(&["--name", "fg", &n.image, "sh", "-c", "echo out; echo err >&2; exit 7"]);
+    assert_eq!(fg.status.code(), Some(7), "{}", stderr(&fg));
+    assert_eq!(stdout(&fg), "out\n", "the container's stdout, and nothing else");
+    let err = stderr(&fg);
+    assert!(err.contains(&format!("Unable to find image '{}' locally", n.image)), "{err}");
+    assert!(err.ends_with("err\n"), "{err}");
+    let ps = stdout(&rctl(&n.reefd, &["ps", "-a"]));
+    assert!(ps.contains("fg") && ps.contains("Exited (7)"), "without --rm the container stays: {ps}");
+
+    let ok = n.run(&["--rm", &n.image, "true"]);
+    assert_eq!(ok.status.code(), Some(0), "{}", stderr(&ok));
+    assert!(!stderr(&ok).contains("Unable to find"), "the image is there now");
+}
+
+#[test]
+fn rctl_run_rm_leaves_nothing_and_flags_reach_the_container() {
+    require_e2e!();
+    let n = node();
+    let data = tempfile::tempdir().unwrap();
+    std::fs::write(data.path().join("f"), "content\n").unwrap();
+    let volume = format!("{}:/data:ro", data.path().display());
+    let script = "echo $A; cat /data/f; touch /data/x 2>/dev/null || echo ro; echo $(id -u):$(id -g); pwd";
+    let out = n.run(&[
+        "--rm",
+        "--name",
+        "flags",
+        "-e",
+        "A=hello",
+        "-v",
+        &volume,
+        "-u",
+        "1000:1001",
+        "-w",
+        "/tmp",
+        &n.image,
+        "sh",
+        "-c",
+        script,
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "hello\ncontent\nro\n1000:1001\n/tmp\n");
+    assert_eq!(stdout(&rctl(&n.reefd, &["ps", "-a", "-q"])).trim(), "", "--rm removes the container");
+    assert_eq!(stdout(&rctl(&n.reefd, &["pods", "-q"])).trim(), "", "and its pod");
+    assert!(n.log_dirs().is_empty(), "and the log directory rctl made: {:?}", n.log_dirs());
+
+    let host = nix::unistd::gethostname().unwrap().to_string_lossy().into_owned();
+    let shared = n.run(&["--rm", "--net=host", "--pid=host", &n.image, "sh", "-c", "hostname; cat /proc/1/comm"]);
+    assert_eq!(shared.status.code(), Some(0), "{}", stderr(&shared));
+    let text = stdout(&shared);
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some(host.as_str()), "the node's hostname with --net=host");
+    let init = std::fs::read_to_string("/proc/1/comm").unwrap();
+    assert_eq!(lines.next(), Some(init.trim()), "the node's PID 1 with --pid=host");
+
+    let refused = n.run(&["--memory", "lots", &n.image]);
+    assert_eq!(refused.status.code(), Some(2), "a bad flag is a usage error");
+    assert!(stderr(&refused).contains("lots"), "{}", stderr(&refused));
+}
+
+#[test]
+fn rctl_run_detached_then_logs_follow_stats_and_update() {
+    require_e2e!();
+    let n = node();
+    let d = n.run(&["-d", "--name", "talker", &n.image, "sh", "-c", "for i in 1 2 3; do echo line$i; sleep 0.3; done"]);
+    assert!(d.status.success(), "{}", stderr(&d));
+    let talker = stdout(&d).trim().to_string();
+    assert_eq!(talker.len(), 64, "the container id: {talker}");
+    let started = std::time::Instant::now();
+    let follow = rctl(&n.reefd, &["logs", "-f", &talker]);
+    assert!(follow.status.success(), "{}", stderr(&follow));
+    assert_eq!(stdout(&follow), "line1\nline2\nline3\n", "every line, once the container is done");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+
+    let d = n.run(&["-d", "--name", "capped", "--memory", "64m", "--cpus", "0.5", &n.image, "sleep", "300"]);
+    assert!(d.status.success(), "{}", stderr(&d));
+    let id = stdout(&d).trim().to_string();
+
+    let stats = stdout(&rctl(&n.reefd, &["stats", "--no-stream"]));
+    let mut lines = stats.lines();
+    let header = lines.next().unwrap_or_default();
+    for column in ["CONTAINER ID", "NAME", "CPU %", "MEM USAGE / LIMIT", "MEM %", "PIDS"] {
+        assert!(header.contains(column), "{header}");
+    }
+    let row = lines.find(|l| l.contains("capped")).unwrap_or_else(|| panic!("a row for capped: {stats}"));
+    assert!(row.starts_with(&id[..12]), "{row}");
+    assert!(row.contains("/ 64MiB"), "{row}");
+    assert!(row.trim_end().ends_with(" 1"), "one task (sleep): {row}");
+    let json: serde_json::Value =
+        serde_json::from_slice(&rctl(&n.reefd, &["stats", "--no-stream", "-o", "json", &id[..12]]).stdout).unwrap();
+    assert_eq!(json[0]["memory_limit"], 64u64 << 20);
+    assert_eq!(json[0]["pids"], 1);
+
+    if std::path::Path::new("/sys/fs/cgroup/memory").exists() {
+        let cgroup = format!("{}/reef-{id}", n.reefd.cgroup_parent());
+        let read = |ctrl: &str, file: &str| {
+            std::fs::read_to_string(format!("/sys/fs/cgroup/{ctrl}/{cgroup}/{file}"))
+                .unwrap_or_default()
+                .trim()
+                .to_string()
+        };
+        let cpu = if std::path::Path::new("/sys/fs/cgroup/cpu,cpuacct").exists() { "cpu,cpuacct" } else { "cpu" };
+        assert_eq!(read("memory", "memory.limit_in_bytes"), (64u64 << 20).to_string());
+        assert_eq!(read(cpu, "cpu.cfs_quota_us"), "50000");
+        let up = rctl(&n.reefd, &["update", "--memory", "128m", &id]);
+        assert!(up.status.success(), "{}", stderr(&up));
+        assert_eq!(read("memory", "memory.limit_in_bytes"), (128u64 << 20).to_string());
+        assert_eq!(read(cpu, "cpu.cfs_quota_us"), "50000", "the CPU limit not given stays");
+        assert!(rctl(&n.reefd, &["update", "--cpus", "1.5", &id]).status.success());
+        assert_eq!(read(cpu, "cpu.cfs_quota_us"), "150000");
+        assert_eq!(read("memory", "memory.limit_in_bytes"), (128u64 << 20).to_string());
+    }
+    let nothing = rctl(&n.reefd, &["update", &id]);
+    assert!(!nothing.status.success() && stderr(&nothing).contains("nothing to update"));
+}
+
+#[test]
+fn rctl_events_prints_the_lifecycle_as_it_happens() {
+    require_e2e!();
+    use std::io::BufRead;
+    let n = node();
+    let bin = reefd_bin().with_file_name("rctl");
+    let mut events = Command::new(&bin)
+        .arg("--endpoint")
+        .arg(n.reefd.socket())
+        .args(["events", "--type", "container", "--type", "pod"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("rctl events");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let out = n.run(&["--rm", "--name", "watched", &n.image, "sh", "-c", "exit 4"]);
+    assert_eq!(out.status.code(), Some(4));
+    let mut reader = std::io::BufReader::new(events.stdout.take().unwrap());
+    let mut seen = Vec::new();
+    let mut line = String::new();
+    while seen.len() < 8 && reader.read_line(&mut line).unwrap_or(0) > 0 {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        seen.push(format!("{} {}", words[1], words[2]));
+        if words[1] == "container" && words[2] == "stopped" {
+            assert!(line.contains("exitCode=4") && line.contains("name=watched"), "{line}");
+        }
+        line.clear();
+    }
+    let _ = events.kill();
+    let _ = events.wait();
+    assert_eq!(
+        seen,
+        [
+            "pod created",
+            "pod started",
+            "container created",
+            "container started",
+            "container stopped",
+            "container deleted",
+            "pod stopped",
+            "pod deleted"
+        ]
+    );
+}
+
+#[test]
+fn rctl_runp_create_and_start_take_crictl_config_files() {
+    require_e2e!();
+    let n = node();
+    assert!(rctl(&n.reefd, &["pull", &n.image]).status.success());
+    let dir = tempfile::tempdir().unwrap();
+    let pod_file = dir.path().join("pod.json");
+    std::fs::write(
+        &pod_file,
+        format!(
+            r#"{{"metadata": {{"name": "files", "namespace": "default", "uid": "u-files"}},
+                "log_directory": "{}", "linux": {{}}}}"#,
+            n.logs.path().display()
+        ),
+    )
+    .unwrap();
+    let container_file = dir.path().join("container.yaml");
+    std::fs::write(
+        &container_file,
+        format!(
+            "metadata:\n  name: app\nimage:\n  image: {}\ncommand: [sh, -c, 'echo from-file']\nlog_path: app.log\n",
+            n.image
+        ),
+    )
+    .unwrap();
+    let runp = rctl(&n.reefd, &["runp", pod_file.to_str().unwrap()]);
+    assert!(runp.status.success(), "{}", stderr(&runp));
+    let pod = stdout(&runp).trim().to_string();
+    let create = rctl(&n.reefd, &["create", &pod, container_file.to_str().unwrap(), pod_file.to_str().unwrap()]);
+    assert!(create.status.success(), "{}", stderr(&create));
+    let id = stdout(&create).trim().to_string();
+    assert!(stdout(&rctl(&n.reefd, &["ps", "-a"])).contains("Created"));
+    assert!(rctl(&n.reefd, &["start", &id]).status.success());
+    assert_eq!(stdout(&rctl(&n.reefd, &["logs", "-f", &id])), "from-file\n");
+
+    std::fs::write(dir.path().join("bad.json"), r#"{"metadata": {"name": "x"}, "hostnam": "typo"}"#).unwrap();
+    let bad = rctl(&n.reefd, &["runp", dir.path().join("bad.json").to_str().unwrap()]);
+    assert!(!bad.status.success());
+    assert!(stderr(&bad).contains("hostnam"), "{}", stderr(&bad));
+    assert!(rctl(&n.reefd, &["rmp", &pod]).status.success());
+}

@@ -1,5 +1,7 @@
 //! One module per subcommand.
 
+pub mod create;
+pub mod events;
 pub mod exec;
 pub mod imagefsinfo;
 pub mod images;
@@ -12,6 +14,11 @@ pub mod pods;
 pub mod ps;
 pub mod pull;
 pub mod rmi;
+pub mod run;
+pub mod runp;
+pub mod start;
+pub mod stats;
+pub mod update;
 pub mod version;
 
 use k8s_cri::v1 as cri;

@@ -27,6 +27,8 @@ pub struct Config {
     pub cgroup_parent: String,
     pub images: ImagesConfig,
     pub registry: RegistryConfig,
+    /// The streaming server for Exec, Attach and PortForward.
+    pub streaming: crate::streaming::StreamingConfig,
 }
 
 impl Default for Config {
@@ -41,6 +43,7 @@ impl Default for Config {
             cgroup_parent: "reef".into(),
             images: ImagesConfig::default(),
             registry: RegistryConfig::default(),
+            streaming: crate::streaming::StreamingConfig::default(),
         }
     }
 }
@@ -115,6 +118,7 @@ impl Config {
             return Err(invalid("images.max_concurrent_downloads", "must be between 1 and 64".into()));
         }
         self.registry.validate().map_err(|e| invalid("registry", e.to_string()))?;
+        self.streaming.validate().map_err(|(key, reason)| invalid(&key, reason))?;
         Ok(())
     }
 

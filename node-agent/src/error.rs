@@ -41,6 +41,9 @@ pub enum ReefError {
     #[error("{0}")]
     Unavailable(String),
 
+    #[error("{0}")]
+    ResourceExhausted(String),
+
     #[error("{0} is not implemented yet")]
     Unimplemented(&'static str),
 
@@ -70,6 +73,7 @@ impl ReefError {
             ReefError::Failed(_) => Code::Unknown,
             ReefError::Unavailable(_) => Code::Unavailable,
             ReefError::Unimplemented(_) => Code::Unimplemented,
+            ReefError::ResourceExhausted(_) => Code::ResourceExhausted,
             ReefError::Internal(_) => Code::Internal,
         }
     }

@@ -12,6 +12,7 @@ mod pods;
 mod records;
 mod server;
 mod spec;
+mod streaming;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -111,7 +112,9 @@ fn run(config: Config) -> anyhow::Result<()> {
         .await
         .context("load pods and containers")?
         .context("load pods and containers")?;
-        let agent = agent::Agent::new(config, puller, pods, containers, events);
+        let (streaming, listener) = streaming::bind(&config.streaming).await?;
+        let agent = agent::Agent::new(config, puller, pods, containers, events, streaming);
+        streaming::spawn(listener, std::sync::Arc::clone(&agent));
         let watcher = std::sync::Arc::clone(&agent);
         std::thread::Builder::new()
             .name("reefd-exits".into())

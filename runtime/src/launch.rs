@@ -76,6 +76,10 @@ pub struct LaunchPlan {
     /// container's namespaces before /proc/sys turns read-only.
     #[serde(default)]
     pub sysctls: Vec<(String, String)>,
+    /// The process gets a terminal: its stdin is a pty slave, which becomes its controlling terminal in a session
+    /// of its own.
+    #[serde(default)]
+    pub terminal: bool,
 }
 
 /// A device node inside the container, as the OCI spec's `linux.devices` describes it.
@@ -282,6 +286,17 @@ pub fn spawn_exec(plan: &LaunchPlan, target: Pid, stdio: Stdio) -> Result<Pid, L
         }
         Some(protocol::Report::Ready) => Err(LaunchError::Unexpected("an exec reported Ready")),
     }
+}
+
+/// A pidfd for `pid` (a child of the caller): readable once the process exits, so an async caller can wait for it
+/// without a thread, then reap it with `waitpid`.
+pub fn pidfd(pid: Pid) -> nix::Result<OwnedFd> {
+    sys::pidfd_open(pid)
+}
+
+/// Sets the size of the terminal whose master (or slave) is `fd`; the foreground process group gets SIGWINCH.
+pub fn set_window_size(fd: std::os::fd::BorrowedFd<'_>, rows: u16, cols: u16) -> nix::Result<()> {
+    sys::set_window_size(fd, rows, cols)
 }
 
 /// Exit of a container process, as the CRI needs it.

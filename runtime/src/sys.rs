@@ -111,3 +111,32 @@ pub fn install_seccomp(program: &[u8]) -> nix::Result<()> {
     };
     if ret == 0 { Ok(()) } else { Err(nix::errno::Errno::last()) }
 }
+
+/// ioctl(fd, TIOCSCTTY, 0): makes the terminal on `fd` the controlling terminal of the caller, a session leader
+/// without one.
+pub fn set_controlling_terminal(fd: i32) -> nix::Result<()> {
+    // SAFETY: TIOCSCTTY takes an integer argument (0: do not steal from another session), no pointer.
+    let ret = unsafe { nix::libc::ioctl(fd, nix::libc::TIOCSCTTY, 0) };
+    if ret == 0 { Ok(()) } else { Err(nix::errno::Errno::last()) }
+}
+
+/// ioctl(fd, TIOCSWINSZ): the terminal's size in rows and columns.
+pub fn set_window_size(fd: BorrowedFd<'_>, rows: u16, cols: u16) -> nix::Result<()> {
+    use std::os::fd::AsRawFd;
+    let size = nix::libc::winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
+    // SAFETY: TIOCSWINSZ reads one `winsize` through the pointer, which points at a live local for the call.
+    let ret = unsafe { nix::libc::ioctl(fd.as_raw_fd(), nix::libc::TIOCSWINSZ, &size as *const nix::libc::winsize) };
+    if ret == 0 { Ok(()) } else { Err(nix::errno::Errno::last()) }
+}
+
+/// pidfd_open(2): a descriptor for `pid` that becomes readable when it exits.
+pub fn pidfd_open(pid: nix::unistd::Pid) -> nix::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: the syscall takes a pid and flags (0) and returns a new descriptor or -1; no pointers.
+    let ret = unsafe { nix::libc::syscall(nix::libc::SYS_pidfd_open, pid.as_raw(), 0) };
+    if ret < 0 {
+        return Err(nix::errno::Errno::last());
+    }
+    // SAFETY: a non-negative return is a fresh descriptor this process now owns, and only this OwnedFd closes it.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(ret as i32) })
+}

@@ -59,6 +59,7 @@ fn plan(rootfs: &Path, script: &str) -> LaunchPlan {
         sysctls: vec![],
         devices: vec![],
         oom_score_adj: None,
+        terminal: false,
         seccomp: None,
     }
 }

@@ -12,6 +12,7 @@ pub mod proxy;
 pub mod push;
 pub mod reefd;
 pub mod registry;
+pub mod spdy;
 
 pub fn e2e_enabled() -> bool {
     std::env::var("REEF_E2E").as_deref() == Ok("1")

@@ -413,18 +413,14 @@ impl Containers {
         }
     }
 
-    /// Runs `cmd` in the running container and collects its output (each stream capped at `max_output`). When
-    /// `timeout` passes, the exec's whole process group is killed and the call returns at once, even if something
-    /// it started still holds the pipes.
-    pub fn exec_sync(
+    /// How to run `cmd` in the running container `id`: its launch plan with `cmd` as the arguments, and its init's
+    /// pid, whose namespaces the exec joins.
+    pub fn exec_target(
         &self,
         pods: &Pods,
         id: &str,
         cmd: &[String],
-        timeout: Option<Duration>,
-        max_output: usize,
-    ) -> Result<(Vec<u8>, Vec<u8>, i32), ReefError> {
-        use std::os::fd::AsRawFd;
+    ) -> Result<(reef_runtime::launch::LaunchPlan, nix::unistd::Pid), ReefError> {
         let c = self.get(id).ok_or_else(|| ReefError::NotFound(format!("container {id:?} not found")))?;
         if cmd.is_empty() {
             return Err(ReefError::InvalidArgument("exec needs a command".into()));
@@ -438,6 +434,23 @@ impl Containers {
             .clone()
             .ok_or_else(|| ReefError::FailedPrecondition(format!("container {} has no exec plan", c.id)))?;
         plan.args = cmd.to_vec();
+        Ok((plan, nix::unistd::Pid::from_raw(state.pid)))
+    }
+
+    /// Runs `cmd` in the running container and collects its output (each stream capped at `max_output`). When
+    /// `timeout` passes, the exec's whole process group is killed and the call returns at once, even if something
+    /// it started still holds the pipes.
+    pub fn exec_sync(
+        &self,
+        pods: &Pods,
+        id: &str,
+        cmd: &[String],
+        timeout: Option<Duration>,
+        max_output: usize,
+    ) -> Result<(Vec<u8>, Vec<u8>, i32), ReefError> {
+        use std::os::fd::AsRawFd;
+        let (plan, target) = self.exec_target(pods, id, cmd)?;
+        let c = self.get(id).ok_or_else(|| ReefError::NotFound(format!("container {id:?} not found")))?;
         let pipe =
             || nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| ReefError::Internal(format!("pipe: {e}")));
         let ((out_r, out_w), (err_r, err_w)) = (pipe()?, pipe()?);
@@ -447,7 +460,7 @@ impl Containers {
             stdout: out_w.as_raw_fd(),
             stderr: err_w.as_raw_fd(),
         };
-        let pid = reef_runtime::launch::spawn_exec(&plan, nix::unistd::Pid::from_raw(state.pid), stdio)
+        let pid = reef_runtime::launch::spawn_exec(&plan, target, stdio)
             .map_err(|e| ReefError::Failed(crate::error::chain(&e)))?;
         drop((out_w, err_w, null));
         let deadline = timeout.map(|t| Instant::now() + t);

@@ -1,8 +1,10 @@
 //! The CRI services. The trait impls stay thin: each RPC goes through `instrument::call` to a handler in the
 //! module named for it (`image_pull.rs` for PullImage, …), which does the work against the agent's managers.
 
+mod container_attach;
 mod container_create;
 pub(crate) mod container_events;
+mod container_exec;
 mod container_exec_sync;
 mod container_list;
 mod container_remove;
@@ -19,6 +21,7 @@ mod metric_descriptors;
 mod runtime_config;
 mod sandbox_list;
 mod sandbox_metrics;
+mod sandbox_port_forward;
 mod sandbox_remove;
 mod sandbox_run;
 mod sandbox_stats;
@@ -215,6 +218,18 @@ impl cri::runtime_service_server::RuntimeService for Cri {
         call("ListPodSandboxStats", sandbox_stats::list(Arc::clone(&self.agent), request.into_inner())).await
     }
 
+    async fn exec(&self, request: Request<cri::ExecRequest>) -> Reply<cri::ExecResponse> {
+        call("Exec", container_exec::handle(Arc::clone(&self.agent), request.into_inner())).await
+    }
+
+    async fn attach(&self, request: Request<cri::AttachRequest>) -> Reply<cri::AttachResponse> {
+        call("Attach", container_attach::handle(Arc::clone(&self.agent), request.into_inner())).await
+    }
+
+    async fn port_forward(&self, request: Request<cri::PortForwardRequest>) -> Reply<cri::PortForwardResponse> {
+        call("PortForward", sandbox_port_forward::handle(Arc::clone(&self.agent), request.into_inner())).await
+    }
+
     async fn list_metric_descriptors(
         &self,
         request: Request<cri::ListMetricDescriptorsRequest>,
@@ -239,9 +254,6 @@ impl cri::runtime_service_server::RuntimeService for Cri {
     }
 
     not_yet! {
-        exec(cri::ExecRequest) -> cri::ExecResponse = "Exec";
-        attach(cri::AttachRequest) -> cri::AttachResponse = "Attach";
-        port_forward(cri::PortForwardRequest) -> cri::PortForwardResponse = "PortForward";
         checkpoint_container(cri::CheckpointContainerRequest) -> cri::CheckpointContainerResponse = "CheckpointContainer";
     }
 }

@@ -307,6 +307,10 @@ fn exec_child(p: &Prepared<'_>, reports: i32) -> ! {
     check(reports, Step::Stdio, set_stdio(p.stdio));
     sys::close_fds_except(&[reports]);
     let _ = nix::unistd::setsid();
+    if p.plan.terminal {
+        // A new session has no controlling terminal; the pty slave on stdin becomes this session's.
+        check(reports, Step::Stdio, sys::set_controlling_terminal(0));
+    }
     if let Some(program) = &p.plan.seccomp {
         check(reports, Step::Seccomp, sys::install_seccomp(program));
     }

@@ -1,0 +1,251 @@
+//! An exec session: a command run in a running container (as ExecSync does), its stdio wired to the client's
+//! streams, with a pty when asked. The exec is reefd's child in a session of its own; a client that goes away
+//! takes the whole session with it (SIGKILL), so nothing it started is left running.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+use super::fdio::Fd;
+use super::remotecommand::{Options, Outcome, Outlet, Session};
+use crate::agent::Agent;
+
+/// After the command exits, output still in flight gets this long to reach the client (something the command
+/// left running in the background may hold the pipes open forever).
+const DRAIN: Duration = Duration::from_secs(2);
+
+pub struct ExecRequest {
+    pub container_id: String,
+    pub cmd: Vec<String>,
+    pub opts: Options,
+}
+
+pub async fn run(agent: Arc<Agent>, req: ExecRequest, mut session: Session) {
+    let outcome = match exec(agent, &req, &mut session).await {
+        Ok(code) => Outcome::Exited { code, cmd: req.cmd.clone() },
+        Err(message) => {
+            tracing::warn!(container = %req.container_id, error = %message, "exec failed");
+            Outcome::Failed(message)
+        }
+    };
+    session.finish(outcome).await;
+}
+
+/// The process side of the exec's stdio: what reefd keeps, and what the exec gets.
+struct Stdio {
+    ours_in: Option<OwnedFd>,
+    ours_out: Option<OwnedFd>,
+    ours_err: Option<OwnedFd>,
+    /// The pty master, when there is a terminal (it is also `ours_in`/`ours_out`, duplicated).
+    tty: Option<OwnedFd>,
+    theirs: Vec<OwnedFd>,
+    fds: reef_runtime::launch::Stdio,
+}
+
+fn stdio(opts: Options) -> nix::Result<Stdio> {
+    use nix::fcntl::{FcntlArg, FdFlag, OFlag, fcntl};
+    let null = || nix::fcntl::open("/dev/null", OFlag::O_RDWR | OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty());
+    if opts.tty {
+        let pty = nix::pty::openpty(None, None)?;
+        for fd in [&pty.master, &pty.slave] {
+            fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))?;
+        }
+        let slave = pty.slave.as_raw_fd();
+        return Ok(Stdio {
+            ours_in: opts.stdin.then(|| pty.master.try_clone()).transpose().map_err(errno)?,
+            ours_out: Some(pty.master.try_clone().map_err(errno)?),
+            ours_err: None,
+            tty: Some(pty.master),
+            theirs: vec![pty.slave],
+            fds: reef_runtime::launch::Stdio { stdin: slave, stdout: slave, stderr: slave },
+        });
+    }
+    let mut theirs = Vec::new();
+    let mut pipe_or_null = |wanted: bool, reading: bool| -> nix::Result<(Option<OwnedFd>, i32)> {
+        if !wanted {
+            let n = null()?;
+            let raw = n.as_raw_fd();
+            theirs.push(n);
+            return Ok((None, raw));
+        }
+        let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
+        // `reading`: the exec reads this one (stdin), so reefd keeps the write end.
+        let (ours, their) = if reading { (w, r) } else { (r, w) };
+        let raw = their.as_raw_fd();
+        theirs.push(their);
+        Ok((Some(ours), raw))
+    };
+    let (ours_in, stdin) = pipe_or_null(opts.stdin, true)?;
+    let (ours_out, stdout) = pipe_or_null(opts.stdout, false)?;
+    let (ours_err, stderr) = pipe_or_null(opts.stderr, false)?;
+    Ok(Stdio {
+        ours_in,
+        ours_out,
+        ours_err,
+        tty: None,
+        theirs,
+        fds: reef_runtime::launch::Stdio { stdin, stdout, stderr },
+    })
+}
+
+async fn exec(agent: Arc<Agent>, req: &ExecRequest, session: &mut Session) -> Result<i32, String> {
+    let (id, cmd) = (req.container_id.clone(), req.cmd.clone());
+    let a = Arc::clone(&agent);
+    let (mut plan, target) = tokio::task::spawn_blocking(move || a.containers.exec_target(&a.pods, &id, &cmd))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| crate::error::chain(&e))?;
+    plan.terminal = req.opts.tty;
+    let io = stdio(req.opts).map_err(|e| format!("set up the exec's stdio: {e}"))?;
+    let fds = io.fds;
+    let pid = tokio::task::spawn_blocking(move || reef_runtime::launch::spawn_exec(&plan, target, fds))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| crate::error::chain(&e))?;
+    drop(io.theirs);
+    let exited = reef_runtime::launch::pidfd(pid).map_err(|e| format!("pidfd: {e}")).and_then(|fd| {
+        let fd = super::fdio::register(fd, tokio::io::Interest::READABLE).map_err(|e| format!("watch the exec: {e}"));
+        if fd.is_err() {
+            kill_session(pid);
+            let _ = reef_runtime::launch::wait(pid);
+        }
+        fd
+    })?;
+
+    let mut pumps = JoinSet::new();
+    let mut feeders = JoinSet::new();
+    let wrap = |fd: Option<OwnedFd>| fd.map(Fd::new).transpose();
+    let fail = |e: std::io::Error| {
+        kill_session(pid);
+        format!("exec stdio: {e}")
+    };
+    let (ours_in, ours_out, ours_err, tty) = (
+        wrap(io.ours_in).map_err(fail)?,
+        wrap(io.ours_out).map_err(fail)?,
+        wrap(io.ours_err).map_err(fail)?,
+        wrap(io.tty).map_err(fail)?,
+    );
+    if let (Some(fd), Some(outlet)) = (ours_out, session.stdout.take()) {
+        pumps.spawn(pump_out(fd, outlet));
+    }
+    if let (Some(fd), Some(outlet)) = (ours_err, session.stderr.take()) {
+        pumps.spawn(pump_out(fd, outlet));
+    }
+    if let (Some(fd), Some(rx)) = (ours_in, session.stdin.take()) {
+        feeders.spawn(pump_in(fd, rx));
+    }
+    if let (Some(tty), Some(rx)) = (tty, session.resize.take()) {
+        feeders.spawn(resize(tty, rx));
+    }
+
+    let gone = tokio::select! {
+        _ = exited.readable() => false,
+        _ = &mut session.gone => true,
+    };
+    if gone {
+        tracing::info!(container = %req.container_id, pid = pid.as_raw(), "exec client went away: killing the exec");
+        kill_session(pid);
+    }
+    let exit = tokio::task::spawn_blocking(move || reef_runtime::launch::wait(pid))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("wait for the exec: {e}"))?;
+    feeders.abort_all();
+    if gone {
+        pumps.abort_all();
+        return Ok(exit.code());
+    }
+    let drained = tokio::time::timeout(DRAIN, async { while pumps.join_next().await.is_some() {} }).await;
+    if drained.is_err() {
+        pumps.abort_all();
+    }
+    Ok(exit.code())
+}
+
+/// Everything in the exec's session: its process group, and groups a shell with job control made inside it.
+fn kill_session(pid: Pid) {
+    let _ = kill(Pid::from_raw(-pid.as_raw()), Signal::SIGKILL);
+    let Ok(entries) = std::fs::read_dir("/proc") else { return };
+    for e in entries.flatten() {
+        let Some(other) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{other}/stat")) else { continue };
+        // Fields after the parenthesised command: state ppid pgrp session ...
+        let session = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(3)?.parse::<i32>().ok());
+        if session == Some(pid.as_raw()) {
+            let _ = kill(Pid::from_raw(other), Signal::SIGKILL);
+        }
+    }
+}
+
+async fn pump_out(fd: Fd, outlet: Outlet) {
+    let mut buf = vec![0u8; 32 * 1024];
+    loop {
+        match fd.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if !outlet.send(Bytes::copy_from_slice(&buf[..n])).await {
+                    return;
+                }
+            }
+        }
+    }
+    outlet.close().await;
+}
+
+/// The client's stdin into the exec; its end closes the exec's stdin (for a pipe: EOF; a pty stays open).
+async fn pump_in(fd: Fd, mut rx: mpsc::Receiver<Bytes>) {
+    while let Some(data) = rx.recv().await {
+        if fd.write_all(&data).await.is_err() {
+            return;
+        }
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct TerminalSize {
+    #[serde(rename = "Width")]
+    width: u16,
+    #[serde(rename = "Height")]
+    height: u16,
+}
+
+/// Resize events: a stream of JSON objects, which SPDY may split or join across frames.
+async fn resize(tty: Fd, mut rx: mpsc::Receiver<Bytes>) {
+    let mut pending: Vec<u8> = Vec::new();
+    while let Some(data) = rx.recv().await {
+        pending.extend_from_slice(&data);
+        let mut sizes = serde_json::Deserializer::from_slice(&pending).into_iter::<TerminalSize>();
+        let mut used = 0;
+        loop {
+            match sizes.next() {
+                Some(Ok(size)) => {
+                    used = sizes.byte_offset();
+                    if let Err(e) = reef_runtime::launch::set_window_size(tty.borrow(), size.height, size.width) {
+                        tracing::debug!(error = %e, "resize the exec's terminal");
+                    }
+                }
+                Some(Err(e)) if e.is_eof() => break,
+                Some(Err(_)) => {
+                    // Garbage: drop what there is rather than keep growing.
+                    used = pending.len();
+                    break;
+                }
+                None => break,
+            }
+        }
+        pending.drain(..used);
+        if pending.len() > 4096 {
+            pending.clear();
+        }
+    }
+}
+
+fn errno(e: std::io::Error) -> nix::errno::Errno {
+    nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(nix::libc::EIO))
+}

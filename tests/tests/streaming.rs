@@ -1,0 +1,511 @@
+//! The streaming server, driven by real clients: a SPDY/3.1 client written against the protocol (tests/src/spdy.rs)
+//! and tokio-tungstenite for WebSocket, against a real reefd running real busybox containers.
+
+use std::time::{Duration, Instant};
+
+use futures::{SinkExt, StreamExt};
+use k8s_cri::v1 as cri;
+use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use reef_tests::cri::pull;
+use reef_tests::image::{Compression, ImageBuilder, busybox_layer};
+use reef_tests::push::push_image;
+use reef_tests::reefd::Reefd;
+use reef_tests::registry::Registry;
+use reef_tests::require_e2e;
+use reef_tests::spdy::{self, Client, Frame};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tonic::Code;
+use tonic::transport::Channel;
+
+struct Setup {
+    reefd: Reefd,
+    _registry: Registry,
+    image: String,
+    _logs: tempfile::TempDir,
+    rt: RuntimeServiceClient<Channel>,
+    pod: String,
+    sandbox: cri::PodSandboxConfig,
+}
+
+async fn setup(name: &str, extra: &str) -> Setup {
+    let registry = Registry::start();
+    let image = ImageBuilder::new().layer(busybox_layer(), Compression::Gzip).build();
+    push_image(&registry.addr(), "busybox", "1", &image, None);
+    let reefd = Reefd::start(&format!("{extra}\n[registry]\ninsecure = [\"{}\"]\n", registry.addr()));
+    let image = format!("{}/busybox:1", registry.addr());
+    pull(&mut reefd.images().await, &image).await.expect("pull busybox");
+    let logs = tempfile::tempdir().expect("log dir");
+    let sandbox = cri::PodSandboxConfig {
+        metadata: Some(cri::PodSandboxMetadata {
+            name: name.into(),
+            uid: format!("uid-{name}"),
+            namespace: "default".into(),
+            attempt: 0,
+        }),
+        hostname: name.into(),
+        log_directory: logs.path().display().to_string(),
+        ..Default::default()
+    };
+    let mut rt = reefd.runtime().await;
+    let pod = rt
+        .run_pod_sandbox(cri::RunPodSandboxRequest { config: Some(sandbox.clone()), runtime_handler: String::new() })
+        .await
+        .expect("RunPodSandbox")
+        .into_inner()
+        .pod_sandbox_id;
+    Setup { reefd, _registry: registry, image, _logs: logs, rt, pod, sandbox }
+}
+
+impl Setup {
+    /// A running container with `script` as its command.
+    async fn container(&mut self, name: &str, script: &str) -> String {
+        let config = cri::ContainerConfig {
+            metadata: Some(cri::ContainerMetadata { name: name.into(), attempt: 0 }),
+            image: Some(cri::ImageSpec { image: self.image.clone(), ..Default::default() }),
+            command: vec!["sh".into(), "-c".into(), script.into()],
+            log_path: format!("{name}.log"),
+            ..Default::default()
+        };
+        let id = self
+            .rt
+            .create_container(cri::CreateContainerRequest {
+                pod_sandbox_id: self.pod.clone(),
+                config: Some(config),
+                sandbox_config: Some(self.sandbox.clone()),
+            })
+            .await
+            .expect("CreateContainer")
+            .into_inner()
+            .container_id;
+        self.rt.start_container(cri::StartContainerRequest { container_id: id.clone() }).await.expect("start");
+        id
+    }
+
+    async fn exec_url(&mut self, id: &str, cmd: &[&str], stdin: bool, tty: bool) -> String {
+        self.rt
+            .exec(cri::ExecRequest {
+                container_id: id.into(),
+                cmd: cmd.iter().map(|s| s.to_string()).collect(),
+                tty,
+                stdin,
+                stdout: true,
+                stderr: !tty,
+            })
+            .await
+            .expect("Exec")
+            .into_inner()
+            .url
+    }
+}
+
+/// Opens the streams client-go opens for an exec, in its order: error, stdin, stdout, stderr, resize.
+async fn open_exec_streams(client: &mut Client, stdin: bool, stderr: bool, tty: bool) -> Vec<(String, u32)> {
+    let mut kinds = vec!["error"];
+    if stdin {
+        kinds.push("stdin");
+    }
+    kinds.push("stdout");
+    if stderr {
+        kinds.push("stderr");
+    }
+    if tty {
+        kinds.push("resize");
+    }
+    let mut ids = Vec::new();
+    for kind in kinds {
+        let id = client.open(&[("streamType", kind)]).await.expect("open stream");
+        ids.push((kind.to_string(), id));
+    }
+    ids
+}
+
+fn stream(ids: &[(String, u32)], kind: &str) -> u32 {
+    ids.iter().find(|(k, _)| k == kind).map(|(_, id)| *id).expect("stream")
+}
+
+fn status_json(bytes: &[u8]) -> serde_json::Value {
+    serde_json::from_slice(bytes).unwrap_or_else(|e| panic!("status {:?}: {e}", String::from_utf8_lossy(bytes)))
+}
+
+#[tokio::test]
+async fn spdy_exec_echoes_stdin_and_reports_the_exit_code_as_kubelet_does() {
+    require_e2e!();
+    let mut s = setup("spdyexec", "").await;
+    let id = s.container("main", "sleep 1000").await;
+    let url = s.exec_url(&id, &["sh", "-c", "cat; echo oops >&2; exit 3"], true, false).await;
+    assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+    let (mut client, reply) =
+        Client::connect(&url, &["v4.channel.k8s.io", "v3.channel.k8s.io"]).await.expect("SPDY upgrade");
+    assert_eq!(reply.header("X-Stream-Protocol-Version"), Some("v4.channel.k8s.io"));
+    assert_eq!(reply.header("Upgrade"), Some("SPDY/3.1"));
+    let ids = open_exec_streams(&mut client, true, true, false).await;
+    client.send(stream(&ids, "stdin"), b"hello over spdy\n", false).await.unwrap();
+    client.send(stream(&ids, "stdin"), b"", true).await.unwrap();
+    let got = spdy::collect(&mut client, Duration::from_secs(10)).await;
+    assert_eq!(got.data.get(&stream(&ids, "stdout")).map(|d| &d[..]), Some(&b"hello over spdy\n"[..]));
+    assert_eq!(got.data.get(&stream(&ids, "stderr")).map(|d| &d[..]), Some(&b"oops\n"[..]));
+    let status = status_json(&got.data[&stream(&ids, "error")]);
+    assert_eq!(status["status"], "Failure");
+    assert_eq!(status["reason"], "NonZeroExitCode");
+    assert_eq!(status["details"]["causes"][0]["reason"], "ExitCode");
+    assert_eq!(status["details"]["causes"][0]["message"], "3");
+    assert!(got.fin.contains(&stream(&ids, "stdout")) && got.fin.contains(&stream(&ids, "error")));
+    assert!(got.goaway, "the server ends the connection with GOAWAY");
+
+    // The token was single-use.
+    let err = Client::connect(&url, &["v4.channel.k8s.io"]).await.err().expect("a used token is refused");
+    assert_eq!(err.status, 404);
+    let (base, _) = url.rsplit_once('/').unwrap();
+    let err = Client::connect(&format!("{base}/made-up-token"), &["v4.channel.k8s.io"]).await.err().unwrap();
+    assert_eq!(err.status, 404);
+}
+
+#[tokio::test]
+async fn spdy_exec_with_a_tty_gets_a_terminal_its_size_and_exit_zero() {
+    require_e2e!();
+    let mut s = setup("spdytty", "").await;
+    let id = s.container("main", "sleep 1000").await;
+    let script = "[ -t 0 ] && echo is-a-tty; read line; stty size; echo got:$line";
+    let url = s.exec_url(&id, &["sh", "-c", script], true, true).await;
+    let (mut client, _) = Client::connect(&url, &["v4.channel.k8s.io"]).await.expect("upgrade");
+    let ids = open_exec_streams(&mut client, true, false, true).await;
+    // Split across two frames, as a resize JSON may be.
+    client.send(stream(&ids, "resize"), br#"{"Width":100,"#, false).await.unwrap();
+    client.send(stream(&ids, "resize"), br#""Height":40}"#, false).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    client.send(stream(&ids, "stdin"), b"typed\r", false).await.unwrap();
+    let got = spdy::collect(&mut client, Duration::from_secs(10)).await;
+    let out =
+        String::from_utf8_lossy(got.data.get(&stream(&ids, "stdout")).map(|d| &d[..]).unwrap_or_default()).into_owned();
+    assert!(out.contains("is-a-tty"), "{out:?}");
+    assert!(out.contains("40 100"), "{out:?}");
+    assert!(out.contains("got:typed"), "{out:?}");
+    assert_eq!(status_json(&got.data[&stream(&ids, "error")])["status"], "Success");
+}
+
+#[tokio::test]
+async fn spdy_negotiation_and_upgrade_failures_are_answered_like_kubelet() {
+    require_e2e!();
+    let mut s = setup("spdyneg", "").await;
+    let id = s.container("main", "sleep 1000").await;
+    let url = s.exec_url(&id, &["true"], false, false).await;
+    let err = Client::connect(&url, &["v99.channel.k8s.io"]).await.err().expect("refused");
+    assert_eq!(err.status, 403);
+    assert!(err.body.contains("unable to negotiate protocol"), "{}", err.body);
+    assert!(err.header("X-Accepted-Stream-Protocol-Versions").is_some());
+
+    let url = s.exec_url(&id, &["true"], false, false).await;
+    let (_, reply) = spdy::request(&url, "POST", &[("X-Stream-Protocol-Version", "v4.channel.k8s.io")]).await;
+    assert_eq!(reply.status, 400);
+    assert!(reply.body.contains("missing upgrade headers"), "{}", reply.body);
+
+    // An oversized frame ends the connection instead of being buffered.
+    let url = s.exec_url(&id, &["sleep", "30"], true, false).await;
+    let (mut client, _) = Client::connect(&url, &["v4.channel.k8s.io"]).await.expect("upgrade");
+    let ids = open_exec_streams(&mut client, true, true, false).await;
+    let mut frame = stream(&ids, "stdin").to_be_bytes().to_vec();
+    frame.extend_from_slice(&[0, 0x20, 0, 0]);
+    client.write_raw(&frame).await.unwrap();
+    let ended = tokio::time::timeout(Duration::from_secs(10), async { while client.next().await.is_some() {} }).await;
+    assert!(ended.is_ok(), "the server closes a connection that sends a 2 MiB frame");
+
+    // Unknown containers and bad requests fail at the CRI call.
+    let bad =
+        s.rt.exec(cri::ExecRequest {
+            container_id: "nope".into(),
+            cmd: vec!["true".into()],
+            stdout: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), Code::NotFound);
+    let bad =
+        s.rt.exec(cri::ExecRequest { container_id: id.clone(), cmd: vec!["true".into()], ..Default::default() })
+            .await
+            .unwrap_err();
+    assert_eq!(bad.code(), Code::InvalidArgument);
+    let bad =
+        s.rt.exec(cri::ExecRequest {
+            container_id: id.clone(),
+            cmd: vec!["true".into()],
+            tty: true,
+            stdout: true,
+            stderr: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), Code::InvalidArgument);
+}
+
+async fn ws_connect(
+    url: &str,
+    protocol: &str,
+) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
+    let mut req = url.replace("http://", "ws://").into_client_request().unwrap();
+    if !protocol.is_empty() {
+        req.headers_mut().insert("Sec-WebSocket-Protocol", protocol.parse().unwrap());
+    }
+    let (ws, resp) = tokio_tungstenite::connect_async(req).await.expect("websocket upgrade");
+    if !protocol.is_empty() {
+        assert_eq!(resp.headers().get("sec-websocket-protocol").and_then(|v| v.to_str().ok()), Some(protocol));
+    }
+    ws
+}
+
+/// Reads channel messages until the server closes; returns the bytes per channel.
+async fn ws_collect<S>(ws: &mut S, base64: bool) -> Vec<Vec<u8>>
+where
+    S: futures::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
+    use base64::Engine;
+    let mut channels = vec![Vec::new(); 8];
+    let _ = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(Ok(msg)) = ws.next().await {
+            let (ch, data) = match msg {
+                Message::Binary(b) if !b.is_empty() => (b[0] as usize, b[1..].to_vec()),
+                Message::Text(t) if base64 && !t.is_empty() => {
+                    let t = t.as_str();
+                    let ch = (t.as_bytes()[0] - b'0') as usize;
+                    (ch, base64::engine::general_purpose::STANDARD.decode(&t[1..]).expect("base64"))
+                }
+                Message::Close(_) => break,
+                _ => continue,
+            };
+            if ch < channels.len() {
+                channels[ch].extend(data);
+            }
+        }
+    })
+    .await;
+    channels
+}
+
+#[tokio::test]
+async fn websocket_exec_v5_closes_stdin_and_reports_the_exit_code() {
+    require_e2e!();
+    let mut s = setup("wsexec", "").await;
+    let id = s.container("main", "sleep 1000").await;
+    let url = s.exec_url(&id, &["sh", "-c", "cat; exit 7"], true, false).await;
+    let mut ws = ws_connect(&url, "v5.channel.k8s.io").await;
+    ws.send(Message::Binary([&[0u8][..], b"over websocket\n"].concat().into())).await.unwrap();
+    // v5's close signal for stdin: cat sees the end of its input.
+    ws.send(Message::Binary(vec![255u8, 0].into())).await.unwrap();
+    let channels = ws_collect(&mut ws, false).await;
+    assert_eq!(channels[1], b"over websocket\n");
+    let status = status_json(&channels[3]);
+    assert_eq!(status["reason"], "NonZeroExitCode");
+    assert_eq!(status["details"]["causes"][0]["message"], "7");
+}
+
+#[tokio::test]
+async fn websocket_exec_base64_and_the_old_protocols() {
+    require_e2e!();
+    let mut s = setup("wsb64", "").await;
+    let id = s.container("main", "sleep 1000").await;
+    let url = s.exec_url(&id, &["sh", "-c", "echo hi; echo there >&2"], false, false).await;
+    let mut ws = ws_connect(&url, "base64.channel.k8s.io").await;
+    let channels = ws_collect(&mut ws, true).await;
+    assert_eq!(channels[1], b"hi\n");
+    assert_eq!(channels[2], b"there\n");
+    // Before v4, success writes nothing on the error channel.
+    assert!(channels[3].is_empty(), "{:?}", channels[3]);
+
+    let url = s.exec_url(&id, &["sh", "-c", "exit 2"], false, false).await;
+    let mut ws = ws_connect(&url, "v4.channel.k8s.io").await;
+    let channels = ws_collect(&mut ws, false).await;
+    assert_eq!(status_json(&channels[3])["details"]["causes"][0]["message"], "2");
+}
+
+/// Processes whose command line mentions `marker` (busybox runs `sleep` inside forks of its shell, so they all
+/// carry the shell's command line).
+fn sleeps(marker: &str) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| String::from_utf8_lossy(&c).contains(marker))
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
+}
+
+async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !check() {
+        assert!(Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_client_that_vanishes_mid_stream_leaves_no_process_or_fd_behind() {
+    require_e2e!();
+    let mut s = setup("vanish", "").await;
+    let id = s.container("main", "sleep 1000").await;
+    let reefd_pid = s.reefd.pid().expect("reefd pid");
+    // A warm-up exec, so lazily opened descriptors are part of the baseline.
+    let url = s.exec_url(&id, &["true"], false, false).await;
+    let (mut c, _) = Client::connect(&url, &["v4.channel.k8s.io"]).await.unwrap();
+    open_exec_streams(&mut c, false, true, false).await;
+    spdy::collect(&mut c, Duration::from_secs(10)).await;
+    drop(c);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let baseline = open_fds(reefd_pid);
+
+    for (tty, marker) in [(false, "98761"), (true, "98762")] {
+        let script = format!("sleep {marker} & sleep {marker}1 & echo ready; wait");
+        let url = s.exec_url(&id, &["sh", "-c", &script], true, tty).await;
+        let (mut client, _) = Client::connect(&url, &["v4.channel.k8s.io"]).await.unwrap();
+        let ids = open_exec_streams(&mut client, true, !tty, tty).await;
+        let out = stream(&ids, "stdout");
+        let mut seen = Vec::new();
+        while !String::from_utf8_lossy(&seen).contains("ready") {
+            match tokio::time::timeout(Duration::from_secs(10), client.next()).await.expect("output") {
+                Some(Frame::Data { stream, data, .. }) if stream == out => seen.extend(data),
+                Some(_) => {}
+                None => panic!("connection ended early"),
+            }
+        }
+        assert!(sleeps(marker).len() >= 3, "the shell and its two background sleeps run");
+        drop(client);
+        eventually("the exec's processes are killed when its client goes away", || sleeps(marker).is_empty()).await;
+    }
+    eventually("reefd's descriptors return to their baseline", || open_fds(reefd_pid) <= baseline).await;
+}
+
+#[tokio::test]
+async fn an_unused_url_expires() {
+    require_e2e!();
+    let mut s = setup("expire", "[streaming]\ntoken_ttl_seconds = 1\n").await;
+    let id = s.container("main", "sleep 1000").await;
+    let url = s.exec_url(&id, &["true"], false, false).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let err = Client::connect(&url, &["v4.channel.k8s.io"]).await.err().expect("an expired token is refused");
+    assert_eq!(err.status, 404);
+}
+
+async fn port_forward_url(s: &mut Setup) -> String {
+    s.rt.port_forward(cri::PortForwardRequest { pod_sandbox_id: s.pod.clone(), port: vec![8080] })
+        .await
+        .expect("PortForward")
+        .into_inner()
+        .url
+}
+
+/// A server in the pod on 127.0.0.1:8080 (its own loopback): answers each connection with `got:` and the
+/// line it read.
+const ECHO_SERVER: &str = "printf 'read x; echo got:$x\\n' > /tmp/h; nc -ll -p 8080 -e sh /tmp/h";
+
+async fn wait_listening(s: &mut Setup, id: &str) {
+    for _ in 0..100 {
+        let r =
+            s.rt.exec_sync(cri::ExecSyncRequest {
+                container_id: id.into(),
+                cmd: vec!["sh".into(), "-c".into(), "netstat -ltn | grep -q :8080".into()],
+                timeout: 5,
+            })
+            .await
+            .expect("ExecSync");
+        if r.into_inner().exit_code == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the pod's server never listened");
+}
+
+#[tokio::test]
+async fn spdy_port_forward_reaches_the_pods_loopback_both_ways() {
+    require_e2e!();
+    let mut s = setup("spdypf", "").await;
+    let id = s.container("server", ECHO_SERVER).await;
+    wait_listening(&mut s, &id).await;
+    let url = port_forward_url(&mut s).await;
+    let (mut client, reply) = Client::connect(&url, &["portforward.k8s.io"]).await.expect("upgrade");
+    assert_eq!(reply.header("X-Stream-Protocol-Version"), Some("portforward.k8s.io"));
+    for (request, line) in [("0", "first"), ("1", "second")] {
+        let error = client.open(&[("streamType", "error"), ("port", "8080"), ("requestID", request)]).await.unwrap();
+        let data = client.open(&[("streamType", "data"), ("port", "8080"), ("requestID", request)]).await.unwrap();
+        client.send(data, format!("{line}\n").as_bytes(), false).await.unwrap();
+        let mut got = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            assert!(Instant::now() < deadline, "no answer: {:?}", String::from_utf8_lossy(&got));
+            match tokio::time::timeout(Duration::from_secs(10), client.next()).await.expect("frame") {
+                Some(Frame::Data { stream, data: d, fin }) if stream == data => {
+                    got.extend(d);
+                    if fin {
+                        break;
+                    }
+                }
+                Some(Frame::Data { stream, data: d, .. }) if stream == error => {
+                    assert!(d.is_empty(), "error: {}", String::from_utf8_lossy(&d))
+                }
+                Some(_) => {}
+                None => panic!("connection closed"),
+            }
+        }
+        assert_eq!(String::from_utf8_lossy(&got), format!("got:{line}\n"));
+    }
+
+    // Nothing listens on 9: the error stream says so, as kubelet words it.
+    let error = client.open(&[("streamType", "error"), ("port", "9"), ("requestID", "2")]).await.unwrap();
+    let _data = client.open(&[("streamType", "data"), ("port", "9"), ("requestID", "2")]).await.unwrap();
+    let mut message = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(f) = client.next().await {
+            if let Frame::Data { stream, data, fin } = f
+                && stream == error
+            {
+                message.extend(data);
+                if fin {
+                    break;
+                }
+            }
+        }
+    })
+    .await;
+    let message = String::from_utf8_lossy(&message);
+    assert!(message.contains("error forwarding port 9 to pod"), "{message}");
+    // A stream without a port is refused.
+    assert!(client.open(&[("streamType", "data")]).await.is_err());
+}
+
+#[tokio::test]
+async fn websocket_port_forward_announces_the_port_and_carries_data_both_ways() {
+    require_e2e!();
+    let mut s = setup("wspf", "").await;
+    let id = s.container("server", ECHO_SERVER).await;
+    wait_listening(&mut s, &id).await;
+    let url = port_forward_url(&mut s).await;
+    let mut ws = ws_connect(&format!("{url}?port=8080"), "v4.channel.k8s.io").await;
+    ws.send(Message::Binary([&[0u8][..], b"ws\n"].concat().into())).await.unwrap();
+    let channels = ws_collect(&mut ws, false).await;
+    // Each channel opens with the port, little-endian.
+    assert_eq!(&channels[0][..2], &8080u16.to_le_bytes());
+    assert_eq!(&channels[1][..2], &8080u16.to_le_bytes());
+    assert_eq!(String::from_utf8_lossy(&channels[0][2..]), "got:ws\n");
+
+    let url = port_forward_url(&mut s).await;
+    let (_, reply) = spdy::request(
+        &format!("{url}?port=http"),
+        "GET",
+        &[
+            ("Connection", "Upgrade"),
+            ("Upgrade", "websocket"),
+            ("Sec-WebSocket-Version", "13"),
+            ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+        ],
+    )
+    .await;
+    assert_eq!(reply.status, 400);
+}

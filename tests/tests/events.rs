@@ -96,6 +96,15 @@ async fn events_arrive_in_order_for_create_start_exit_stop_and_remove() {
     assert_eq!((kind(&e), e.container_id.as_str()), (ContainerStoppedEvent, quick.as_str()));
     let status = e.containers_statuses.iter().find(|c| c.id == quick).expect("the container's status");
     assert_eq!((status.state, status.exit_code), (cri::ContainerState::ContainerExited as i32, 3));
+    // The evented PLEG reads a pod's containers from PodSandboxStatus, stamped with when they were read.
+    let pod_status = rt
+        .pod_sandbox_status(cri::PodSandboxStatusRequest { pod_sandbox_id: pod.clone(), verbose: false })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(pod_status.containers_statuses.len(), 1);
+    assert_eq!(pod_status.containers_statuses[0].exit_code, 3);
+    assert!(pod_status.timestamp >= e.created_at);
 
     // A container stopped through the CRI: its STOPPED is out by the time StopContainer returns.
     let slow = create(&mut rt, &pod, &sandbox, container_config(&s, "slow", "exec sleep 300")).await;
@@ -192,6 +201,29 @@ async fn an_oom_kill_is_an_event_before_the_exit() {
     let actions: Vec<String> =
         [next(&mut reef).await, next(&mut reef).await, next(&mut reef).await].into_iter().map(|e| e.action).collect();
     assert_eq!(actions, ["started", "oom", "stopped"]);
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod }).await.unwrap();
+}
+
+#[tokio::test]
+async fn an_exit_while_a_new_reefd_runs_is_an_event_and_nothing_before_it_is_repeated() {
+    require_e2e!();
+    let mut s = setup().await;
+    let mut rt = s.reefd.runtime().await;
+    let sandbox = pod_config(&s, "survivor");
+    let pod = run_pod(&mut rt, &sandbox).await;
+    let id = create(&mut rt, &pod, &sandbox, container_config(&s, "later", "sleep 3; exit 5")).await;
+    rt.start_container(cri::StartContainerRequest { container_id: id.clone() }).await.unwrap();
+    s.reefd.restart();
+    let mut events = cri_events(&s).await;
+    let e = next(&mut events).await;
+    assert_eq!((kind(&e), e.container_id.as_str()), (cri::ContainerEventType::ContainerStoppedEvent, id.as_str()));
+    let status = e.containers_statuses.iter().find(|c| c.id == id).expect("its status");
+    assert_eq!(status.exit_code, 5);
+    let mut rt = s.reefd.runtime().await;
+    rt.stop_container(cri::StopContainerRequest { container_id: id.clone(), timeout: 1 }).await.unwrap();
+    rt.remove_container(cri::RemoveContainerRequest { container_id: id.clone() }).await.unwrap();
+    let e = next(&mut events).await;
+    assert_eq!(kind(&e), cri::ContainerEventType::ContainerDeletedEvent, "no second STOPPED: {e:?}");
     rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod }).await.unwrap();
 }
 

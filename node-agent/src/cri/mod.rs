@@ -115,7 +115,7 @@ impl cri::runtime_service_server::RuntimeService for Cri {
         &self,
         request: Request<cri::PodSandboxStatusRequest>,
     ) -> Reply<cri::PodSandboxStatusResponse> {
-        call("PodSandboxStatus", sandbox_status::handle(&self.agent, request.into_inner())).await
+        call("PodSandboxStatus", sandbox_status::handle(Arc::clone(&self.agent), request.into_inner())).await
     }
 
     async fn list_pod_sandbox(

@@ -1,7 +1,9 @@
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use k8s_cri::v1 as cri;
 
+use super::container_status;
 use crate::agent::Agent;
 use crate::error::ReefError;
 use crate::pods::{PodRecord, PodState};
@@ -46,8 +48,10 @@ pub fn status_of(pod: &PodRecord) -> cri::PodSandboxStatus {
     }
 }
 
+/// With the pod, the status of each of its containers and when they were taken: kubelet's evented PLEG reads
+/// the pod's containers from here instead of listing them (as CRI-O and containerd answer it).
 pub async fn handle(
-    agent: &Agent,
+    agent: Arc<Agent>,
     req: cri::PodSandboxStatusRequest,
 ) -> Result<cri::PodSandboxStatusResponse, ReefError> {
     let pod = agent
@@ -59,10 +63,17 @@ pub async fn handle(
     if req.verbose {
         info.insert("info".to_string(), serde_json::to_string(&pod).unwrap_or_default());
     }
-    Ok(cri::PodSandboxStatusResponse {
-        status: Some(status),
-        info,
-        containers_statuses: vec![],
-        timestamp: reef_images::pull::now_nanos(),
+    let timestamp = reef_images::pull::now_nanos();
+    let pod_id = pod.id.clone();
+    let containers_statuses = tokio::task::spawn_blocking(move || {
+        let containers = &agent.containers;
+        containers
+            .of_pod(&pod_id)
+            .iter()
+            .map(|c| container_status::status_of(containers, c, &containers.observe(&agent.pods, c)))
+            .collect()
     })
+    .await
+    .map_err(|e| ReefError::Internal(format!("pod status task: {e}")))?;
+    Ok(cri::PodSandboxStatusResponse { status: Some(status), info, containers_statuses, timestamp })
 }

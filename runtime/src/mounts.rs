@@ -16,6 +16,9 @@ pub struct MountPlan {
     pub propagation: MsFlags,
     /// Options mount(2) passes to the filesystem (`mode=755`, `size=65536k`, …).
     pub data: String,
+    /// `rro`: read-only all the way down, submounts included (mount_setattr with AT_RECURSIVE).
+    #[serde(default)]
+    pub recursive_readonly: bool,
 }
 
 impl MountPlan {
@@ -33,7 +36,13 @@ impl MountPlan {
         let mut flags = MsFlags::empty();
         let mut propagation = MsFlags::empty();
         let mut data: Vec<&str> = Vec::new();
+        let mut recursive_readonly = false;
         for opt in options {
+            if opt == "rro" {
+                recursive_readonly = true;
+                flags |= MsFlags::MS_RDONLY;
+                continue;
+            }
             let (set, clear, prop): (MsFlags, MsFlags, MsFlags) = match opt.as_str() {
                 "ro" => (MsFlags::MS_RDONLY, MsFlags::empty(), MsFlags::empty()),
                 "rw" => (MsFlags::empty(), MsFlags::MS_RDONLY, MsFlags::empty()),
@@ -81,6 +90,7 @@ impl MountPlan {
             flags,
             propagation,
             data: data.join(","),
+            recursive_readonly,
         }
     }
 }

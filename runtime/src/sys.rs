@@ -140,3 +140,30 @@ pub fn pidfd_open(pid: nix::unistd::Pid) -> nix::Result<std::os::fd::OwnedFd> {
     // SAFETY: a non-negative return is a fresh descriptor this process now owns, and only this OwnedFd closes it.
     Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(ret as i32) })
 }
+
+/// mount_setattr(2) on the mount `fd` names and every mount below it, making them all read-only: what a plain
+/// MS_RDONLY remount cannot do for submounts of a recursive bind.
+pub fn make_tree_readonly(fd: &impl std::os::fd::AsRawFd) -> nix::Result<()> {
+    #[repr(C)]
+    struct MountAttr {
+        attr_set: u64,
+        attr_clr: u64,
+        propagation: u64,
+        userns_fd: u64,
+    }
+    const MOUNT_ATTR_RDONLY: u64 = 0x1;
+    let attr = MountAttr { attr_set: MOUNT_ATTR_RDONLY, attr_clr: 0, propagation: 0, userns_fd: 0 };
+    // SAFETY: the path is a NUL-terminated empty string (AT_EMPTY_PATH: the fd itself), `attr` is a properly laid
+    // out `struct mount_attr` that outlives the call, and its size is passed; the kernel only reads it.
+    let ret = unsafe {
+        nix::libc::syscall(
+            nix::libc::SYS_mount_setattr,
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            (nix::libc::AT_EMPTY_PATH | nix::libc::AT_RECURSIVE) as nix::libc::c_uint,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if ret == 0 { Ok(()) } else { Err(nix::errno::Errno::last()) }
+}

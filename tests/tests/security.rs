@@ -261,3 +261,70 @@ async fn devices_are_mapped_in_with_only_the_access_asked_for_and_oom_score_adj_
     assert_eq!(create(&mut rt, &pod, &sandbox, bad).await.unwrap_err().code(), Code::InvalidArgument);
     rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod }).await.unwrap();
 }
+
+/// A directory of the test's with a tmpfs mounted inside it (a submount), unmounted on drop.
+struct VolumeWithSubmount(tempfile::TempDir);
+
+impl VolumeWithSubmount {
+    fn new() -> VolumeWithSubmount {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        nix::mount::mount(
+            Some("tmpfs"),
+            &dir.path().join("sub"),
+            Some("tmpfs"),
+            nix::mount::MsFlags::empty(),
+            Some("size=1m"),
+        )
+        .expect("mount a tmpfs inside the volume");
+        VolumeWithSubmount(dir)
+    }
+}
+
+impl Drop for VolumeWithSubmount {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.0.path().join("sub"), nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+#[tokio::test]
+async fn a_recursive_read_only_mount_makes_its_submounts_read_only_too() {
+    require_e2e!();
+    let s = setup().await;
+    let mut rt = s.reefd.runtime().await;
+    let features = rt.status(cri::StatusRequest { verbose: false }).await.unwrap().into_inner().runtime_handlers;
+    assert!(features[0].features.as_ref().unwrap().recursive_read_only_mounts, "kubelet asks before using them");
+    let sandbox = pod_config(&s, "rro");
+    let pod = run_pod(&mut rt, &sandbox).await;
+    let volume = VolumeWithSubmount::new();
+    let probe = "touch /data/top 2>/dev/null && echo top=rw || echo top=ro; \
+                 touch /data/sub/x 2>/dev/null && echo sub=rw || echo sub=ro";
+    let mut outputs = Vec::new();
+    for (name, recursive) in [("plain", false), ("recursive", true)] {
+        let mut c = container_config(&s, name, probe);
+        c.mounts = vec![cri::Mount {
+            container_path: "/data".into(),
+            host_path: volume.0.path().display().to_string(),
+            readonly: true,
+            recursive_read_only: recursive,
+            ..Default::default()
+        }];
+        let id = create(&mut rt, &pod, &sandbox, c).await.expect("create");
+        rt.start_container(cri::StartContainerRequest { container_id: id.clone() }).await.expect("start");
+        wait_exited(&mut rt, &id).await;
+        outputs.push(std::fs::read_to_string(s.logs.path().join(format!("{name}.log"))).unwrap());
+    }
+    assert!(outputs[0].contains("top=ro") && outputs[0].contains("sub=rw"), "ro stops at submounts: {}", outputs[0]);
+    assert!(outputs[1].contains("top=ro") && outputs[1].contains("sub=ro"), "rro does not: {}", outputs[1]);
+
+    let mut writable = container_config(&s, "bad-rro", "true");
+    writable.mounts = vec![cri::Mount {
+        container_path: "/data".into(),
+        host_path: volume.0.path().display().to_string(),
+        readonly: false,
+        recursive_read_only: true,
+        ..Default::default()
+    }];
+    assert_eq!(create(&mut rt, &pod, &sandbox, writable).await.unwrap_err().code(), Code::InvalidArgument);
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod }).await.unwrap();
+}

@@ -68,7 +68,23 @@ pub fn with_mounts(spec: &mut Spec, cri_mounts: &[cri::Mount], privileged: bool)
                 cri::MountPropagation::PropagationHostToContainer => "rslave",
                 cri::MountPropagation::PropagationBidirectional => "rshared",
             };
-        let rw = if m.readonly { "ro" } else { "rw" };
+        if m.recursive_read_only && (!m.readonly || propagation != "rprivate") {
+            // kubelet's own rule: submounts can only be made read-only for a private, read-only mount.
+            return Err(SpecError::Invalid {
+                field: "mounts",
+                reason: format!(
+                    "recursive read-only mount at {:?} must be read-only with private propagation",
+                    m.container_path
+                ),
+            });
+        }
+        let rw = if m.recursive_read_only {
+            "rro"
+        } else if m.readonly {
+            "ro"
+        } else {
+            "rw"
+        };
         mounts.push(mount(&m.container_path, "bind", &m.host_path, &["rbind", propagation, rw])?);
     }
     spec.set_mounts(Some(mounts));

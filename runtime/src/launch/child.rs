@@ -355,7 +355,7 @@ fn mount_one(root: &OwnedFd, m: &MountPlan) -> nix::Result<()> {
     let data = (!m.data.is_empty()).then_some(m.data.as_str());
     let first = if m.is_bind() { m.flags & (MsFlags::MS_BIND | MsFlags::MS_REC) } else { m.flags };
     mount(Some(m.source.as_str()), target_path.as_str(), Some(m.fstype.as_str()), first, data)?;
-    if m.needs_remount() || !m.propagation.is_empty() {
+    if m.needs_remount() || !m.propagation.is_empty() || m.recursive_readonly {
         // The old fd names the directory under the new mount; remounts and propagation need the mount itself.
         let mounted = resolve_in_root(root, &m.destination, OFlag::O_PATH)?;
         let mounted_path = format!("/proc/self/fd/{}", mounted.as_raw_fd());
@@ -364,6 +364,9 @@ fn mount_one(root: &OwnedFd, m: &MountPlan) -> nix::Result<()> {
         }
         if !m.propagation.is_empty() {
             mount(none, mounted_path.as_str(), none, m.propagation, none)?;
+        }
+        if m.recursive_readonly {
+            sys::make_tree_readonly(&mounted)?;
         }
     }
     Ok(())

@@ -1,7 +1,9 @@
 //! Lifecycle events: one ordered broadcast feeding the CRI's GetContainerEvents (kubelet's evented PLEG) and
 //! Reef's own event stream (`rctl events`).
 //!
-//! Every event is published under one lock, so every subscriber sees them in the order they happened. The CRI
+//! Publishers order the events of one pod among themselves (the container manager holds the pod's ordering lock
+//! while it builds and sends them), so every subscriber sees a pod's events in the order they happened; pods
+//! do not wait for each other, so a monitor that is slow to answer holds up only its own pod's events. The CRI
 //! snapshot an event carries (the pod's status and all its containers' statuses at that moment, which is what
 //! kubelet caches) costs a round trip to the pod's monitor, so it is only built while a CRI client listens. A
 //! subscriber that falls more than `BACKLOG` events behind is told so and dropped: kubelet then relists.
@@ -118,20 +120,23 @@ impl Default for Events {
 }
 
 impl Events {
-    /// Publishes what `make` returns. `make` runs under the ordering lock, and only when someone listens; it is
-    /// told whether a CRI client does (and so whether to build the CRI snapshot).
+    /// Publishes what `make` returns; `make` runs only when someone listens, and is told whether a CRI client
+    /// does (and so whether to build the CRI snapshot).
     pub fn publish(&self, make: impl FnOnce(bool) -> Option<Event>) {
         self.publish_all(|cri| make(cri).into_iter().collect());
     }
 
     /// Like `publish`, for events that belong together (an OOM and the exit it caused).
     pub fn publish_all(&self, make: impl FnOnce(bool) -> Vec<Event>) {
-        let guard = self.sender.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(tx) = guard.as_ref() else { return };
-        if tx.receiver_count() == 0 {
+        let listening =
+            self.sender.lock().unwrap_or_else(|p| p.into_inner()).as_ref().is_some_and(|tx| tx.receiver_count() > 0);
+        if !listening {
             return;
         }
-        for event in make(self.cri_listeners.load(Ordering::SeqCst) > 0) {
+        let events = make(self.wants_cri());
+        let guard = self.sender.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(tx) = guard.as_ref() else { return };
+        for event in events {
             tracing::debug!(subject = ?event.subject, action = event.action.as_str(), id = %event.id, "event");
             let _ = tx.send(event);
         }

@@ -8,6 +8,8 @@
 //! A container loaded at startup starts in `Loaded`: what happened before this reefd was the previous one's to
 //! tell, so only what happens from now on is published.
 
+use std::sync::{Arc, Mutex};
+
 use super::{ContainerRecord, Containers, Observed};
 use crate::cri::container_events::snapshot;
 use crate::events::{Action, Event, Subject};
@@ -34,21 +36,38 @@ fn steps(current: Phase, to: Phase) -> &'static [Action] {
 }
 
 impl Containers {
+    /// The lock that orders a pod's events (its own and its containers').
+    pub fn event_order(&self, pod_id: &str) -> Arc<Mutex<()>> {
+        let mut locks = self.event_order.lock().unwrap_or_else(|p| p.into_inner());
+        Arc::clone(locks.entry(pod_id.to_string()).or_default())
+    }
+
+    /// The pod is gone: its ordering lock with it.
+    pub fn forget_event_order(&self, pod_id: &str) {
+        self.event_order.lock().unwrap_or_else(|p| p.into_inner()).remove(pod_id);
+    }
+
     /// Publishes what moves the container to `to`, if it is not there yet. Blocking (asks the monitor).
     pub(super) fn advance(&self, pods: &Pods, c: &ContainerRecord, to: Phase) {
         // Held across publishing: two threads noticing the same exit publish it once, and in order.
-        let mut phases = self.phases.lock().unwrap_or_else(|p| p.into_inner());
-        let current = phases.get(&c.id).copied().unwrap_or(Phase::Loaded);
+        let order = self.event_order(&c.pod_id);
+        let _ordered = order.lock().unwrap_or_else(|p| p.into_inner());
+        let current = self.phase(&c.id);
         for &action in steps(current, to) {
             self.publish(pods, c, action);
         }
-        phases.insert(c.id.clone(), to.max_with(current));
+        self.phases.lock().unwrap_or_else(|p| p.into_inner()).insert(c.id.clone(), to.max_with(current));
+    }
+
+    fn phase(&self, id: &str) -> Phase {
+        self.phases.lock().unwrap_or_else(|p| p.into_inner()).get(id).copied().unwrap_or(Phase::Loaded)
     }
 
     /// The container is gone: Deleted, with the pod's remaining containers.
     pub(super) fn deleted(&self, pods: &Pods, c: &ContainerRecord) {
-        let mut phases = self.phases.lock().unwrap_or_else(|p| p.into_inner());
-        phases.remove(&c.id);
+        let order = self.event_order(&c.pod_id);
+        let _ordered = order.lock().unwrap_or_else(|p| p.into_inner());
+        self.phases.lock().unwrap_or_else(|p| p.into_inner()).remove(&c.id);
         self.publish(pods, c, Action::Deleted);
     }
 
@@ -62,8 +81,7 @@ impl Containers {
     /// Whether the container's Stopped is still to be published after an exit observed now: always for a
     /// container this reefd saw created or started; for one loaded at startup, only if it exited since.
     pub(super) fn exit_unpublished(&self, c: &ContainerRecord, observed: &Observed) -> bool {
-        let phase = self.phases.lock().unwrap_or_else(|p| p.into_inner()).get(&c.id).copied();
-        match (phase.unwrap_or(Phase::Loaded), observed) {
+        match (self.phase(&c.id), observed) {
             (Phase::Stopped, _) => false,
             (Phase::Loaded, Observed::Exited { exit, .. }) => exit.finished_at >= self.opened_at,
             (_, Observed::Exited { .. }) => true,

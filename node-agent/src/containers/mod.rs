@@ -95,6 +95,8 @@ pub struct Containers {
     events: Arc<Events>,
     /// What was last published for each container (events.rs).
     phases: Mutex<HashMap<String, Phase>>,
+    /// One lock per pod, held while its events are built and sent: they go out in order.
+    event_order: Mutex<HashMap<String, Arc<Mutex<()>>>>,
     exit_watch: ExitWatch,
     /// When this reefd loaded the records (ns): exits after it are this reefd's to publish.
     opened_at: i64,
@@ -148,6 +150,7 @@ impl Containers {
             map: RwLock::new(map),
             events,
             phases: Mutex::default(),
+            event_order: Mutex::default(),
             exit_watch: ExitWatch::new(),
             opened_at: reef_images::pull::now_nanos(),
         };

@@ -51,7 +51,10 @@ pub fn pod_event(agent: &Agent, pod: &PodRecord, action: Action, want_cri: bool)
     event
 }
 
+/// Publishes a pod's own event in order with its containers'. Blocking (see `snapshot`).
 pub fn publish_pod(agent: &Agent, pod: &PodRecord, action: Action) {
+    let order = agent.containers.event_order(&pod.id);
+    let _ordered = order.lock().unwrap_or_else(|p| p.into_inner());
     agent.events.publish(|want_cri| Some(pod_event(agent, pod, action, want_cri)));
 }
 

@@ -26,9 +26,12 @@ pub async fn handle(
         }
         // Built while the record still exists: kubelet drops events that carry no pod status.
         let pod = agent.pods.get(&pod.id).unwrap_or(pod);
+        let order = agent.containers.event_order(&pod.id);
+        let _ordered = order.lock().unwrap_or_else(|p| p.into_inner());
         let deleted = pod_event(&agent, &pod, Action::Deleted, agent.events.wants_cri());
         agent.pods.remove(&pod.id)?;
         agent.events.publish(|_| Some(deleted));
+        agent.containers.forget_event_order(&pod.id);
         Ok(())
     })
     .await

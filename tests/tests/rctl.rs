@@ -402,3 +402,34 @@ fn rctl_runp_create_and_start_take_crictl_config_files() {
     assert!(stderr(&bad).contains("hostnam"), "{}", stderr(&bad));
     assert!(rctl(&n.reefd, &["rmp", &pod]).status.success());
 }
+
+#[test]
+fn ctrl_c_on_a_foreground_run_stops_the_container_and_rm_still_cleans_up() {
+    require_e2e!();
+    let n = node();
+    assert!(rctl(&n.reefd, &["pull", &n.image]).status.success());
+    let bin = reefd_bin().with_file_name("rctl");
+    let script = "trap 'echo bye; exit 42' TERM; echo ready; while true; do sleep 0.1; done";
+    let mut child = Command::new(&bin)
+        .arg("--endpoint")
+        .arg(n.reefd.socket())
+        .args(["run", "--rm", "--log-root"])
+        .arg(n.logs.path())
+        .args([n.image.as_str(), "sh", "-c", script])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("rctl run");
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    assert_eq!(line, "ready\n");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
+    let status = child.wait().unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+    assert_eq!(rest, "bye\n", "the container's last words still come");
+    assert_eq!(status.code(), Some(42), "the container's exit code, after its stop signal");
+    assert_eq!(stdout(&rctl(&n.reefd, &["ps", "-a", "-q"])).trim(), "");
+    assert_eq!(stdout(&rctl(&n.reefd, &["pods", "-q"])).trim(), "");
+    assert!(n.log_dirs().is_empty());
+}

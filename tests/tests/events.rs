@@ -288,6 +288,17 @@ async fn metrics_are_described_and_reported_per_container() {
     assert!(value("container_threads") >= 3);
     assert_eq!(value("container_spec_memory_limit_bytes"), 64 << 20);
     assert!(metrics.iter().all(|m| descriptors.iter().any(|d| d.name == m.name)), "every metric is described");
+    let pod_stats = rt
+        .pod_sandbox_stats(cri::PodSandboxStatsRequest { pod_sandbox_id: pod.clone() })
+        .await
+        .unwrap()
+        .into_inner()
+        .stats
+        .and_then(|s| s.linux)
+        .and_then(|l| l.process)
+        .and_then(|p| p.process_count)
+        .map(|c| c.value);
+    assert_eq!(pod_stats, Some(value("container_threads")), "the pod's tasks");
 
     rt.stop_pod_sandbox(cri::StopPodSandboxRequest { pod_sandbox_id: pod.clone() }).await.unwrap();
     let pods =

@@ -7,12 +7,18 @@ use k8s_cri::v1 as cri;
 use crate::agent::Agent;
 use crate::containers::ContainerRecord;
 use crate::error::ReefError;
+use reef_runtime::cgroups::Usage;
 
 pub(crate) fn stats_of(agent: &Agent, c: &ContainerRecord) -> cri::ContainerStats {
+    stats_and_usage(agent, c).0
+}
+
+/// The CRI stats and the cgroup figures they came from (pod stats need more of them than the CRI carries).
+pub(crate) fn stats_and_usage(agent: &Agent, c: &ContainerRecord) -> (cri::ContainerStats, Usage) {
     let now = reef_images::pull::now_nanos();
     let usage = agent.containers.cgroup_path(c).and_then(|p| reef_runtime::cgroups::usage(&p)).unwrap_or_default();
     let value = |v: u64| Some(cri::UInt64Value { value: v });
-    cri::ContainerStats {
+    let stats = cri::ContainerStats {
         attributes: Some(cri::ContainerAttributes {
             id: c.id.clone(),
             metadata: Some(cri::ContainerMetadata { name: c.name.clone(), attempt: c.attempt }),
@@ -35,7 +41,8 @@ pub(crate) fn stats_of(agent: &Agent, c: &ContainerRecord) -> cri::ContainerStat
         }),
         writable_layer: None,
         swap: None,
-    }
+    };
+    (stats, usage)
 }
 
 pub async fn one(agent: Arc<Agent>, req: cri::ContainerStatsRequest) -> Result<cri::ContainerStatsResponse, ReefError> {

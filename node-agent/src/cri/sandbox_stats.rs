@@ -4,15 +4,17 @@ use std::sync::Arc;
 
 use k8s_cri::v1 as cri;
 
-use super::container_stats::stats_of;
+use super::container_stats::stats_and_usage;
 use super::sandbox_status::metadata;
 use crate::agent::Agent;
 use crate::error::ReefError;
 use crate::pods::PodRecord;
 
 fn pod_stats(agent: &Agent, pod: &PodRecord) -> cri::PodSandboxStats {
-    let containers: Vec<cri::ContainerStats> =
-        agent.containers.of_pod(&pod.id).iter().map(|c| stats_of(agent, c)).collect();
+    let (containers, usages): (Vec<cri::ContainerStats>, Vec<_>) =
+        agent.containers.of_pod(&pod.id).iter().map(|c| stats_and_usage(agent, c)).unzip();
+    // The pod's tasks, as the pids controller counts them (kubelet's pod PID accounting).
+    let process_count = usages.iter().map(|u| u.pids).sum();
     let sum = |f: &dyn Fn(&cri::ContainerStats) -> Option<u64>| -> Option<cri::UInt64Value> {
         Some(cri::UInt64Value { value: containers.iter().filter_map(f).sum() })
     };
@@ -45,7 +47,10 @@ fn pod_stats(agent: &Agent, pod: &PodRecord) -> cri::PodSandboxStats {
                 available_bytes: None,
             }),
             network: None,
-            process: None,
+            process: Some(cri::ProcessUsage {
+                timestamp: now,
+                process_count: Some(cri::UInt64Value { value: process_count }),
+            }),
             containers,
         }),
         windows: None,

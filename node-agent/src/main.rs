@@ -99,11 +99,12 @@ fn run(config: Config) -> anyhow::Result<()> {
         let puller = Puller::new(store, registries, unpack, config.images.max_concurrent_downloads);
         let (root, state, monitor) = (config.root_dir.clone(), config.state_dir.clone(), config.monitor_binary());
         let cgroup_parent = config.cgroup_parent.clone();
+        let systemd_cgroups = config.cgroup_driver == config::CgroupDriver::Systemd;
         let events = std::sync::Arc::new(events::Events::default());
         let bus = std::sync::Arc::clone(&events);
         let (pods, containers) = tokio::task::spawn_blocking(move || {
             let pods = pods::Pods::open(&root, &state, monitor)?;
-            let containers = containers::Containers::open(&root, &state, &cgroup_parent, bus)?;
+            let containers = containers::Containers::open(&root, &state, &cgroup_parent, systemd_cgroups, bus)?;
             for pod in pods.list() {
                 containers.watch_pod(&pods, &pod.id);
             }

@@ -1,8 +1,71 @@
-//! Reading and updating a container's cgroup from outside it (reefd's side; the monitor creates and removes it).
+//! A container's cgroup: created and removed by the monitor (`ContainerCgroup`), read and updated by reefd.
+//!
+//! Two drivers, as kubelet knows them. cgroupfs: Reef writes the hierarchy itself. systemd: the container is a
+//! transient scope (`<slice>:<prefix>:<name>`, runc's form) that systemd creates over D-Bus; reads go to the same
+//! files below the slice. The D-Bus connection is opened for each create or remove and closed at once, so the
+//! single-threaded monitor holds no connection (and no thread of zbus's) while it forks containers.
 
 use std::path::Path;
 
-use cgroups_rs::manager::{FsManager, Manager};
+use cgroups_rs::manager::{FsManager, Manager, SystemdManager};
+
+use crate::launch::CgroupPlan;
+
+/// The cgroup of a running container, held by the monitor.
+pub struct ContainerCgroup {
+    fs: FsManager,
+    /// The systemd unit path (`slice:prefix:name`) when systemd manages it.
+    systemd: Option<String>,
+}
+
+impl ContainerCgroup {
+    /// Creates the cgroup (every hierarchy on v1), moves `pid` into it, then applies the limits: in that order, as
+    /// cgroups-rs requires.
+    pub fn create(plan: &CgroupPlan, pid: i32) -> Result<ContainerCgroup, String> {
+        let what = |e: cgroups_rs::manager::Error| format!("cgroup {}: {e}", plan.path);
+        let pid = cgroups_rs::CgroupPid { pid: pid as u64 };
+        if let Some(unit) = &plan.systemd {
+            let mut manager = SystemdManager::new(unit).map_err(what)?;
+            manager.add_proc(pid).map_err(what)?;
+            if let Err(e) = manager.set(&plan.resources) {
+                let _ = manager.destroy();
+                return Err(what(e));
+            }
+            let fs = FsManager::new(&plan.path).map_err(what)?;
+            return Ok(ContainerCgroup { fs, systemd: Some(unit.clone()) });
+        }
+        let mut fs = FsManager::new(&plan.path).map_err(what)?;
+        fs.add_proc(pid).map_err(what)?;
+        if let Err(e) = fs.set(&plan.resources) {
+            let _ = fs.destroy();
+            return Err(what(e));
+        }
+        Ok(ContainerCgroup { fs, systemd: None })
+    }
+
+    /// Processes still in it.
+    pub fn pids(&self) -> Vec<i32> {
+        self.fs.pids().unwrap_or_default().into_iter().map(|p| p.pid as i32).collect()
+    }
+
+    /// Removes it (stops the scope under systemd). Its processes must be gone.
+    pub fn destroy(&mut self) -> Result<(), String> {
+        match &self.systemd {
+            Some(unit) => SystemdManager::new(unit).and_then(|mut m| m.destroy()).map_err(|e| e.to_string()),
+            None => self.fs.destroy().map_err(|e| e.to_string()),
+        }
+    }
+}
+
+/// Where the systemd driver puts a container: the unit path handed to systemd and the cgroup path below each
+/// hierarchy's root, from kubelet's parent slice (`kubepods-besteffort-pod<uid>.slice`).
+pub fn systemd_paths(parent_slice: &str, prefix: &str, name: &str) -> Result<(String, String), String> {
+    let slice = if parent_slice.is_empty() { "system.slice" } else { parent_slice };
+    let dir = cgroups_rs::systemd::utils::expand_slice(slice)
+        .map_err(|_| format!("cgroup parent {slice:?} is not a systemd slice name"))?;
+    let unit = format!("{prefix}-{name}.scope");
+    Ok((format!("{slice}:{prefix}:{name}"), format!("{dir}/{unit}")))
+}
 
 /// What the CRI's stats report, from the container's cgroup.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -115,4 +178,18 @@ pub fn update(path: &str, resources: &oci_spec::runtime::LinuxResources) -> Resu
         return Err(format!("cgroup {path} does not exist"));
     }
     manager.set(resources).map_err(|e| format!("cgroup {path}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn systemd_paths_nest_kubelet_slices_like_systemd() {
+        let (unit, path) = systemd_paths("kubepods-besteffort-pod1234.slice", "reef", "abc").unwrap();
+        assert_eq!(unit, "kubepods-besteffort-pod1234.slice:reef:abc");
+        assert_eq!(path, "kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod1234.slice/reef-abc.scope");
+        assert_eq!(systemd_paths("", "reef", "x").unwrap().1, "system.slice/reef-x.scope");
+        assert!(systemd_paths("kubepods/burstable", "reef", "x").is_err(), "a cgroupfs path is not a slice");
+    }
 }

@@ -99,6 +99,9 @@ pub struct DevicePlan {
 pub struct CgroupPlan {
     /// Relative to the cgroup root of each hierarchy, e.g. `kubepods/besteffort/pod<uid>/reef-<id>`.
     pub path: String,
+    /// Under the systemd driver, the transient scope systemd creates at `path` (`<slice>:reef:<id>`).
+    #[serde(default)]
+    pub systemd: Option<String>,
     pub resources: oci_spec::runtime::LinuxResources,
 }
 

@@ -32,6 +32,18 @@ fn clone_flag(t: LinuxNamespaceType) -> Result<CloneFlags, PlanError> {
     })
 }
 
+/// A cgroupfs path (`kubepods/pod1/reef-x`), or runc's systemd form (`<slice>:<prefix>:<name>`).
+fn cgroup_plan(path: &str, linux: &oci_spec::runtime::Linux) -> Result<crate::launch::CgroupPlan, PlanError> {
+    let resources = linux.resources().clone().unwrap_or_default();
+    if cgroups_rs::manager::is_systemd_cgroup(path) {
+        let parts: Vec<&str> = path.split(':').collect();
+        let (unit, fs_path) =
+            crate::cgroups::systemd_paths(parts[0], parts[1], parts[2]).map_err(PlanError::Unsupported)?;
+        return Ok(crate::launch::CgroupPlan { path: fs_path, systemd: Some(unit), resources });
+    }
+    Ok(crate::launch::CgroupPlan { path: path.trim_start_matches('/').to_string(), systemd: None, resources })
+}
+
 pub fn plan_from_spec(spec: &Spec) -> Result<LaunchPlan, PlanError> {
     let root = spec.root().as_ref().ok_or(PlanError::Missing("root"))?;
     let process = spec.process().as_ref().ok_or(PlanError::Missing("process"))?;
@@ -111,10 +123,7 @@ pub fn plan_from_spec(spec: &Spec) -> Result<LaunchPlan, PlanError> {
             v.sort();
             v
         },
-        cgroup: linux.cgroups_path().as_ref().map(|p| crate::launch::CgroupPlan {
-            path: p.display().to_string().trim_start_matches('/').to_string(),
-            resources: linux.resources().clone().unwrap_or_default(),
-        }),
+        cgroup: linux.cgroups_path().as_ref().map(|p| cgroup_plan(&p.display().to_string(), linux)).transpose()?,
         rlimits: process
             .rlimits()
             .iter()
@@ -201,6 +210,18 @@ mod tests {
         for name in sets.bounding.iter().chain(&sets.effective) {
             assert!(name.parse::<caps::Capability>().is_ok(), "{name} is a capability the launcher can parse");
         }
+    }
+
+    #[test]
+    fn cgroup_paths_in_runc_s_systemd_form_become_a_scope_below_the_slice() {
+        let mut s = spec(vec![]);
+        s.linux_mut().as_mut().unwrap().set_cgroups_path(Some("kubepods-pod1.slice:reef:abc".into()));
+        let cgroup = plan_from_spec(&s).unwrap().cgroup.unwrap();
+        assert_eq!(cgroup.systemd.as_deref(), Some("kubepods-pod1.slice:reef:abc"));
+        assert_eq!(cgroup.path, "kubepods.slice/kubepods-pod1.slice/reef-abc.scope");
+        s.linux_mut().as_mut().unwrap().set_cgroups_path(Some("/kubepods/pod1/reef-abc".into()));
+        let cgroup = plan_from_spec(&s).unwrap().cgroup.unwrap();
+        assert_eq!((cgroup.path.as_str(), cgroup.systemd), ("kubepods/pod1/reef-abc", None));
     }
 
     #[test]

@@ -85,6 +85,8 @@ pub enum Observed {
 
 pub struct Containers {
     default_cgroup_parent: String,
+    /// kubelet's systemd cgroup driver: parents are slices and containers transient scopes.
+    systemd_cgroups: bool,
     /// What this process may hand on: read once, it does not change.
     available_capabilities: Vec<String>,
     root_dir: PathBuf,
@@ -131,6 +133,7 @@ impl Containers {
         root_dir: &Path,
         state_dir: &Path,
         default_cgroup_parent: &str,
+        systemd_cgroups: bool,
         events: Arc<Events>,
     ) -> std::io::Result<Containers> {
         let records = Records::open(&root_dir.join("containers/records"))?;
@@ -142,6 +145,7 @@ impl Containers {
         }
         let containers = Containers {
             default_cgroup_parent: default_cgroup_parent.to_string(),
+            systemd_cgroups,
             available_capabilities: reef_runtime::launch::available_capabilities(),
             root_dir: root_dir.to_path_buf(),
             state_dir: state_dir.to_path_buf(),
@@ -313,7 +317,11 @@ impl Containers {
                 image: &image_config,
                 pod: &pod_ns,
                 rootfs: overlay.target.clone(),
-                cgroup_path: cgroup_path(&pod.cgroup_parent, &self.default_cgroup_parent, &id),
+                cgroup_path: if self.systemd_cgroups {
+                    systemd_cgroup_path(&pod.cgroup_parent, &self.default_cgroup_parent, &id)
+                } else {
+                    cgroup_path(&pod.cgroup_parent, &self.default_cgroup_parent, &id)
+                },
                 user: &user,
                 available_capabilities: &self.available_capabilities,
                 devices: &devices::lookup(&config.devices)?,
@@ -675,6 +683,13 @@ fn cgroup_path(parent: &str, default: &str, id: &str) -> String {
     format!("{parent}/reef-{id}")
 }
 
+/// runc's systemd form, `<slice>:reef:<id>`: a scope of the container's own under the pod's slice. Pods without a
+/// parent go under the configured one when it is a slice, else `system.slice`.
+fn systemd_cgroup_path(parent: &str, default: &str, id: &str) -> String {
+    let slice = [parent, default].into_iter().find(|p| p.ends_with(".slice")).unwrap_or("system.slice");
+    format!("{slice}:reef:{id}")
+}
+
 fn security_context(config: &cri::ContainerConfig) -> cri::LinuxContainerSecurityContext {
     config.linux.as_ref().and_then(|l| l.security_context.clone()).unwrap_or_default()
 }
@@ -705,5 +720,19 @@ fn add_pod_files(config: &mut cri::ContainerConfig, pod_dir: &Path) {
                 ..Default::default()
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn container_cgroups_go_under_the_pod_s_parent_in_either_driver_s_form() {
+        assert_eq!(cgroup_path("/kubepods/besteffort/pod1/", "reef", "c1"), "kubepods/besteffort/pod1/reef-c1");
+        assert_eq!(cgroup_path("", "reef", "c1"), "reef/reef-c1");
+        assert_eq!(systemd_cgroup_path("kubepods-pod1.slice", "reef", "c1"), "kubepods-pod1.slice:reef:c1");
+        assert_eq!(systemd_cgroup_path("", "reef.slice", "c1"), "reef.slice:reef:c1");
+        assert_eq!(systemd_cgroup_path("", "reef", "c1"), "system.slice:reef:c1");
     }
 }

@@ -51,7 +51,7 @@ pub enum MonitorError {
 
 struct Container {
     pid: Pid,
-    cgroup: Option<cgroups_rs::manager::FsManager>,
+    cgroup: Option<crate::cgroups::ContainerCgroup>,
     cgroup_path: Option<String>,
     launched: Option<Launched>,
     stdout: Option<File>,
@@ -257,11 +257,10 @@ impl Monitor {
                         drop(c.launched.take());
                         let _ = waitpid(c.pid, None);
                     }
-                    if let Some(mut cgroup) = c.cgroup.take() {
-                        use cgroups_rs::manager::Manager;
-                        if let Err(e) = cgroup.destroy() {
-                            let _ = writeln!(std::io::stderr(), "reef-monitor: remove the cgroup of {id}: {e}");
-                        }
+                    if let Some(mut cgroup) = c.cgroup.take()
+                        && let Err(e) = cgroup.destroy()
+                    {
+                        let _ = writeln!(std::io::stderr(), "reef-monitor: remove the cgroup of {id}: {e}");
                     }
                 }
                 for ext in ["started", "exit"] {
@@ -316,7 +315,12 @@ impl Monitor {
         // Only the container keeps the write ends: their closing is how its output ends.
         drop((out_w, err_w, null));
         // Into its cgroup while it waits at the gate, so everything it ever runs is accounted and limited.
-        let cgroup = match plan.cgroup.as_ref().map(|c| join_cgroup(c, launched.pid())).transpose() {
+        let cgroup = match plan
+            .cgroup
+            .as_ref()
+            .map(|c| crate::cgroups::ContainerCgroup::create(c, launched.pid().as_raw()))
+            .transpose()
+        {
             Ok(c) => c,
             Err(message) => {
                 let pid = launched.pid();
@@ -454,27 +458,10 @@ impl Monitor {
     }
 }
 
-/// Creates the container's cgroup (in every hierarchy on v1), moves `pid` into it, then applies the limits:
-/// in that order, as cgroups-rs requires.
-fn join_cgroup(plan: &crate::launch::CgroupPlan, pid: Pid) -> Result<cgroups_rs::manager::FsManager, String> {
-    use cgroups_rs::manager::Manager;
-    let mut manager =
-        cgroups_rs::manager::FsManager::new(&plan.path).map_err(|e| format!("cgroup {}: {e}", plan.path))?;
-    manager
-        .add_proc(cgroups_rs::CgroupPid { pid: pid.as_raw() as u64 })
-        .map_err(|e| format!("cgroup {}: add pid: {e}", plan.path))?;
-    if let Err(e) = manager.set(&plan.resources) {
-        let _ = manager.destroy();
-        return Err(format!("cgroup {}: set limits: {e}", plan.path));
-    }
-    Ok(manager)
-}
-
 impl Monitor {
     /// Before exiting: close the gates of containers never started (their inits exit), reap them, and remove every
     /// cgroup this monitor created, so a pod torn down with containers still listed leaves no cgroup behind.
     fn release_all(&mut self) {
-        use cgroups_rs::manager::Manager;
         for (id, mut c) in self.containers.drain() {
             if c.launched.take().is_some() {
                 let _ = waitpid(c.pid, None);
@@ -494,17 +481,16 @@ impl Monitor {
 
 /// Kills what a container whose main process exited left running in its cgroup (their parent, the pod's init,
 /// reaps them), so a container in the pod's shared PID namespace ends whole, as it would in its own.
-fn kill_leftovers(cgroup: Option<&cgroups_rs::manager::FsManager>) {
-    use cgroups_rs::manager::Manager;
+fn kill_leftovers(cgroup: Option<&crate::cgroups::ContainerCgroup>) {
     let Some(cgroup) = cgroup else { return };
     // A process may fork while we kill; a few rounds catch the children of the last.
     for _ in 0..3 {
-        let pids = cgroup.pids().unwrap_or_default();
+        let pids = cgroup.pids();
         if pids.is_empty() {
             return;
         }
         for p in pids {
-            let _ = nix::sys::signal::kill(Pid::from_raw(p.pid as i32), Signal::SIGKILL);
+            let _ = nix::sys::signal::kill(Pid::from_raw(p), Signal::SIGKILL);
         }
     }
 }

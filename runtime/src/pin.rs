@@ -2,6 +2,7 @@
 //! bind-mounting its nsfs file onto a file in the pod's state directory (CRI-O's pinns idea). The namespaces
 //! then live as long as the pins, whatever happens to processes, and containers join them by path.
 
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::OFlag;
@@ -67,8 +68,12 @@ pub fn pin(dir: &Path, set: PodNamespaceSet, hostname: &str) -> Result<Pinned, P
     let (hold_r, hold_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(sys_err("pipe"))?;
     let child = match sys::fork().map_err(sys_err("fork"))? {
         ForkResult::Child => {
-            drop(ready_r);
-            drop(hold_w);
+            // reefd pins pods on several threads at once: a helper that kept another pod's hold pipe open (fds
+            // are inherited at fork whatever O_CLOEXEC says) would keep that helper from seeing EOF, and two
+            // helpers holding each other's pipes would wait forever.
+            sys::close_fds_except(&[ready_w.as_raw_fd(), hold_r.as_raw_fd()]);
+            std::mem::forget(ready_r);
+            std::mem::forget(hold_w);
             // One byte per outcome: 0 ready, else the failed step's number.
             let report = |code: u8| {
                 let _ = nix::unistd::write(&ready_w, &[code]);

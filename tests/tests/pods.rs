@@ -196,3 +196,23 @@ async fn bad_pod_configs_are_invalid_arguments() {
         "nothing half-made"
     );
 }
+
+#[tokio::test]
+async fn many_pods_started_at_once_all_come_up() {
+    require_e2e!();
+    let reefd = Reefd::start("");
+    // Rounds of pods started at the same time, so that namespace pinning runs on several threads at once.
+    for round in 0..3 {
+        let names: Vec<String> = (0..12).map(|i| format!("crowd-{round}-{i}")).collect();
+        let runs: Vec<_> = names.iter().map(|n| run(&reefd, n)).collect();
+        let all = tokio::time::timeout(std::time::Duration::from_secs(60), futures::future::join_all(runs))
+            .await
+            .expect("every RunPodSandbox returns");
+        let mut rt = reefd.runtime().await;
+        for id in all {
+            let id = id.expect("RunPodSandbox");
+            assert_eq!(status(&reefd, &id).await.unwrap().state, cri::PodSandboxState::SandboxReady as i32);
+            rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: id }).await.unwrap();
+        }
+    }
+}

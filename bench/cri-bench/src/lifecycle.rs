@@ -57,7 +57,8 @@ fn pod_config(s: &Settings, n: usize) -> cri::PodSandboxConfig {
             namespace: "reef-bench".into(),
             attempt: 0,
         }),
-        hostname: format!("p{n}"),
+        // kubelet sends no hostname for a host-network pod (it has the node's UTS namespace).
+        hostname: if s.host_network { String::new() } else { format!("p{n}") },
         log_directory: Path::new(&s.log_dir).join(&name).display().to_string(),
         labels: [("reef-bench".to_string(), s.prefix.clone())].into(),
         linux: Some(cri::LinuxPodSandboxConfig {
@@ -162,8 +163,7 @@ pub async fn down(rt: &mut Runtime, s: &Settings, p: &RunningPod, t: &mut Timing
         .await?;
     timed(t, REMOVE, rt.remove_container(cri::RemoveContainerRequest { container_id: id })).await?;
     timed(t, STOP_POD, rt.stop_pod_sandbox(cri::StopPodSandboxRequest { pod_sandbox_id: p.pod.clone() })).await?;
-    timed(t, REMOVE_POD, rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: p.pod.clone() }))
-        .await?;
+    timed(t, REMOVE_POD, rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: p.pod.clone() })).await?;
     t.push((POD_DOWN, t0.elapsed()));
     Ok(())
 }

@@ -31,7 +31,7 @@ use crate::report::{PerPod, RunResult};
 #[command(name = "reef-bench", about = "CRI benchmark: pod lifecycle latencies and runtime memory")]
 enum Cli {
     /// Benchmark one CRI endpoint.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Compare the JSON results of several runs (the first is the reference).
     Compare { files: Vec<PathBuf> },
 }
@@ -99,12 +99,14 @@ struct RunArgs {
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse() {
-        Cli::Run(args) => run(args),
+        Cli::Run(args) => run(*args),
         Cli::Compare { files } => {
             let mut runs = Vec::new();
             for f in &files {
                 let text = std::fs::read_to_string(f).with_context(|| format!("read {}", f.display()))?;
-                runs.push(serde_json::from_str::<RunResult>(text.trim()).with_context(|| format!("parse {}", f.display()))?);
+                runs.push(
+                    serde_json::from_str::<RunResult>(text.trim()).with_context(|| format!("parse {}", f.display()))?,
+                );
             }
             report::compare(&runs);
             Ok(())
@@ -120,7 +122,10 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut started = None;
     if !args.daemon.is_empty() {
         daemon::become_subreaper()?;
-        let log = args.daemon_log.clone().unwrap_or_else(|| PathBuf::from(format!("/tmp/reef-bench-{}.log", std::process::id())));
+        let log = args
+            .daemon_log
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(format!("/tmp/reef-bench-{}.log", std::process::id())));
         let d = daemon::Daemon::spawn(&args.daemon, &log)?;
         if let Err(e) = d.wait_for_socket(&socket, Duration::from_secs(60)) {
             d.stop(Duration::from_secs(5));
@@ -138,7 +143,10 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         let channel = connect(&socket).await?;
         let prefix = format!("bench{}", std::process::id());
         let cgroup_parent = args.cgroup_parent.clone().unwrap_or_else(|| format!("/reef-bench-{}", std::process::id()));
-        let log_dir = args.log_dir.clone().unwrap_or_else(|| PathBuf::from(format!("/tmp/reef-bench-logs-{}", std::process::id())));
+        let log_dir = args
+            .log_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(format!("/tmp/reef-bench-logs-{}", std::process::id())));
         let settings = Settings {
             image: args.image.clone(),
             command: args.command.clone(),
@@ -154,10 +162,13 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             r = bench => r,
             _ = interrupted() => Err(anyhow::anyhow!("interrupted")),
         };
-        // Whatever happened, nothing of ours stays on the runtime.
-        for pod in lifecycle::leftover_pods(&mut runtime, &prefix).await {
-            lifecycle::remove_pod(&mut runtime, &pod).await;
-        }
+        // Whatever happened, nothing of ours stays on the runtime (bounded: a hung runtime is killed below).
+        let _ = tokio::time::timeout(Duration::from_secs(60), async {
+            for pod in lifecycle::leftover_pods(&mut runtime, &prefix).await {
+                lifecycle::remove_pod(&mut runtime, &pod).await;
+            }
+        })
+        .await;
         let _ = std::fs::remove_dir_all(&log_dir);
         outcome.map(|r| (r, cgroup_parent))
     });
@@ -195,15 +206,11 @@ async fn bench(
     tree_root: i32,
 ) -> anyhow::Result<RunResult> {
     let mut rt = Runtime::new(channel.clone());
-    let version = rt
-        .version(cri::VersionRequest { version: "v1".into() })
-        .await
-        .context("Version")?
-        .into_inner();
+    let version = rt.version(cri::VersionRequest { version: "v1".into() }).await.context("Version")?.into_inner();
     let runtime_name = format!("{} {}", version.runtime_name, version.runtime_version);
     eprintln!("[{}] {runtime_name} on {}", args.name, args.endpoint);
     let mut memory: Vec<Snapshot> = Vec::new();
-    let snap = |label: &str, pods: usize| daemon_pid.map(|d| procs::snapshot(label, pods, d, tree_root));
+    let snap = |label: &str, pods: usize| daemon_pid.map(|d| procs::snapshot(label, pods, d, tree_root, &s.command));
     memory.extend(snap("start", 0));
 
     let mut images = ImageServiceClient::new(channel.clone());
@@ -278,7 +285,10 @@ async fn bench(
     tokio::time::sleep(settle).await;
     memory.extend(snap("end (0 pods)", 0));
 
-    let per_pod = match (memory.iter().find(|m| m.label == "0 pods"), memory.iter().filter(|m| m.pods > 0).max_by_key(|m| m.pods)) {
+    let per_pod = match (
+        memory.iter().find(|m| m.label == "0 pods"),
+        memory.iter().filter(|m| m.pods > 0).max_by_key(|m| m.pods),
+    ) {
         (Some(zero), Some(top)) => {
             let (a, b) = (zero.runtime(), top.runtime());
             let n = top.pods as f64;

@@ -12,9 +12,10 @@ use serde::{Deserialize, Serialize};
 enum Role {
     /// Per-pod runtime processes in the host PID namespace: reef-monitor, containerd-shim-runc-v2.
     Helper,
-    /// A pod's sandbox process inside its own PID namespace (containerd's pause); Reef has none.
+    /// Any other process inside a pod's PID namespaces: containerd's pause, Reef's pod init of a shared PID
+    /// namespace.
     Sandbox,
-    /// The benchmark's own workload (busybox sleep): not counted as runtime memory.
+    /// The benchmark's own workload (its command line is the container's command): not runtime memory.
     Workload,
 }
 
@@ -95,11 +96,9 @@ fn ns(pid: i32, kind: &str) -> Option<std::path::PathBuf> {
     std::fs::read_link(format!("/proc/{pid}/ns/{kind}")).ok()
 }
 
-fn exe_name(pid: i32) -> String {
-    std::fs::read_link(format!("/proc/{pid}/exe"))
-        .ok()
-        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-        .unwrap_or_default()
+fn cmdline(pid: i32) -> Vec<String> {
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    raw.split(|&b| b == 0).filter(|a| !a.is_empty()).map(|a| String::from_utf8_lossy(a).into_owned()).collect()
 }
 
 /// RSS, PSS and private bytes of one process from smaps_rollup; None once it is gone (or a kernel thread).
@@ -120,8 +119,8 @@ pub fn memory(pid: i32) -> Option<Mem> {
 }
 
 /// The memory of the daemon and everything below `tree_root` (ourselves when we started the daemon, else the
-/// daemon), sorted by role.
-pub fn snapshot(label: &str, pods: usize, daemon: i32, tree_root: i32) -> Snapshot {
+/// daemon), sorted by role; `workload` is the containers' command line.
+pub fn snapshot(label: &str, pods: usize, daemon: i32, tree_root: i32, workload: &[String]) -> Snapshot {
     let own_pid_ns = ns(std::process::id() as i32, "pid");
     let mut s = Snapshot { label: label.to_string(), pods, ..Snapshot::default() };
     let mut pids = descendants(tree_root);
@@ -135,10 +134,10 @@ pub fn snapshot(label: &str, pods: usize, daemon: i32, tree_root: i32) -> Snapsh
         let Some(m) = memory(pid) else { continue };
         let role = if ns(pid, "pid") == own_pid_ns {
             Role::Helper
-        } else if exe_name(pid) == "pause" {
-            Role::Sandbox
-        } else {
+        } else if cmdline(pid) == workload {
             Role::Workload
+        } else {
+            Role::Sandbox
         };
         match role {
             Role::Helper => s.helper.add(&m),
@@ -147,4 +146,23 @@ pub fn snapshot(label: &str, pods: usize, daemon: i32, tree_root: i32) -> Snapsh
         }
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn our_own_memory_is_read_from_smaps_rollup() {
+        let m = memory(std::process::id() as i32).expect("smaps_rollup");
+        assert!(m.rss > 0 && m.pss > 0 && m.pss <= m.rss && m.private <= m.rss, "{m:?}");
+    }
+
+    #[test]
+    fn a_child_is_a_descendant() {
+        let mut child = std::process::Command::new("sleep").arg("5").spawn().expect("sleep");
+        assert!(descendants(std::process::id() as i32).contains(&(child.id() as i32)));
+        let _ = child.kill();
+        let _ = child.wait();
+    }
 }

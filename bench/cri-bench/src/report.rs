@@ -121,9 +121,8 @@ pub fn print_table(r: &RunResult) {
         "  {:<16} {:>5} {:>22} {:>6} {:>22} {:>6} {:>22} {:>22}",
         "when", "pods", "daemon", "#help", "helpers", "#sbox", "sandboxes", "runtime total"
     );
-    let triple = |m: &crate::procs::Mem| {
-        format!("{} / {} / {}", mib(m.rss as f64), mib(m.pss as f64), mib(m.private as f64))
-    };
+    let triple =
+        |m: &crate::procs::Mem| format!("{} / {} / {}", mib(m.rss as f64), mib(m.pss as f64), mib(m.private as f64));
     for s in &r.memory {
         println!(
             "  {:<16} {:>5} {:>22} {:>6} {:>22} {:>6} {:>22} {:>22}",
@@ -138,14 +137,22 @@ pub fn print_table(r: &RunResult) {
         );
     }
     if let Some(p) = &r.per_pod {
-        println!("runtime memory per running pod: RSS {} MiB, PSS {} MiB, private {} MiB", mib(p.rss), mib(p.pss), mib(p.private));
+        println!(
+            "runtime memory per running pod: RSS {} MiB, PSS {} MiB, private {} MiB",
+            mib(p.rss),
+            mib(p.pss),
+            mib(p.private)
+        );
     }
 }
+
+/// One figure of a run, where it has it.
+type Figure = Box<dyn Fn(&RunResult) -> Option<f64>>;
 
 /// The figures issue 3 sets targets on, side by side, each other run against the first.
 pub fn compare(runs: &[RunResult]) {
     let Some(base) = runs.first() else { return };
-    let rows: Vec<(&str, Box<dyn Fn(&RunResult) -> Option<f64>>, bool)> = vec![
+    let rows: Vec<(&str, Figure, bool)> = vec![
         ("RunPodSandbox p50 ms", Box::new(|r| r.step("sequential", lifecycle::RUN_POD).map(|s| s.p50_ms)), true),
         (
             "Create+StartContainer p50 ms",
@@ -155,11 +162,7 @@ pub fn compare(runs: &[RunResult]) {
         ("pod up p50 ms", Box::new(|r| r.step("sequential", lifecycle::POD_UP).map(|s| s.p50_ms)), false),
         ("pod up p99 ms", Box::new(|r| r.step("sequential", lifecycle::POD_UP).map(|s| s.p99_ms)), false),
         ("pod down p50 ms", Box::new(|r| r.step("sequential", lifecycle::POD_DOWN).map(|s| s.p50_ms)), false),
-        (
-            "parallel lifecycle p50 ms",
-            Box::new(|r| r.step("parallel", lifecycle::LIFECYCLE).map(|s| s.p50_ms)),
-            false,
-        ),
+        ("parallel lifecycle p50 ms", Box::new(|r| r.step("parallel", lifecycle::LIFECYCLE).map(|s| s.p50_ms)), false),
         ("pods/s sequential (up)", Box::new(|r| Some(r.sequential_pods_per_s)), false),
         ("lifecycles/s parallel", Box::new(|r| Some(r.parallel_lifecycles_per_s)), false),
         ("per-pod RSS MiB", Box::new(|r| r.per_pod.as_ref().map(|p| p.rss / 1048576.0)), true),
@@ -191,4 +194,18 @@ pub fn compare(runs: &[RunResult]) {
         println!();
     }
     println!("* issue 3 target: the first run at most 1/10 of the others (ratio >= 10x); reefd idle RSS <= 10 MiB");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let samples: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
+        let s = stat(&samples);
+        assert_eq!((s.p50_ms, s.p90_ms, s.p99_ms, s.max_ms), (50.0, 90.0, 99.0, 100.0));
+        assert_eq!(stat(&[Duration::from_millis(7)]).p99_ms, 7.0);
+        assert_eq!(stat(&[]).n, 0);
+    }
 }

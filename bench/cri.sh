@@ -10,14 +10,14 @@
 #                       less network work than reef does (containerd 1.6 refuses a pod network without eth0)
 # Each runtime gets its own dirs, socket, config and cgroup parent; reef-bench starts each daemon as a child
 # subreaper, measures it and its per-pod processes, and kills all of them by PID at the end. Run as root.
-#   bench/cri.sh [PODS] [PARALLEL] [PARALLEL_PODS]    (env: RUNTIMES, MEMORY_AT, BENCH_JSON)
+#   bench/cri.sh [PODS] [PARALLEL] [PARALLEL_PODS]    (env: RUNTIMES, MEMORY_AT, BENCH_JSON, REEFD_WRAP, NO_BUILD)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PODS=${1:-100}; PARALLEL=${2:-10}; PARALLEL_PODS=${3:-100}
 RUNTIMES=${RUNTIMES:-reef containerd containerd-hostnet}
 MEMORY_AT=${MEMORY_AT:-20,100} # running pod counts at which memory is measured (at most PODS)
 ./scripts/install-deps --bench >/dev/null
-cargo build --release --workspace --bins -q
+[[ -n ${NO_BUILD:-} ]] || cargo build --release --workspace --bins -q
 
 work=$(mktemp -d /tmp/reef-bench-cri.XXXXXX)
 tag=$$
@@ -69,6 +69,11 @@ free_subnet() {
   echo "no free subnet" >&2; return 1
 }
 
+# As on a real node, each runtime's volatile state (/run/reef, /run/containerd) is on a tmpfs and its root
+# (/var/lib/...) on disk.
+mkdir -p "$work/run"
+mount -t tmpfs -o size=2g,mode=0700 "reef-bench-run-$tag" "$work/run"
+
 port=$(free_port)
 registry="127.0.0.1:$port"
 mkdir -p "$work/registry"
@@ -103,22 +108,25 @@ bench() { # name, endpoint, extra reef-bench args..., -- daemon command
 }
 
 run_reef() {
-  local d="$work/reef"; mkdir -p "$d"
+  local d="$work/reef" run="$work/run/reef"; mkdir -p "$d"
   cat > "$d/config.toml" <<TOML
 root_dir = "$d/root"
-state_dir = "$d/state"
-socket = "$d/state/reef.sock"
+state_dir = "$run"
+socket = "$run/reef.sock"
 log_level = "warn"
 cgroup_parent = "reef-bench-$tag-reef"
 [registry]
 insecure = ["$registry"]
 TOML
-  bench reef "$d/state/reef.sock" -- target/release/reefd --config "$d/config.toml"
+  # REEFD_WRAP: a command prefix for profiling (e.g. "perf record -g -o /tmp/reefd.data"); memory figures then
+  # count the wrapper too.
+  # shellcheck disable=SC2086
+  bench reef "$run/reef.sock" -- ${REEFD_WRAP:-} target/release/reefd --config "$d/config.toml"
 }
 
 run_containerd() { # name, extra reef-bench args...
   local name=$1; shift
-  local d="$work/$name"; mkdir -p "$d/cni" "$d/opt"
+  local d="$work/$name" run="$work/run/$name"; mkdir -p "$d/cni" "$d/opt" "$run"
   cat > "$d/cni/10-bench.conflist" <<JSON
 {
   "cniVersion": "0.4.0",
@@ -132,11 +140,11 @@ JSON
   cat > "$d/config.toml" <<TOML
 version = 2
 root = "$d/root"
-state = "$d/state"
+state = "$run/state"
 [grpc]
-  address = "$d/containerd.sock"
+  address = "$run/containerd.sock"
 [ttrpc]
-  address = "$d/containerd.sock.ttrpc"
+  address = "$run/containerd.sock.ttrpc"
 [debug]
   level = "${CONTAINERD_LOG_LEVEL:-info}"
 [plugins."io.containerd.internal.v1.opt"]
@@ -163,7 +171,7 @@ state = "$d/state"
   [plugins."io.containerd.grpc.v1.cri".registry.mirrors."$registry"]
     endpoint = ["http://$registry"]
 TOML
-  bench "$name" "$d/containerd.sock" --pull "$pause" "$@" -- containerd --config "$d/config.toml"
+  bench "$name" "$run/containerd.sock" --pull "$pause" "$@" -- containerd --config "$d/config.toml"
 }
 
 subnet=$(free_subnet)

@@ -6,6 +6,7 @@ mod commands;
 mod config_file;
 mod output;
 mod parse;
+mod resolve;
 
 use std::process::ExitCode;
 use std::time::Duration;

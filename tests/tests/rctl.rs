@@ -270,7 +270,8 @@ fn rctl_run_detached_then_logs_follow_stats_and_update() {
     let talker = stdout(&d).trim().to_string();
     assert_eq!(talker.len(), 64, "the container id: {talker}");
     let started = std::time::Instant::now();
-    let follow = rctl(&n.reefd, &["logs", "-f", &talker]);
+    // By name, as docker users do.
+    let follow = rctl(&n.reefd, &["logs", "-f", "talker"]);
     assert!(follow.status.success(), "{}", stderr(&follow));
     assert_eq!(stdout(&follow), "line1\nline2\nline3\n", "every line, once the container is done");
     assert!(started.elapsed() < std::time::Duration::from_secs(10));
@@ -290,7 +291,11 @@ fn rctl_run_detached_then_logs_follow_stats_and_update() {
     assert!(row.contains("/ 64MiB"), "{row}");
     assert!(row.trim_end().ends_with(" 1"), "one task (sleep): {row}");
     let json: serde_json::Value =
+        serde_json::from_slice(&rctl(&n.reefd, &["stats", "--no-stream", "-o", "json", "capped"]).stdout).unwrap();
+    assert_eq!(json.as_array().map(Vec::len), Some(1), "only the container asked for");
+    let by_prefix: serde_json::Value =
         serde_json::from_slice(&rctl(&n.reefd, &["stats", "--no-stream", "-o", "json", &id[..12]]).stdout).unwrap();
+    assert_eq!(by_prefix[0]["id"], id);
     assert_eq!(json[0]["memory_limit"], 64u64 << 20);
     assert_eq!(json[0]["pids"], 1);
 
@@ -305,7 +310,7 @@ fn rctl_run_detached_then_logs_follow_stats_and_update() {
         let cpu = if std::path::Path::new("/sys/fs/cgroup/cpu,cpuacct").exists() { "cpu,cpuacct" } else { "cpu" };
         assert_eq!(read("memory", "memory.limit_in_bytes"), (64u64 << 20).to_string());
         assert_eq!(read(cpu, "cpu.cfs_quota_us"), "50000");
-        let up = rctl(&n.reefd, &["update", "--memory", "128m", &id]);
+        let up = rctl(&n.reefd, &["update", "--memory", "128m", "capped"]);
         assert!(up.status.success(), "{}", stderr(&up));
         assert_eq!(read("memory", "memory.limit_in_bytes"), (128u64 << 20).to_string());
         assert_eq!(read(cpu, "cpu.cfs_quota_us"), "50000", "the CPU limit not given stays");

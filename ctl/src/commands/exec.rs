@@ -8,13 +8,10 @@ use crate::client::{Clients, status_error};
 
 /// Prints the command's output and exits with its status, like `docker exec`.
 pub async fn run(clients: &Clients, args: &ExecArgs, timeout_secs: u64) -> anyhow::Result<()> {
+    let container_id = crate::resolve::container(clients, &args.container).await?;
     let reply = clients
         .runtime()
-        .exec_sync(cri::ExecSyncRequest {
-            container_id: args.container.clone(),
-            cmd: args.command.clone(),
-            timeout: timeout_secs as i64,
-        })
+        .exec_sync(cri::ExecSyncRequest { container_id, cmd: args.command.clone(), timeout: timeout_secs as i64 })
         .await
         .map_err(|s| status_error(&format!("exec in {}", args.container), s))?
         .into_inner();

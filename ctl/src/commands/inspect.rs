@@ -9,7 +9,8 @@ fn info_json(info: &std::collections::HashMap<String, String>) -> serde_json::Va
 }
 
 pub async fn container(clients: &Clients, args: &InspectArgs) -> anyhow::Result<()> {
-    for id in &args.ids {
+    for arg in &args.ids {
+        let id = &crate::resolve::container(clients, arg).await?;
         let reply = clients
             .runtime()
             .container_status(cri::ContainerStatusRequest { container_id: id.clone(), verbose: true })
@@ -38,7 +39,8 @@ pub async fn container(clients: &Clients, args: &InspectArgs) -> anyhow::Result<
 }
 
 pub async fn pod(clients: &Clients, args: &InspectArgs) -> anyhow::Result<()> {
-    for id in &args.ids {
+    for arg in &args.ids {
+        let id = &crate::resolve::pod(clients, arg).await?;
         let reply = clients
             .runtime()
             .pod_sandbox_status(cri::PodSandboxStatusRequest { pod_sandbox_id: id.clone(), verbose: true })

@@ -15,11 +15,8 @@ fn finish(failed: Vec<String>) -> anyhow::Result<()> {
 pub async fn stop(clients: &Clients, args: &StopArgs) -> anyhow::Result<()> {
     let mut failed = Vec::new();
     for id in &args.containers {
-        match clients
-            .runtime()
-            .stop_container(cri::StopContainerRequest { container_id: id.clone(), timeout: args.time })
-            .await
-        {
+        let container_id = crate::resolve::container(clients, id).await?;
+        match clients.runtime().stop_container(cri::StopContainerRequest { container_id, timeout: args.time }).await {
             Ok(_) => println!("{id}"),
             Err(s) => failed.push(status_error(&format!("stop {id}"), s).to_string()),
         }
@@ -30,9 +27,10 @@ pub async fn stop(clients: &Clients, args: &StopArgs) -> anyhow::Result<()> {
 pub async fn rm(clients: &Clients, args: &RmArgs) -> anyhow::Result<()> {
     let mut failed = Vec::new();
     for id in &args.containers {
+        let resolved = crate::resolve::container(clients, id).await?;
         let status = clients
             .runtime()
-            .container_status(cri::ContainerStatusRequest { container_id: id.clone(), verbose: false })
+            .container_status(cri::ContainerStatusRequest { container_id: resolved.clone(), verbose: false })
             .await;
         let running = status
             .as_ref()
@@ -43,7 +41,7 @@ pub async fn rm(clients: &Clients, args: &RmArgs) -> anyhow::Result<()> {
             failed.push(format!("container {id} is running: stop it first or use -f"));
             continue;
         }
-        match clients.runtime().remove_container(cri::RemoveContainerRequest { container_id: id.clone() }).await {
+        match clients.runtime().remove_container(cri::RemoveContainerRequest { container_id: resolved }).await {
             Ok(_) => println!("{id}"),
             Err(s) => failed.push(status_error(&format!("remove {id}"), s).to_string()),
         }
@@ -54,7 +52,8 @@ pub async fn rm(clients: &Clients, args: &RmArgs) -> anyhow::Result<()> {
 pub async fn stopp(clients: &Clients, args: &IdsArgs) -> anyhow::Result<()> {
     let mut failed = Vec::new();
     for id in &args.ids {
-        match clients.runtime().stop_pod_sandbox(cri::StopPodSandboxRequest { pod_sandbox_id: id.clone() }).await {
+        let pod_sandbox_id = crate::resolve::pod(clients, id).await?;
+        match clients.runtime().stop_pod_sandbox(cri::StopPodSandboxRequest { pod_sandbox_id }).await {
             Ok(_) => println!("Stopped pod {id}"),
             Err(s) => failed.push(status_error(&format!("stop pod {id}"), s).to_string()),
         }
@@ -65,7 +64,8 @@ pub async fn stopp(clients: &Clients, args: &IdsArgs) -> anyhow::Result<()> {
 pub async fn rmp(clients: &Clients, args: &IdsArgs) -> anyhow::Result<()> {
     let mut failed = Vec::new();
     for id in &args.ids {
-        match clients.runtime().remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: id.clone() }).await {
+        let pod_sandbox_id = crate::resolve::pod(clients, id).await?;
+        match clients.runtime().remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id }).await {
             Ok(_) => println!("Removed pod {id}"),
             Err(s) => failed.push(status_error(&format!("remove pod {id}"), s).to_string()),
         }

@@ -14,7 +14,8 @@ use crate::cli::LogsArgs;
 use crate::client::{Clients, status_error};
 
 pub async fn run(clients: &Clients, args: &LogsArgs) -> anyhow::Result<()> {
-    let status = container_status(clients, &args.container).await?;
+    let id = crate::resolve::container(clients, &args.container).await?;
+    let status = container_status(clients, &id).await?;
     if status.log_path.is_empty() {
         anyhow::bail!("container {} has no log file", args.container);
     }

@@ -8,7 +8,8 @@ use crate::client::{Clients, status_error};
 pub async fn run(clients: &Clients, args: &IdsArgs) -> anyhow::Result<()> {
     let mut failed = Vec::new();
     for id in &args.ids {
-        match clients.runtime().start_container(cri::StartContainerRequest { container_id: id.clone() }).await {
+        let container_id = crate::resolve::container(clients, id).await?;
+        match clients.runtime().start_container(cri::StartContainerRequest { container_id }).await {
             Ok(_) => println!("{id}"),
             Err(s) => failed.push(status_error(&format!("start {id}"), s).to_string()),
         }

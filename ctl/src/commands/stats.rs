@@ -43,6 +43,11 @@ fn cpu_percent(before: Sample, after: Sample) -> f64 {
 }
 
 pub async fn run(clients: &Clients, args: &StatsArgs) -> anyhow::Result<()> {
+    let mut wanted = Vec::new();
+    for c in &args.containers {
+        wanted.push(crate::resolve::container(clients, c).await?);
+    }
+    let args = &StatsArgs { containers: wanted, no_stream: args.no_stream, output: args.output };
     let mut before = sample(clients, args).await?.1;
     let redraw = std::io::stdout().is_terminal() && !args.no_stream && args.output == Format::Table;
     loop {

@@ -30,10 +30,11 @@ pub fn merged(current: Option<cri::LinuxContainerResources>, args: &UpdateArgs) 
 pub async fn run(clients: &Clients, args: &UpdateArgs) -> anyhow::Result<()> {
     let mut failed = Vec::new();
     for id in &args.containers {
+        let resolved = crate::resolve::container(clients, id).await?;
         let mut rt = clients.runtime();
         let result = async {
             let status = rt
-                .container_status(cri::ContainerStatusRequest { container_id: id.clone(), verbose: false })
+                .container_status(cri::ContainerStatusRequest { container_id: resolved.clone(), verbose: false })
                 .await?
                 .into_inner()
                 .status

@@ -499,12 +499,7 @@ impl Containers {
         pod: &crate::pods::PodRecord,
         config: &cri::ContainerConfig,
     ) -> Result<Option<PathBuf>, ReefError> {
-        let options = config
-            .linux
-            .as_ref()
-            .and_then(|l| l.security_context.as_ref())
-            .and_then(|s| s.namespace_options.clone())
-            .unwrap_or_default();
+        let options = security_context(config).namespace_options.unwrap_or_default();
         match cri::NamespaceMode::try_from(options.pid) {
             Ok(cri::NamespaceMode::Pod) => pod.pinned.pid.clone().map(Some).ok_or_else(|| {
                 ReefError::FailedPrecondition(format!(

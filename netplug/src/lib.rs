@@ -1,2 +1,191 @@
-//! Pod networking: bridge, veth, IPAM, SNAT and hostPort over netlink. Knows nothing of gRPC or the CRI.
-//! Filled in by the networking work (issue 4).
+//! Pod networking: bridge, veth, IPAM, SNAT and hostPort over netlink, or standard CNI plugins. Knows nothing of
+//! gRPC or the CRI: callers hand it plain pod descriptions and get addresses back.
+//!
+//! Every operation is keyed by the pod id and idempotent: `setup` records its intent before touching anything,
+//! `teardown` undoes whatever exists, and `reconcile` at start tears down every network whose pod is gone, so a
+//! crash at any point leaks nothing once reefd has started again.
+
+mod builtin;
+pub mod cni;
+mod error;
+pub mod ipam;
+mod links;
+pub mod nft;
+pub mod ports;
+mod rtnl;
+mod store;
+mod sysctl;
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+use ipnet::Ipv4Net;
+
+pub use error::{ErrorKind, NetError};
+pub use ports::{PortMapping, Protocol};
+use store::{PodNet, Store};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Builtin,
+    Cni,
+}
+
+#[derive(Debug, Clone)]
+pub struct NetConfig {
+    pub mode: Mode,
+    /// Where leases and per-pod records live.
+    pub dir: PathBuf,
+    pub bridge: String,
+    pub subnet: Ipv4Net,
+    pub mtu: u32,
+    pub nft_table: String,
+    pub cni_conf_dir: PathBuf,
+    pub cni_bin_dirs: Vec<PathBuf>,
+    /// CNI plugins get this long per call.
+    pub cni_timeout: std::time::Duration,
+}
+
+/// What `setup` needs to know of a pod.
+#[derive(Debug, Clone)]
+pub struct PodSpec<'a> {
+    pub id: &'a str,
+    pub name: &'a str,
+    pub namespace: &'a str,
+    pub uid: &'a str,
+    pub netns: &'a Path,
+    pub ports: &'a [PortMapping],
+}
+
+pub struct Network {
+    config: NetConfig,
+    store: Store,
+    state: Mutex<State>,
+}
+
+struct State {
+    pods: HashMap<String, PodNet>,
+    ipam: Option<ipam::Ipam>,
+    /// Subnets pods were given addresses from (the configured one, then kubelet's pod CIDR).
+    subnets: Vec<Ipv4Net>,
+    bridge_index: Option<u32>,
+}
+
+impl Network {
+    /// Loads the records and, in built-in mode, sets up the bridge, the sysctls and the table. A failure of the
+    /// latter is not fatal: `ready` reports it and the next pod setup tries again.
+    pub fn open(config: NetConfig) -> Result<Network, NetError> {
+        let store = Store::open(&config.dir.join("pods"))?;
+        let pods = store.load_all().into_iter().map(|p| (p.id.clone(), p)).collect();
+        let mut subnets = vec![config.subnet];
+        let ipam = match config.mode {
+            Mode::Builtin => {
+                let mut ipam = ipam::Ipam::open(&config.dir.join("leases"), config.subnet)?;
+                if let Some(cidr) = builtin::load_pod_cidr(&config.dir) {
+                    ipam.set_subnet(cidr);
+                    subnets.push(cidr);
+                }
+                Some(ipam)
+            }
+            Mode::Cni => None,
+        };
+        let net = Network { config, store, state: Mutex::new(State { pods, ipam, subnets, bridge_index: None }) };
+        if net.config.mode == Mode::Builtin
+            && let Err(e) = net.ensure_host(&mut net.lock())
+        {
+            tracing::warn!(error = %error_chain(&e), "pod network not ready yet");
+        }
+        Ok(net)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn mode(&self) -> Mode {
+        self.config.mode
+    }
+
+    /// Gives the pod its network; returns its addresses. On failure nothing of it is left.
+    pub fn setup(&self, pod: &PodSpec<'_>) -> Result<Vec<IpAddr>, NetError> {
+        let mut state = self.lock();
+        let result = match self.config.mode {
+            Mode::Builtin => self.setup_builtin(&mut state, pod),
+            Mode::Cni => self.setup_cni(&mut state, pod),
+        };
+        if result.is_err() {
+            if let Err(e) = self.teardown_locked(&mut state, pod.id) {
+                tracing::warn!(pod = pod.id, error = %error_chain(&e), "undoing a failed network setup");
+            }
+        }
+        result
+    }
+
+    /// Takes the pod's network away. Idempotent: a pod without a network, or whose namespace is gone, is fine.
+    pub fn teardown(&self, id: &str) -> Result<(), NetError> {
+        self.teardown_locked(&mut self.lock(), id)
+    }
+
+    fn teardown_locked(&self, state: &mut State, id: &str) -> Result<(), NetError> {
+        let rec = state.pods.get(id).cloned().unwrap_or_else(|| PodNet { id: id.to_string(), ..Default::default() });
+        match self.config.mode {
+            Mode::Builtin => self.teardown_builtin(state, &rec)?,
+            Mode::Cni => self.teardown_cni(&rec)?,
+        }
+        state.pods.remove(id);
+        self.store.delete(id)
+    }
+
+    /// The pod's addresses, first the primary one.
+    pub fn addresses(&self, id: &str) -> Vec<IpAddr> {
+        self.lock().pods.get(id).map(|p| p.ips.clone()).unwrap_or_default()
+    }
+
+    /// Tears down every network whose pod `is_live` says is gone, and anything of Reef's that no record owns
+    /// (leases, veths on the bridge); then rebuilds the rule table from what is left.
+    pub fn reconcile(&self, is_live: &dyn Fn(&str) -> bool) {
+        let mut state = self.lock();
+        let dead: Vec<String> = state.pods.keys().filter(|id| !is_live(id)).cloned().collect();
+        for id in dead {
+            tracing::info!(pod = %id, "releasing the network of a pod that is gone");
+            if let Err(e) = self.teardown_locked(&mut state, &id) {
+                tracing::warn!(pod = %id, error = %error_chain(&e), "cannot release a pod network");
+            }
+        }
+        if self.config.mode == Mode::Builtin {
+            self.sweep_builtin(&mut state);
+        }
+    }
+
+    /// Ok when pods can get a network now; otherwise why not.
+    pub fn ready(&self) -> Result<(), String> {
+        match self.config.mode {
+            Mode::Builtin => self.ready_builtin(),
+            Mode::Cni => cni::find_config(&self.config.cni_conf_dir).map(drop).map_err(|e| error_chain(&e)),
+        }
+    }
+
+    /// kubelet's pod CIDR (UpdateRuntimeConfig): new pods get addresses from it. Only the first IPv4 CIDR of the
+    /// list is used. CNI plugins bring their own IPAM, so CNI mode ignores it.
+    pub fn set_pod_cidr(&self, cidrs: &str) -> Result<(), NetError> {
+        if self.config.mode != Mode::Builtin {
+            return Ok(());
+        }
+        let Some(cidr) = cidrs.split(',').find_map(|c| c.trim().parse::<Ipv4Net>().ok()) else { return Ok(()) };
+        self.set_subnet(&mut self.lock(), cidr.trunc())
+    }
+}
+
+/// The whole cause chain on one line.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}

@@ -1,0 +1,124 @@
+//! netplug against the real kernel: needs root and REEF_E2E=1. Every name (bridge, table, netns, subnet) is
+//! unique to this process, and a guard removes them even when an assertion fails.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use reef_netplug::{Mode, NetConfig, Network, PodSpec, PortMapping, Protocol};
+
+fn enabled() -> bool {
+    std::env::var("REEF_E2E").as_deref() == Ok("1") && nix::unistd::geteuid().is_root()
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+struct Env {
+    bridge: String,
+    table: String,
+    netns: Vec<String>,
+    dir: tempfile::TempDir,
+    subnet: String,
+}
+
+impl Env {
+    fn new() -> Env {
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let pid = std::process::id();
+        let tag = format!("{:x}{n}", pid % 0xfffff);
+        Env {
+            bridge: format!("rt{tag}"),
+            table: format!("reef_t{tag}"),
+            netns: vec![],
+            dir: tempfile::tempdir().unwrap(),
+            subnet: format!("10.{}.{}.0/24", 200 + (pid % 50), (pid / 50 % 200) as u32 + n),
+        }
+    }
+
+    fn config(&self) -> NetConfig {
+        NetConfig {
+            mode: Mode::Builtin,
+            dir: self.dir.path().join("net"),
+            bridge: self.bridge.clone(),
+            subnet: self.subnet.parse().unwrap(),
+            mtu: 1400,
+            nft_table: self.table.clone(),
+            cni_conf_dir: PathBuf::new(),
+            cni_bin_dirs: vec![],
+            cni_timeout: std::time::Duration::from_secs(10),
+        }
+    }
+
+    fn netns(&mut self, name: &str) -> PathBuf {
+        let name = format!("{}-{name}", self.bridge);
+        assert!(Command::new("ip").args(["netns", "add", &name]).status().unwrap().success());
+        Command::new("ip").args(["-n", &name, "link", "set", "lo", "up"]).status().unwrap();
+        self.netns.push(name.clone());
+        PathBuf::from(format!("/run/netns/{name}"))
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        for ns in &self.netns {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+        let _ = Command::new("ip").args(["link", "del", &self.bridge]).status();
+        let _ = Command::new("nft").args(["delete", "table", "inet", &self.table]).status();
+    }
+}
+
+fn sh(args: &[&str]) -> String {
+    let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+}
+
+#[test]
+fn a_pod_gets_eth0_an_address_a_route_and_gives_them_back() {
+    if !enabled() {
+        return;
+    }
+    let mut env = Env::new();
+    let ns = env.netns("a");
+    let net = Network::open(env.config()).unwrap();
+    net.ready().unwrap();
+    let id = format!("{:064x}", 0xabcdu64 + std::process::id() as u64);
+    let ports = [PortMapping { protocol: Protocol::Tcp, container_port: 80, host_port: 18080, host_ip: String::new() }];
+    let pod = PodSpec { id: &id, name: "p", namespace: "ns", uid: "u", netns: &ns, ports: &ports };
+    let ips = net.setup(&pod).unwrap();
+    assert_eq!(ips.len(), 1);
+    let nsname = ns.file_name().unwrap().to_str().unwrap();
+    let addr = sh(&["ip", "-n", nsname, "-o", "addr", "show", "eth0"]);
+    assert!(addr.contains(&ips[0].to_string()), "{addr}");
+    let link = sh(&["ip", "-n", nsname, "-o", "link", "show", "eth0"]);
+    assert!(link.contains("mtu 1400"), "{link}");
+    let route = sh(&["ip", "-n", nsname, "route"]);
+    assert!(route.contains("default via"), "{route}");
+    let ping = Command::new("ip")
+        .args(["netns", "exec", nsname, "busybox", "ping", "-c1", "-W2"])
+        .arg(net_gateway(&env.subnet))
+        .output()
+        .unwrap();
+    assert!(ping.status.success(), "{}", String::from_utf8_lossy(&ping.stdout));
+    let rules = sh(&["nft", "list", "table", "inet", &env.table]);
+    eprintln!("{rules}");
+    assert!(rules.contains("dport 18080") && rules.contains("masquerade"), "{rules}");
+    let other = env.netns("b");
+    let id2 = format!("{:064x}", 0xbcdeu64 + std::process::id() as u64);
+    let e = net
+        .setup(&PodSpec { id: &id2, name: "q", namespace: "ns", uid: "v", netns: &other, ports: &ports })
+        .unwrap_err();
+    assert!(e.to_string().contains("already taken"), "{e}");
+    assert!(sh(&["ip", "-n", other.file_name().unwrap().to_str().unwrap(), "-o", "link"]).lines().count() == 1);
+    net.teardown(&id).unwrap();
+    net.teardown(&id).unwrap();
+    assert!(!sh(&["ip", "-o", "link"]).contains(&format!("rf{}", &id[..13])));
+    assert!(!sh(&["nft", "list", "table", "inet", &env.table]).contains("18080"));
+}
+
+fn net_gateway(subnet: &str) -> String {
+    let base = subnet.split('/').next().unwrap();
+    let mut parts: Vec<u32> = base.split('.').map(|p| p.parse().unwrap()).collect();
+    parts[3] += 1;
+    parts.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(".")
+}

@@ -115,10 +115,10 @@ impl Network {
             Mode::Builtin => self.setup_builtin(&mut state, pod),
             Mode::Cni => self.setup_cni(&mut state, pod),
         };
-        if result.is_err() {
-            if let Err(e) = self.teardown_locked(&mut state, pod.id) {
-                tracing::warn!(pod = pod.id, error = %error_chain(&e), "undoing a failed network setup");
-            }
+        if result.is_err()
+            && let Err(e) = self.teardown_locked(&mut state, pod.id)
+        {
+            tracing::warn!(pod = pod.id, error = %error_chain(&e), "undoing a failed network setup");
         }
         result
     }

@@ -29,6 +29,7 @@ pub struct Config {
     pub registry: RegistryConfig,
     /// The streaming server for Exec, Attach and PortForward.
     pub streaming: crate::streaming::StreamingConfig,
+    pub network: NetworkConfig,
 }
 
 impl Default for Config {
@@ -44,6 +45,7 @@ impl Default for Config {
             images: ImagesConfig::default(),
             registry: RegistryConfig::default(),
             streaming: crate::streaming::StreamingConfig::default(),
+            network: NetworkConfig::default(),
         }
     }
 }
@@ -68,6 +70,92 @@ pub struct ImagesConfig {
 impl Default for ImagesConfig {
     fn default() -> Self {
         ImagesConfig { max_concurrent_downloads: 3, allow_device_nodes: false }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkMode {
+    /// Reef's own bridge, veths, IPAM and nftables rules.
+    Builtin,
+    /// Standard CNI plugins.
+    Cni,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NetworkConfig {
+    pub mode: NetworkMode,
+    /// Built-in mode: the bridge pods' veths attach to; it holds the gateway address.
+    pub bridge: String,
+    /// Built-in mode: the IPv4 subnet pods get addresses from until kubelet sends a pod CIDR.
+    pub subnet: String,
+    /// Built-in mode: the MTU of the pods' veth pairs.
+    pub mtu: u32,
+    /// Built-in mode: Reef's own nftables table (family inet); no other table is touched.
+    pub nft_table: String,
+    /// CNI mode: network configurations (`*.conflist`, `*.conf`, `*.json`); the first by name is used.
+    pub cni_conf_dir: PathBuf,
+    /// CNI mode: where plugin binaries are looked up, in order.
+    pub cni_bin_dirs: Vec<PathBuf>,
+    /// CNI mode: how long one plugin call may take.
+    pub cni_timeout_seconds: u64,
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        NetworkConfig {
+            mode: NetworkMode::Builtin,
+            bridge: "reef0".into(),
+            subnet: "10.88.0.0/16".into(),
+            mtu: 1500,
+            nft_table: "reef".into(),
+            cni_conf_dir: "/etc/cni/net.d".into(),
+            cni_bin_dirs: vec!["/opt/cni/bin".into(), "/usr/lib/cni".into()],
+            cni_timeout_seconds: 60,
+        }
+    }
+}
+
+impl NetworkConfig {
+    fn validate(&self) -> Result<(), (&'static str, String)> {
+        let b = &self.bridge;
+        if b.is_empty() || b.len() > 15 || b.contains(['/', ' ', '\t', '\n']) || b == "." || b == ".." {
+            return Err(("network.bridge", format!("{b:?} is not a valid interface name (1 to 15 characters)")));
+        }
+        match self.subnet.parse::<ipnet::Ipv4Net>() {
+            Ok(n) if n.prefix_len() <= 30 => {}
+            _ => return Err(("network.subnet", format!("{:?} is not an IPv4 subnet of /30 or larger", self.subnet))),
+        }
+        if !(576..=65535).contains(&self.mtu) {
+            return Err(("network.mtu", format!("{} is not between 576 and 65535", self.mtu)));
+        }
+        let t = &self.nft_table;
+        if t.is_empty() || t.len() > 64 || !t.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+            return Err(("network.nft_table", format!("{t:?}: use 1 to 64 letters, digits, '_' or '-'")));
+        }
+        if self.cni_timeout_seconds == 0 {
+            return Err(("network.cni_timeout_seconds", "must be at least 1".into()));
+        }
+        Ok(())
+    }
+
+    /// netplug's view of this section; `dir` is where leases and per-pod records live.
+    pub fn netplug(&self, dir: PathBuf) -> reef_netplug::NetConfig {
+        reef_netplug::NetConfig {
+            mode: match self.mode {
+                NetworkMode::Builtin => reef_netplug::Mode::Builtin,
+                NetworkMode::Cni => reef_netplug::Mode::Cni,
+            },
+            dir,
+            bridge: self.bridge.clone(),
+            subnet: self.subnet.parse::<ipnet::Ipv4Net>().map(|n| n.trunc()).unwrap_or_default(),
+            mtu: self.mtu,
+            nft_table: self.nft_table.clone(),
+            cni_conf_dir: self.cni_conf_dir.clone(),
+            cni_bin_dirs: self.cni_bin_dirs.clone(),
+            cni_timeout: std::time::Duration::from_secs(self.cni_timeout_seconds),
+        }
     }
 }
 
@@ -119,6 +207,7 @@ impl Config {
         }
         self.registry.validate().map_err(|e| invalid("registry", e.to_string()))?;
         self.streaming.validate().map_err(|(key, reason)| invalid(&key, reason))?;
+        self.network.validate().map_err(|(key, reason)| invalid(key, reason))?;
         Ok(())
     }
 
@@ -183,6 +272,28 @@ mod tests {
         assert!(err.contains("cgroup_driver") || err.contains("cgroupfs2"), "{err}");
         let err = parse("[registry.mirrors.\"docker.io\"]\nendpoints = [\"http://a/b/c\"]").unwrap_err().to_string();
         assert!(err.contains("registry"), "{err}");
+    }
+
+    #[test]
+    fn network_settings_default_to_the_builtin_bridge_and_bad_ones_name_the_key() {
+        let c = parse("").unwrap();
+        assert_eq!(
+            (c.network.mode, c.network.bridge.as_str(), c.network.subnet.as_str()),
+            (NetworkMode::Builtin, "reef0", "10.88.0.0/16")
+        );
+        let c = parse("[network]\nmode = \"cni\"\ncni_conf_dir = \"/x\"").unwrap();
+        assert_eq!(c.network.mode, NetworkMode::Cni);
+        for (text, key) in [
+            ("[network]\nbridge = \"a-very-long-bridge-name\"", "network.bridge"),
+            ("[network]\nsubnet = \"10.88.0.0/31\"", "network.subnet"),
+            ("[network]\nsubnet = \"fd00::/64\"", "network.subnet"),
+            ("[network]\nmtu = 100", "network.mtu"),
+            ("[network]\nnft_table = \"a b\"", "network.nft_table"),
+            ("[network]\nmode = \"calico\"", "calico"),
+        ] {
+            let err = parse(text).unwrap_err().to_string();
+            assert!(err.contains(key), "{text}: {err}");
+        }
     }
 
     #[test]

@@ -22,6 +22,9 @@ pub enum ReefError {
         source: ImageError,
     },
 
+    #[error("pod network")]
+    Network(#[source] reef_netplug::NetError),
+
     #[error("{0}")]
     AlreadyExists(String),
 
@@ -65,6 +68,13 @@ impl ReefError {
                 ErrorKind::Unavailable => Code::Unavailable,
                 ErrorKind::ResourceExhausted => Code::ResourceExhausted,
                 ErrorKind::Internal => Code::Internal,
+            },
+            ReefError::Network(e) => match e.kind() {
+                reef_netplug::ErrorKind::InvalidArgument => Code::InvalidArgument,
+                reef_netplug::ErrorKind::Conflict => Code::AlreadyExists,
+                reef_netplug::ErrorKind::Exhausted => Code::ResourceExhausted,
+                reef_netplug::ErrorKind::NotReady => Code::FailedPrecondition,
+                reef_netplug::ErrorKind::Internal => Code::Internal,
             },
             ReefError::AlreadyExists(_) => Code::AlreadyExists,
             ReefError::NotFound(_) => Code::NotFound,

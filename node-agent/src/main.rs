@@ -102,8 +102,11 @@ fn run(config: Config) -> anyhow::Result<()> {
         let systemd_cgroups = config.cgroup_driver == config::CgroupDriver::Systemd;
         let events = std::sync::Arc::new(events::Events::default());
         let bus = std::sync::Arc::clone(&events);
+        let net_config = config.network.netplug(config.root_dir.join("network"));
         let (pods, containers) = tokio::task::spawn_blocking(move || {
-            let pods = pods::Pods::open(&root, &state, monitor)?;
+            let network = reef_netplug::Network::open(net_config)
+                .map_err(|e| std::io::Error::other(format!("pod network: {}", error::chain(&e))))?;
+            let pods = pods::Pods::open(&root, &state, monitor, network)?;
             let containers = containers::Containers::open(&root, &state, &cgroup_parent, systemd_cgroups, bus)?;
             for pod in pods.list() {
                 containers.watch_pod(&pods, &pod.id);

@@ -51,6 +51,11 @@ const KINDS: [(&str, CloneFlags); 3] =
 /// Creates the pod's namespaces and pins them under `dir` (`dir/net`, `dir/ipc`, `dir/uts`). The new UTS namespace
 /// gets `hostname`; the new network namespace has `lo` up. On failure nothing stays pinned.
 pub fn pin(dir: &Path, set: PodNamespaceSet, hostname: &str) -> Result<Pinned, PinError> {
+    // The helper forks without exec, so it inherits every pipe open in reefd at that instant, another helper's
+    // included: two concurrent helpers each holding the other's hold pipe open would wait for each other forever.
+    // So helpers go one at a time, and the release is a byte (not EOF), which inherited copies cannot withhold.
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let wanted: Vec<(&str, CloneFlags)> = KINDS
         .into_iter()
         .filter(|(name, _)| match *name {
@@ -91,7 +96,7 @@ pub fn pin(dir: &Path, set: PodNamespaceSet, hostname: &str) -> Result<Pinned, P
                 sys::exit_now(1);
             }
             report(0);
-            // Stay until the parent has pinned everything (it closes the hold pipe).
+            // Stay until the parent has pinned everything (it writes a byte, or closes the hold pipe).
             let mut b = [0u8; 1];
             let _ = nix::unistd::read(&hold_r, &mut b);
             sys::exit_now(0)
@@ -109,6 +114,7 @@ pub fn pin(dir: &Path, set: PodNamespaceSet, hostname: &str) -> Result<Pinned, P
         (Ok(1), _) => Err(PinError::Helper("loopback up")),
         _ => Err(PinError::Helper("start")),
     };
+    let _ = nix::unistd::write(&hold_w, &[0]);
     drop(hold_w);
     let _ = waitpid(child, None);
     if result.is_err() {

@@ -7,6 +7,7 @@
 
 pub mod cri;
 pub mod image;
+pub mod netns;
 pub mod pod;
 pub mod proxy;
 pub mod push;

@@ -17,6 +17,45 @@ pub struct Reefd {
     child: Option<Child>,
     /// TOML appended to the generated config (registry settings and the like).
     extra: String,
+    /// This reefd's own bridge, subnet and nft table, removed on drop.
+    pub net: NetNames,
+    /// Keys added to the generated `[network]` table (mode, CNI dirs…).
+    network_extra: String,
+}
+
+/// Network names no other test (in this process or another) uses at the same time.
+#[derive(Debug, Clone)]
+pub struct NetNames {
+    pub bridge: String,
+    pub nft_table: String,
+    pub subnet: String,
+}
+
+impl NetNames {
+    pub fn unique() -> NetNames {
+        static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let pid = std::process::id();
+        // 10.128.0.0/9 in /24s, spread by pid and counter: disjoint from each other test's and from the host's.
+        let k = (pid.wrapping_mul(37).wrapping_add(n)) % (127 * 256);
+        NetNames {
+            bridge: format!("rb{pid:x}n{n}"),
+            nft_table: format!("reef_e2e_{pid}_{n}"),
+            subnet: format!("10.{}.{}.0/24", 128 + k / 256, k % 256),
+        }
+    }
+
+    /// The bridge's address (the pods' gateway).
+    pub fn gateway(&self) -> String {
+        let base = self.subnet.split('/').next().unwrap_or_default();
+        base.rsplit_once('.').map(|(a, _)| format!("{a}.1")).unwrap_or_default()
+    }
+
+    /// Removes the bridge (and with it every veth still on it) and the nft table.
+    pub fn remove(&self) {
+        let _ = Command::new("ip").args(["link", "del", &self.bridge]).stderr(Stdio::null()).status();
+        let _ = Command::new("nft").args(["delete", "table", "inet", &self.nft_table]).stderr(Stdio::null()).status();
+    }
 }
 
 /// The reefd binary: `$REEFD_BIN`, else `<target>/debug/reefd` (build it first: `cargo build --bins`).
@@ -33,8 +72,20 @@ pub fn reefd_bin() -> PathBuf {
 impl Reefd {
     /// Starts reefd with `extra` TOML appended to a config that puts every path in a fresh temporary directory.
     pub fn start(extra: &str) -> Reefd {
+        Reefd::start_with_network(extra, "")
+    }
+
+    /// Like `start`, with `network` TOML keys added to the `[network]` table the harness writes.
+    pub fn start_with_network(extra: &str, network: &str) -> Reefd {
         let dir = tempfile::Builder::new().prefix("reef-e2e-").tempdir().expect("reefd dir");
-        let mut reefd = Reefd { small_root: false, dir, child: None, extra: extra.to_string() };
+        let mut reefd = Reefd {
+            small_root: false,
+            dir,
+            child: None,
+            extra: extra.to_string(),
+            net: NetNames::unique(),
+            network_extra: network.to_string(),
+        };
         reefd.write_config();
         reefd.spawn();
         reefd
@@ -53,7 +104,14 @@ impl Reefd {
             Some(format!("size={size}").as_str()),
         )
         .expect("mount a tmpfs root");
-        let mut reefd = Reefd { small_root: true, dir, child: None, extra: extra.to_string() };
+        let mut reefd = Reefd {
+            small_root: true,
+            dir,
+            child: None,
+            extra: extra.to_string(),
+            net: NetNames::unique(),
+            network_extra: String::new(),
+        };
         reefd.write_config();
         reefd.spawn();
         reefd
@@ -62,12 +120,17 @@ impl Reefd {
     fn write_config(&self) {
         let d = self.dir.path();
         let config = format!(
-            "root_dir = \"{}\"\nstate_dir = \"{}\"\nsocket = \"{}\"\nlog_level = \"debug\"\ncgroup_parent = \"{}\"\n{}",
+            "root_dir = \"{}\"\nstate_dir = \"{}\"\nsocket = \"{}\"\nlog_level = \"debug\"\ncgroup_parent = \"{}\"\n{}\n\
+             [network]\nbridge = \"{}\"\nsubnet = \"{}\"\nnft_table = \"{}\"\n{}\n",
             self.root().display(),
             d.join("state").display(),
             self.socket().display(),
             self.cgroup_parent(),
-            self.extra
+            self.extra,
+            self.net.bridge,
+            self.net.subnet,
+            self.net.nft_table,
+            self.network_extra,
         );
         std::fs::write(self.config_path(), config).expect("write reefd config");
     }
@@ -240,6 +303,7 @@ impl Drop for Reefd {
         self.kill9();
         clean_up_after(self.dir.path());
         remove_cgroup_tree(&self.cgroup_parent());
+        self.net.remove();
         if self.small_root {
             let _ = nix::mount::umount2(&self.root(), nix::mount::MntFlags::MNT_DETACH);
         }

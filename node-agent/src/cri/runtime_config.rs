@@ -28,6 +28,7 @@ pub async fn update(
             }
         }
         tracing::info!(pod_cidr = %cidr, "pod CIDR updated");
+        agent.pods.network.set_pod_cidr(&cidr).map_err(ReefError::Network)?;
         *agent.pod_cidr.write().unwrap_or_else(|p| p.into_inner()) = cidr;
     }
     Ok(cri::UpdateRuntimeConfigResponse {})

@@ -31,7 +31,10 @@ pub fn status_of(pod: &PodRecord) -> cri::PodSandboxStatus {
         metadata: Some(metadata(pod)),
         state: to_cri_state(pod.state),
         created_at: pod.created_at,
-        network: Some(cri::PodSandboxNetworkStatus::default()),
+        network: Some(cri::PodSandboxNetworkStatus {
+            ip: pod.ips.first().cloned().unwrap_or_default(),
+            additional_ips: pod.ips.iter().skip(1).map(|ip| cri::PodIp { ip: ip.clone() }).collect(),
+        }),
         linux: Some(cri::LinuxPodSandboxStatus {
             namespaces: Some(cri::Namespace {
                 options: Some(cri::NamespaceOption {

@@ -6,6 +6,7 @@ use crate::agent::Agent;
 use crate::error::ReefError;
 
 pub async fn handle(agent: &Agent, req: cri::StatusRequest) -> Result<cri::StatusResponse, ReefError> {
+    let network = agent.pods.network.ready();
     let conditions = vec![
         cri::RuntimeCondition {
             r#type: "RuntimeReady".into(),
@@ -13,12 +14,11 @@ pub async fn handle(agent: &Agent, req: cri::StatusRequest) -> Result<cri::Statu
             reason: String::new(),
             message: String::new(),
         },
-        // Pod networking is its own piece of work; until it lands, say so rather than claim a usable network.
         cri::RuntimeCondition {
             r#type: "NetworkReady".into(),
-            status: false,
-            reason: "NetworkPluginNotReady".into(),
-            message: "reef: pod networking is not available in this build".into(),
+            status: network.is_ok(),
+            reason: if network.is_ok() { String::new() } else { "NetworkPluginNotReady".into() },
+            message: network.err().map(|e| format!("reef: {e}")).unwrap_or_default(),
         },
     ];
     let mut info = HashMap::new();

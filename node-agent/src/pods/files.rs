@@ -4,7 +4,12 @@ use std::path::Path;
 
 use k8s_cri::v1 as cri;
 
-pub fn write_pod_files(dir: &Path, config: &cri::PodSandboxConfig, host_network: bool) -> std::io::Result<()> {
+pub fn write_pod_files(
+    dir: &Path,
+    config: &cri::PodSandboxConfig,
+    host_network: bool,
+    pod_ip: Option<&str>,
+) -> std::io::Result<()> {
     let resolv = match &config.dns_config {
         Some(dns) if !dns.servers.is_empty() || !dns.searches.is_empty() || !dns.options.is_empty() => resolv_conf(dns),
         // No DNS config: the node's, as kubelet expects for dnsPolicy Default and host-network pods.
@@ -17,7 +22,7 @@ pub fn write_pod_files(dir: &Path, config: &cri::PodSandboxConfig, host_network:
         config.hostname.clone()
     };
     std::fs::write(dir.join("hostname"), format!("{hostname}\n"))?;
-    std::fs::write(dir.join("hosts"), hosts(&hostname))
+    std::fs::write(dir.join("hosts"), hosts(&hostname, pod_ip))
 }
 
 fn resolv_conf(dns: &cri::DnsConfig) -> String {
@@ -34,10 +39,11 @@ fn resolv_conf(dns: &cri::DnsConfig) -> String {
     s
 }
 
-/// The pod IP line comes with pod networking; until then the hostname resolves to loopback.
-fn hosts(hostname: &str) -> String {
+/// The hostname resolves to the pod's IP; a pod without one of its own (host network) maps it to 127.0.1.1.
+fn hosts(hostname: &str, pod_ip: Option<&str>) -> String {
+    let ip = pod_ip.unwrap_or("127.0.1.1");
     format!(
-        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n127.0.1.1\t{hostname}\n"
+        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n{ip}\t{hostname}\n"
     )
 }
 
@@ -56,6 +62,7 @@ mod tests {
             resolv_conf(&dns),
             "search default.svc.cluster.local svc.cluster.local\nnameserver 10.96.0.10\noptions ndots:5\n"
         );
-        assert!(hosts("web-0").ends_with("127.0.1.1\tweb-0\n"));
+        assert!(hosts("web-0", None).ends_with("127.0.1.1\tweb-0\n"));
+        assert!(hosts("web-0", Some("10.88.0.7")).ends_with("10.88.0.7\tweb-0\n"));
     }
 }

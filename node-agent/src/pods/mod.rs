@@ -19,6 +19,8 @@ use reef_runtime::monitor::protocol::Request;
 use reef_runtime::pin::{self, PodNamespaceSet};
 use serde::{Deserialize, Serialize};
 
+use reef_netplug::{Network, PodSpec};
+
 use crate::error::ReefError;
 use crate::records::{Names, Records};
 
@@ -49,6 +51,9 @@ pub struct PodRecord {
     pub pinned: PinnedPaths,
     pub port_mappings: Vec<PortMapping>,
     pub cgroup_parent: String,
+    /// The pod's addresses, primary first; empty for host-network pods and once the pod is stopped.
+    #[serde(default)]
+    pub ips: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -81,6 +86,28 @@ pub struct Pods {
     records: Records,
     names: Names,
     pods: RwLock<HashMap<String, PodRecord>>,
+    pub network: Network,
+}
+
+/// The CRI port mappings as netplug takes them; an unknown protocol is refused.
+fn net_ports(mappings: &[PortMapping]) -> Result<Vec<reef_netplug::PortMapping>, ReefError> {
+    mappings
+        .iter()
+        .map(|m| {
+            let protocol = match cri::Protocol::try_from(m.protocol) {
+                Ok(cri::Protocol::Tcp) => reef_netplug::Protocol::Tcp,
+                Ok(cri::Protocol::Udp) => reef_netplug::Protocol::Udp,
+                Ok(cri::Protocol::Sctp) => reef_netplug::Protocol::Sctp,
+                Err(_) => return Err(ReefError::InvalidArgument(format!("unknown port protocol {}", m.protocol))),
+            };
+            Ok(reef_netplug::PortMapping {
+                protocol,
+                container_port: m.container_port,
+                host_port: m.host_port,
+                host_ip: m.host_ip.clone(),
+            })
+        })
+        .collect()
 }
 
 /// A pod's volatile directory. Named by the id's first 16 hex digits: the monitor's socket lives inside, and unix
@@ -94,8 +121,9 @@ fn internal(what: &str) -> impl Fn(std::io::Error) -> ReefError + '_ {
 }
 
 impl Pods {
-    /// Loads every pod record and re-reserves their names; pods whose monitor is gone load as NotReady.
-    pub fn open(root_dir: &Path, state_dir: &Path, monitor_bin: PathBuf) -> std::io::Result<Pods> {
+    /// Loads every pod record and re-reserves their names; pods whose monitor is gone load as NotReady. Then the
+    /// network is reconciled: only Ready pods keep one, everything else of it (veths, leases, rules) goes.
+    pub fn open(root_dir: &Path, state_dir: &Path, monitor_bin: PathBuf, network: Network) -> std::io::Result<Pods> {
         let records = Records::open(&root_dir.join("pods"))?;
         let names = Names::default();
         let mut pods = HashMap::new();
@@ -107,11 +135,16 @@ impl Pods {
             {
                 tracing::warn!(pod = %pod.id, "pod monitor is gone (reboot or crash): the pod is NotReady");
                 pod.state = PodState::NotReady;
+                pod.ips.clear();
                 let _ = records.save(&pod.id, &pod);
             }
             pods.insert(pod.id.clone(), pod);
         }
-        let pods = Pods { state_dir: state_dir.to_path_buf(), monitor_bin, records, names, pods: RwLock::new(pods) };
+        let ready: Vec<String> =
+            pods.values().filter(|p: &&PodRecord| p.state == PodState::Ready).map(|p| p.id.clone()).collect();
+        network.reconcile(&|id| ready.iter().any(|r| r == id));
+        let pods =
+            Pods { state_dir: state_dir.to_path_buf(), monitor_bin, records, names, pods: RwLock::new(pods), network };
         pods.sweep_orphans();
         Ok(pods)
     }
@@ -180,6 +213,7 @@ impl Pods {
                 })
                 .collect(),
             cgroup_parent: config.linux.as_ref().map(|l| l.cgroup_parent.clone()).unwrap_or_default(),
+            ips: vec![],
         };
         self.names.reserve(&pod.reserved_name(), &id).map_err(|holder| {
             ReefError::AlreadyExists(format!("pod name {:?} is reserved for {holder}", pod.reserved_name()))
@@ -196,7 +230,22 @@ impl Pods {
             let pinned = pin::pin(&dir.join("ns"), set, &pod.hostname)
                 .map_err(|e| ReefError::Internal(crate::error::chain(&e)))?;
             pod.pinned = PinnedPaths { network: pinned.network, ipc: pinned.ipc, uts: pinned.uts, pid: None };
-            files::write_pod_files(&dir, config, host_network).map_err(internal("write pod files"))?;
+            // The failure path below tears the network down too (netplug records its intent before it starts).
+            if let Some(netns) = &pod.pinned.network {
+                let ports = net_ports(&pod.port_mappings)?;
+                let spec = PodSpec {
+                    id: &id,
+                    name: &pod.name,
+                    namespace: &pod.namespace,
+                    uid: &pod.uid,
+                    netns,
+                    ports: &ports,
+                };
+                pod.ips =
+                    self.network.setup(&spec).map_err(ReefError::Network)?.iter().map(|ip| ip.to_string()).collect();
+            }
+            files::write_pod_files(&dir, config, host_network, pod.ips.first().map(String::as_str))
+                .map_err(internal("write pod files"))?;
             let share_pid = options.pid == cri::NamespaceMode::Pod as i32;
             let mut monitor = std::process::Command::new(&self.monitor_bin);
             monitor.arg(&dir);
@@ -218,6 +267,9 @@ impl Pods {
             self.records.save(&id, &pod).map_err(internal("save pod record"))
         })();
         if let Err(e) = result {
+            if let Err(ne) = self.network.teardown(&id) {
+                tracing::warn!(pod = %id, error = %crate::error::chain(&ne), "cannot undo the network of a failed pod");
+            }
             self.teardown(&id);
             self.names.release(&pod.reserved_name());
             return Err(e);
@@ -226,23 +278,28 @@ impl Pods {
         Ok(pod)
     }
 
-    /// Stops the pod: its network namespace goes, the record stays NotReady. Idempotent; returns the pod when
-    /// this call is the one that stopped it.
+    /// Stops the pod: its network goes, then its network namespace; the record stays NotReady. Idempotent;
+    /// returns the pod when this call is the one that stopped it.
     pub fn stop(&self, id: &str) -> Result<Option<PodRecord>, ReefError> {
         let Some(mut pod) = self.get(id) else { return Ok(None) };
+        // The network goes before the namespace it lives in (CNI DEL wants the namespace while it still exists).
+        self.network.teardown(&pod.id).map_err(ReefError::Network)?;
         pin::unpin_one(&self.pod_dir(&pod.id).join("ns"), "net");
-        if pod.state == PodState::NotReady {
+        if pod.state == PodState::NotReady && pod.ips.is_empty() {
             return Ok(None);
         }
+        let was_ready = pod.state == PodState::Ready;
         pod.state = PodState::NotReady;
+        pod.ips.clear();
         self.records.save(&pod.id, &pod).map_err(internal("save pod record"))?;
         self.pods.write().unwrap_or_else(|p| p.into_inner()).insert(pod.id.clone(), pod.clone());
-        Ok(Some(pod))
+        Ok(was_ready.then_some(pod))
     }
 
     /// Removes everything of the pod. A pod that is not there is fine.
     pub fn remove(&self, id: &str) -> Result<(), ReefError> {
         let Some(pod) = self.get(id) else { return Ok(()) };
+        self.network.teardown(&pod.id).map_err(ReefError::Network)?;
         self.teardown(&pod.id);
         self.records.delete(&pod.id).map_err(internal("delete pod record"))?;
         self.names.release(&pod.reserved_name());

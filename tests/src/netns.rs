@@ -1,0 +1,128 @@
+//! The "outside world" of network tests: a network namespace of the test's own, wired to the host by a veth pair
+//! with addresses from 198.18.0.0/15 (benchmarking space, routed nowhere but on this machine). The host end is
+//! `host_ip`, the far end `outside_ip`. Everything is removed on drop.
+
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::os::fd::AsFd;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+pub struct Outside {
+    pub name: String,
+    pub host_veth: String,
+    pub host_ip: Ipv4Addr,
+    pub outside_ip: Ipv4Addr,
+}
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).stderr(Stdio::piped()).output().expect("run ip");
+    assert!(out.status.success(), "ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+}
+
+impl Outside {
+    pub fn create() -> Outside {
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let pid = std::process::id();
+        let k = (pid.wrapping_mul(7).wrapping_add(n)) % 512;
+        let (b, c) = (18 + k / 256, k % 256);
+        let o = Outside {
+            name: format!("reef-ow-{pid}-{n}"),
+            host_veth: format!("ow{pid:x}n{n}"),
+            host_ip: Ipv4Addr::new(198, b as u8, c as u8, 1),
+            outside_ip: Ipv4Addr::new(198, b as u8, c as u8, 2),
+        };
+        ip(&["netns", "add", &o.name]);
+        ip(&["-n", &o.name, "link", "set", "lo", "up"]);
+        ip(&["link", "add", &o.host_veth, "type", "veth", "peer", "name", "eth0", "netns", &o.name]);
+        ip(&["addr", "add", &format!("{}/24", o.host_ip), "dev", &o.host_veth]);
+        ip(&["link", "set", &o.host_veth, "up"]);
+        ip(&["-n", &o.name, "addr", "add", &format!("{}/24", o.outside_ip), "dev", "eth0"]);
+        ip(&["-n", &o.name, "link", "set", "eth0", "up"]);
+        o
+    }
+
+    pub fn path(&self) -> PathBuf {
+        PathBuf::from(format!("/run/netns/{}", self.name))
+    }
+
+    /// Runs `f` on a thread inside the outside namespace (only that thread moves).
+    pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> std::thread::JoinHandle<T> {
+        let ns = std::fs::File::open(self.path()).expect("open the outside netns");
+        std::thread::spawn(move || {
+            nix::sched::setns(ns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).expect("enter the outside netns");
+            f()
+        })
+    }
+
+    /// Listens on `outside_ip:port` and returns the address of the first peer that connects within `timeout`.
+    pub fn accept_one(&self, port: u16, timeout: Duration) -> std::thread::JoinHandle<Option<SocketAddr>> {
+        let addr = SocketAddr::from((self.outside_ip, port));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let handle = self.run(move || {
+            let listener = TcpListener::bind(addr).expect("listen outside");
+            listener.set_nonblocking(true).expect("nonblocking");
+            let _ = tx.send(());
+            let deadline = std::time::Instant::now() + timeout;
+            while std::time::Instant::now() < deadline {
+                if let Ok((_, peer)) = listener.accept() {
+                    return Some(peer);
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            None
+        });
+        let _ = rx.recv_timeout(Duration::from_secs(5));
+        handle
+    }
+
+    /// An HTTP GET from the outside namespace; the body, or the error.
+    pub fn http_get(&self, to: SocketAddr) -> Result<String, String> {
+        self.run(move || http_get(to)).join().unwrap_or_else(|_| Err("panicked".into()))
+    }
+
+    pub fn udp_send(&self, to: SocketAddr, payload: &'static [u8]) {
+        self.run(move || {
+            let s = UdpSocket::bind("0.0.0.0:0").expect("udp socket");
+            for _ in 0..5 {
+                let _ = s.send_to(payload, to);
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+        .join()
+        .expect("udp send");
+    }
+}
+
+/// A minimal HTTP/1.0 GET; returns the body.
+pub fn http_get(to: SocketAddr) -> Result<String, String> {
+    use std::io::{Read, Write};
+    let mut s = TcpStream::connect_timeout(&to, Duration::from_secs(3)).map_err(|e| format!("connect {to}: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).map_err(|e| e.to_string())?;
+    s.write_all(b"GET / HTTP/1.0\r\n\r\n").map_err(|e| e.to_string())?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).map_err(|e| format!("read from {to}: {e}"))?;
+    Ok(out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or(out))
+}
+
+impl Drop for Outside {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["link", "del", &self.host_veth]).stderr(Stdio::null()).status();
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).stderr(Stdio::null()).status();
+    }
+}
+
+/// A host port for a test: outside the ephemeral range, so that the DNAT rule never catches a connection some
+/// other test makes to a port the kernel handed out.
+pub fn host_port() -> u16 {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+    loop {
+        let p = 20000 + ((std::process::id().wrapping_mul(13).wrapping_add(n * 101) + rand::random::<u32>() % 97) % 10000) as u16;
+        if TcpListener::bind(("0.0.0.0", p)).is_ok() && UdpSocket::bind(("0.0.0.0", p)).is_ok() {
+            return p;
+        }
+    }
+}

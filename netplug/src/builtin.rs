@@ -114,8 +114,12 @@ impl Network {
         let netns = std::fs::File::open(pod.netns).map_err(NetError::io("open pod network namespace", pod.netns))?;
         let mut rt = rtnl()?;
         let created = links::create_veth(&mut rt, &host, bridge, self.config.mtu, POD_IFNAME, &netns);
-        if let Err(nix::errno::Errno::ENODEV) = created {
-            // The bridge went away under us (someone deleted it): make it again, once.
+        let bridge_gone = || {
+            let mut rt = rtnl().ok()?;
+            Some(links::index_of(&mut rt, &self.config.bridge).ok()? != Some(bridge))
+        };
+        if created.is_err() && bridge_gone() == Some(true) {
+            // Someone deleted the bridge under us: make it again (with its address and rules), once.
             let bridge = self.ensure_host(state)?;
             links::create_veth(&mut rt, &host, bridge, self.config.mtu, POD_IFNAME, &netns)
         } else {

@@ -51,11 +51,6 @@ const KINDS: [(&str, CloneFlags); 3] =
 /// Creates the pod's namespaces and pins them under `dir` (`dir/net`, `dir/ipc`, `dir/uts`). The new UTS namespace
 /// gets `hostname`; the new network namespace has `lo` up. On failure nothing stays pinned.
 pub fn pin(dir: &Path, set: PodNamespaceSet, hostname: &str) -> Result<Pinned, PinError> {
-    // The helper forks without exec, so it inherits every pipe open in reefd at that instant, another helper's
-    // included: two concurrent helpers each holding the other's hold pipe open would wait for each other forever.
-    // So helpers go one at a time, and the release is a byte (not EOF), which inherited copies cannot withhold.
-    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let wanted: Vec<(&str, CloneFlags)> = KINDS
         .into_iter()
         .filter(|(name, _)| match *name {
@@ -75,7 +70,8 @@ pub fn pin(dir: &Path, set: PodNamespaceSet, hostname: &str) -> Result<Pinned, P
         ForkResult::Child => {
             // reefd pins pods on several threads at once: a helper that kept another pod's hold pipe open (fds
             // are inherited at fork whatever O_CLOEXEC says) would keep that helper from seeing EOF, and two
-            // helpers holding each other's pipes would wait forever.
+            // helpers holding each other's pipes would wait forever. The socket lock goes too: a killed reefd's
+            // successor must not find it held by an orphaned helper.
             sys::close_fds_except(&[ready_w.as_raw_fd(), hold_r.as_raw_fd()]);
             std::mem::forget(ready_r);
             std::mem::forget(hold_w);

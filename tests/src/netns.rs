@@ -50,11 +50,25 @@ impl Outside {
 
     /// Runs `f` on a thread inside the outside namespace (only that thread moves).
     pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> std::thread::JoinHandle<T> {
-        let ns = std::fs::File::open(self.path()).expect("open the outside netns");
-        std::thread::spawn(move || {
-            nix::sched::setns(ns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).expect("enter the outside netns");
-            f()
+        in_netns(&self.path(), f)
+    }
+
+    /// Sends `payload` to `to` from the outside until an answer comes back (5 tries); the answer and its source.
+    pub fn udp_exchange(&self, to: SocketAddr, payload: &'static [u8]) -> Option<(Vec<u8>, SocketAddr)> {
+        self.run(move || {
+            let s = UdpSocket::bind("0.0.0.0:0").expect("udp socket");
+            s.set_read_timeout(Some(Duration::from_millis(400))).expect("timeout");
+            let mut buf = [0u8; 1500];
+            for _ in 0..5 {
+                let _ = s.send_to(payload, to);
+                if let Ok((n, from)) = s.recv_from(&mut buf) {
+                    return Some((buf[..n].to_vec(), from));
+                }
+            }
+            None
         })
+        .join()
+        .expect("udp exchange")
     }
 
     /// Listens on `outside_ip:port` and returns the address of the first peer that connects within `timeout`.
@@ -82,18 +96,40 @@ impl Outside {
     pub fn http_get(&self, to: SocketAddr) -> Result<String, String> {
         self.run(move || http_get(to)).join().unwrap_or_else(|_| Err("panicked".into()))
     }
+}
 
-    pub fn udp_send(&self, to: SocketAddr, payload: &'static [u8]) {
-        self.run(move || {
-            let s = UdpSocket::bind("0.0.0.0:0").expect("udp socket");
-            for _ in 0..5 {
-                let _ = s.send_to(payload, to);
-                std::thread::sleep(Duration::from_millis(50));
+/// Runs `f` on a new thread inside the network namespace at `path` (a pod's pin, a test's namespace).
+pub fn in_netns<T: Send + 'static>(
+    path: &std::path::Path,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::thread::JoinHandle<T> {
+    let ns = std::fs::File::open(path).unwrap_or_else(|e| panic!("open netns {}: {e}", path.display()));
+    std::thread::spawn(move || {
+        nix::sched::setns(ns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).expect("enter the netns");
+        f()
+    })
+}
+
+/// A UDP echo server on `port` inside the network namespace at `path`, for `lifetime`; returns how many datagrams
+/// it echoed. Returns once it is bound.
+pub fn udp_echo_in(path: &std::path::Path, port: u16, lifetime: Duration) -> std::thread::JoinHandle<usize> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let handle = in_netns(path, move || {
+        let s = UdpSocket::bind(("0.0.0.0", port)).expect("bind the echo server");
+        s.set_read_timeout(Some(Duration::from_millis(100))).expect("timeout");
+        let _ = tx.send(());
+        let deadline = std::time::Instant::now() + lifetime;
+        let (mut buf, mut echoed) = ([0u8; 1500], 0);
+        while std::time::Instant::now() < deadline {
+            if let Ok((n, from)) = s.recv_from(&mut buf) {
+                let _ = s.send_to(&buf[..n], from);
+                echoed += 1;
             }
-        })
-        .join()
-        .expect("udp send");
-    }
+        }
+        echoed
+    });
+    let _ = rx.recv_timeout(Duration::from_secs(5));
+    handle
 }
 
 /// A minimal HTTP/1.0 GET; returns the body.
@@ -120,7 +156,8 @@ pub fn host_port() -> u16 {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
     let n = COUNTER.fetch_add(1, Ordering::SeqCst);
     loop {
-        let p = 20000 + ((std::process::id().wrapping_mul(13).wrapping_add(n * 101) + rand::random::<u32>() % 97) % 10000) as u16;
+        let p = 20000
+            + ((std::process::id().wrapping_mul(13).wrapping_add(n * 101) + rand::random::<u32>() % 97) % 10000) as u16;
         if TcpListener::bind(("0.0.0.0", p)).is_ok() && UdpSocket::bind(("0.0.0.0", p)).is_ok() {
             return p;
         }

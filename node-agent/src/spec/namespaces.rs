@@ -33,9 +33,15 @@ pub fn with_namespaces(spec: &mut Spec, sc: &cri::LinuxContainerSecurityContext,
         cri::NamespaceMode::Container => ns(typ, None),
         cri::NamespaceMode::Pod | cri::NamespaceMode::Target => ns(typ, path.clone()),
     };
-    let network = mode(opts.network);
+    // The pod's net, ipc and uts namespaces are pinned unless the pod uses the host's: joining "the pod's" then
+    // means the host's, not a new one.
+    let pods_or_host = |m: cri::NamespaceMode, path: &Option<PathBuf>| match m {
+        cri::NamespaceMode::Pod if path.is_none() => cri::NamespaceMode::Node,
+        m => m,
+    };
+    let network = pods_or_host(mode(opts.network), &pod.network);
     list.push(join_or_new(LinuxNamespaceType::Network, network, &pod.network));
-    list.push(join_or_new(LinuxNamespaceType::Ipc, mode(opts.ipc), &pod.ipc));
+    list.push(join_or_new(LinuxNamespaceType::Ipc, pods_or_host(mode(opts.ipc), &pod.ipc), &pod.ipc));
     // A host-network pod also has the host's hostname, as kubelet expects.
     let uts_mode = if network == cri::NamespaceMode::Node { cri::NamespaceMode::Node } else { cri::NamespaceMode::Pod };
     list.push(join_or_new(LinuxNamespaceType::Uts, uts_mode, &pod.uts));
@@ -90,5 +96,17 @@ mod tests {
         assert!(!types.contains(&T::Network) && !types.contains(&T::Pid) && !types.contains(&T::Uts), "{types:?}");
         let shared = namespaces(cri::NamespaceMode::Pod, cri::NamespaceMode::Pod);
         assert!(shared.contains(&(T::Pid, Some("/proc/42/ns/pid".into()))));
+    }
+
+    #[test]
+    fn joining_a_host_network_pod_means_the_host_s_network() {
+        let mut spec = reef_runtime::oci_spec::runtime::Spec::default();
+        let sc = cri::LinuxContainerSecurityContext::default();
+        let host_pod = super::PodNamespaces { ipc: Some("/run/reef/p/ns/ipc".into()), ..Default::default() };
+        super::with_namespaces(&mut spec, &sc, &host_pod);
+        let types: Vec<T> =
+            spec.linux().as_ref().unwrap().namespaces().clone().unwrap().iter().map(|n| n.typ()).collect();
+        assert!(!types.contains(&T::Network) && !types.contains(&T::Uts), "{types:?}");
+        assert!(types.contains(&T::Ipc), "{types:?}");
     }
 }

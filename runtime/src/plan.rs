@@ -116,8 +116,8 @@ pub fn plan_from_spec(spec: &Spec) -> Result<LaunchPlan, PlanError> {
             })
             .collect(),
         oom_score_adj: process.oom_score_adj(),
-        // Set by the caller that gives the process a terminal (an exec with a tty); the monitor does not yet.
-        terminal: false,
+        // The monitor gives such a container a pty; an exec sets its own.
+        terminal: process.terminal().unwrap_or(false),
         sysctls: {
             let mut v: Vec<(String, String)> = linux.sysctl().clone().unwrap_or_default().into_iter().collect();
             v.sort();

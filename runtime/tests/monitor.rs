@@ -124,14 +124,23 @@ fn containers_run_log_and_exit_through_the_monitor() {
             id: "c1".into(),
             plan: plan(&root, "echo hello; echo oops >&2; printf 'no newline'; exit 3"),
             log_path: log.clone(),
+            stdin: false,
+            stdin_once: false,
         })
         .unwrap();
     assert!(
         matches!(created, Response::Ok { state: Some(ContainerState { status: Status::Created, .. }) }),
         "{created:?}"
     );
-    let again =
-        client.call(&Request::Create { id: "c1".into(), plan: plan(&root, "true"), log_path: log.clone() }).unwrap();
+    let again = client
+        .call(&Request::Create {
+            id: "c1".into(),
+            plan: plan(&root, "true"),
+            log_path: log.clone(),
+            stdin: false,
+            stdin_once: false,
+        })
+        .unwrap();
     assert!(matches!(again, Response::Error { kind: ErrorKind::AlreadyExists, .. }));
 
     client.call(&Request::Start { id: "c1".into() }).unwrap();
@@ -169,6 +178,8 @@ fn a_killed_container_reports_its_signal_and_unknown_ids_are_not_found() {
             id: "sleeper".into(),
             plan: plan(&root, "exec sleep 60"),
             log_path: pod.dir.path().join("s.log"),
+            stdin: false,
+            stdin_once: false,
         })
         .unwrap();
     client.call(&Request::Start { id: "sleeper".into() }).unwrap();

@@ -60,11 +60,18 @@ async fn setup(name: &str, extra: &str) -> Setup {
 impl Setup {
     /// A running container with `script` as its command.
     async fn container(&mut self, name: &str, script: &str) -> String {
+        self.container_with(name, script, false, false, false).await
+    }
+
+    async fn container_with(&mut self, name: &str, script: &str, stdin: bool, stdin_once: bool, tty: bool) -> String {
         let config = cri::ContainerConfig {
             metadata: Some(cri::ContainerMetadata { name: name.into(), attempt: 0 }),
             image: Some(cri::ImageSpec { image: self.image.clone(), ..Default::default() }),
             command: vec!["sh".into(), "-c".into(), script.into()],
             log_path: format!("{name}.log"),
+            stdin,
+            stdin_once,
+            tty,
             ..Default::default()
         };
         let id = self
@@ -508,4 +515,92 @@ async fn websocket_port_forward_announces_the_port_and_carries_data_both_ways() 
     )
     .await;
     assert_eq!(reply.status, 400);
+}
+
+async fn attach_url(s: &mut Setup, id: &str, tty: bool) -> String {
+    s.rt.attach(cri::AttachRequest { container_id: id.into(), stdin: true, tty, stdout: true, stderr: !tty })
+        .await
+        .expect("Attach")
+        .into_inner()
+        .url
+}
+
+/// Reads stdout frames until `want` shows up.
+async fn read_until(client: &mut Client, stdout: u32, want: &str) -> String {
+    let mut seen = Vec::new();
+    while !String::from_utf8_lossy(&seen).contains(want) {
+        match tokio::time::timeout(Duration::from_secs(10), client.next()).await {
+            Ok(Some(Frame::Data { stream, data, .. })) if stream == stdout => seen.extend(data),
+            Ok(Some(_)) => {}
+            _ => panic!("no {want:?} in {:?}", String::from_utf8_lossy(&seen)),
+        }
+    }
+    String::from_utf8_lossy(&seen).into_owned()
+}
+
+#[tokio::test]
+async fn spdy_attach_joins_the_containers_stdio_and_leaves_it_running() {
+    require_e2e!();
+    let mut s = setup("attach", "").await;
+    let script = "echo started; while read line; do echo echo:$line; done; echo bye; exit 4";
+    let id = s.container_with("main", script, true, false, false).await;
+    for word in ["one", "two"] {
+        let url = attach_url(&mut s, &id, false).await;
+        let (mut client, _) = Client::connect(&url, &["v4.channel.k8s.io"]).await.expect("upgrade");
+        let ids = open_exec_streams(&mut client, true, true, false).await;
+        client.send(stream(&ids, "stdin"), format!("{word}\n").as_bytes(), false).await.unwrap();
+        read_until(&mut client, stream(&ids, "stdout"), &format!("echo:{word}")).await;
+        // Leaving does not stop the container, and does not close its stdin (stdin_once is off).
+        drop(client);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let st = s.rt.container_status(cri::ContainerStatusRequest { container_id: id.clone(), verbose: false });
+        let st = st.await.unwrap().into_inner().status.unwrap();
+        assert_eq!(st.state, cri::ContainerState::ContainerRunning as i32);
+    }
+    let log = std::fs::read_to_string(s._logs.path().join("main.log")).expect("log");
+    assert!(log.contains("stdout F echo:one") && log.contains("stdout F echo:two"), "{log}");
+}
+
+#[tokio::test]
+async fn attach_with_stdin_once_ends_with_the_containers_input() {
+    require_e2e!();
+    let mut s = setup("attachonce", "").await;
+    let id = s.container_with("main", "while read line; do echo echo:$line; done; echo bye", true, true, false).await;
+    let url = attach_url(&mut s, &id, false).await;
+    let (mut client, _) = Client::connect(&url, &["v4.channel.k8s.io"]).await.expect("upgrade");
+    let ids = open_exec_streams(&mut client, true, true, false).await;
+    client.send(stream(&ids, "stdin"), b"last\n", true).await.unwrap();
+    let got = spdy::collect(&mut client, Duration::from_secs(10)).await;
+    let out = String::from_utf8_lossy(&got.data[&stream(&ids, "stdout")]).into_owned();
+    assert!(out.contains("echo:last") && out.contains("bye"), "{out:?}");
+    assert_eq!(status_json(&got.data[&stream(&ids, "error")])["status"], "Success");
+}
+
+#[tokio::test]
+async fn websocket_attach_to_a_tty_container_resizes_its_terminal() {
+    require_e2e!();
+    let mut s = setup("attachtty", "").await;
+    let script = "while read l; do [ -t 0 ] && echo tty; stty size; echo got:$l; done";
+    let id = s.container_with("main", script, true, false, true).await;
+    let url = attach_url(&mut s, &id, true).await;
+    let mut ws = ws_connect(&url, "v4.channel.k8s.io").await;
+    ws.send(Message::Binary([&[4u8][..], br#"{"Width":90,"Height":30}"#].concat().into())).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    ws.send(Message::Binary([&[0u8][..], b"hi\r"].concat().into())).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(Ok(msg)) = ws.next().await {
+            if let Message::Binary(b) = msg
+                && b.first() == Some(&1)
+            {
+                out.extend_from_slice(&b[1..]);
+                if String::from_utf8_lossy(&out).contains("got:hi") {
+                    break;
+                }
+            }
+        }
+    })
+    .await;
+    let out = String::from_utf8_lossy(&out);
+    assert!(out.contains("tty") && out.contains("30 90") && out.contains("got:hi"), "{out:?}");
 }

@@ -356,7 +356,14 @@ impl Containers {
             if let Some(parent) = log.parent() {
                 std::fs::create_dir_all(parent).map_err(internal("create log dir"))?;
             }
-            ok_state(monitor_call(pods, &pod.id, &Request::Create { id: id.clone(), plan, log_path: log })?)?;
+            let create = Request::Create {
+                id: id.clone(),
+                plan,
+                log_path: log,
+                stdin: config.stdin,
+                stdin_once: config.stdin_once,
+            };
+            ok_state(monitor_call(pods, &pod.id, &create)?)?;
             created_in_monitor = true;
             self.records.save(&id, &record).map_err(internal("save container record"))
         })();

@@ -215,37 +215,64 @@ struct TerminalSize {
     height: u16,
 }
 
-/// Resize events: a stream of JSON objects, which SPDY may split or join across frames.
+/// Resize events into the pty.
 async fn resize(tty: Fd, mut rx: mpsc::Receiver<Bytes>) {
     let mut pending: Vec<u8> = Vec::new();
     while let Some(data) = rx.recv().await {
         pending.extend_from_slice(&data);
-        let mut sizes = serde_json::Deserializer::from_slice(&pending).into_iter::<TerminalSize>();
-        let mut used = 0;
-        loop {
-            match sizes.next() {
-                Some(Ok(size)) => {
-                    used = sizes.byte_offset();
-                    if let Err(e) = reef_runtime::launch::set_window_size(tty.borrow(), size.height, size.width) {
-                        tracing::debug!(error = %e, "resize the exec's terminal");
-                    }
-                }
-                Some(Err(e)) if e.is_eof() => break,
-                Some(Err(_)) => {
-                    // Garbage: drop what there is rather than keep growing.
-                    used = pending.len();
-                    break;
-                }
-                None => break,
+        for (rows, cols) in terminal_sizes(&mut pending) {
+            if let Err(e) = reef_runtime::launch::set_window_size(tty.borrow(), rows, cols) {
+                tracing::debug!(error = %e, "resize the exec's terminal");
             }
-        }
-        pending.drain(..used);
-        if pending.len() > 4096 {
-            pending.clear();
         }
     }
 }
 
+/// Takes the complete `{"Width":w,"Height":h}` objects off the front of `pending` (a stream of JSON objects that
+/// SPDY may split or join across frames) as (rows, columns). Garbage is dropped, and so is an object that grows
+/// past 4 KiB without ending.
+pub fn terminal_sizes(pending: &mut Vec<u8>) -> Vec<(u16, u16)> {
+    let mut sizes = Vec::new();
+    let mut stream = serde_json::Deserializer::from_slice(pending).into_iter::<TerminalSize>();
+    let mut used = 0;
+    loop {
+        match stream.next() {
+            Some(Ok(size)) => {
+                used = stream.byte_offset();
+                sizes.push((size.height, size.width));
+            }
+            Some(Err(e)) if e.is_eof() => break,
+            Some(Err(_)) => {
+                used = pending.len();
+                break;
+            }
+            None => break,
+        }
+    }
+    pending.drain(..used);
+    if pending.len() > 4096 {
+        pending.clear();
+    }
+    sizes
+}
+
 fn errno(e: std::io::Error) -> nix::errno::Errno {
     nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(nix::libc::EIO))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn terminal_sizes_survive_splits_and_joins() {
+        let mut p = br#"{"Width":80,"Height":24}{"Width":100,"#.to_vec();
+        assert_eq!(terminal_sizes(&mut p), vec![(24, 80)]);
+        p.extend_from_slice(br#""Height":40}"#);
+        assert_eq!(terminal_sizes(&mut p), vec![(40, 100)]);
+        assert!(p.is_empty());
+        let mut junk = b"not json".to_vec();
+        assert!(terminal_sizes(&mut junk).is_empty());
+        assert!(junk.is_empty());
+    }
 }

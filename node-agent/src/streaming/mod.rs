@@ -9,6 +9,7 @@
 //! Files: `tokens` (the pending requests), `spdy` (framing and connections), `websocket` (channel framing),
 //! `remotecommand` (the exec/attach protocol over either), `exec`, `portforward`, `fdio` (async pipes and ptys).
 
+pub mod attach;
 pub mod exec;
 mod fdio;
 pub mod portforward;
@@ -90,6 +91,7 @@ impl StreamingConfig {
 /// A request waiting for its client to connect.
 pub enum Pending {
     Exec(exec::ExecRequest),
+    Attach(attach::AttachRequest),
     PortForward { pod_id: String },
 }
 
@@ -105,6 +107,7 @@ impl Streaming {
     pub fn url(&self, pending: Pending) -> Result<String, ReefError> {
         let kind = match &pending {
             Pending::Exec(_) => "exec",
+            Pending::Attach(_) => "attach",
             Pending::PortForward { .. } => "portforward",
         };
         let token = self.tokens.insert(pending).map_err(|_| {
@@ -162,6 +165,7 @@ fn tls_acceptor(cert: &std::path::Path, key: &std::path::Path) -> anyhow::Result
 pub fn spawn(listener: Listener, agent: Arc<Agent>) -> tokio::task::JoinHandle<()> {
     let router = Router::new()
         .route("/exec/{token}", any(serve_exec))
+        .route("/attach/{token}", any(serve_attach))
         .route("/portforward/{token}", any(serve_portforward))
         .with_state(agent);
     tokio::spawn(async move {
@@ -305,6 +309,12 @@ async fn serve_exec(State(agent): State<Arc<Agent>>, Path(token): Path<String>, 
     let Some(Pending::Exec(exec)) = agent.streaming.tokens.take(&token) else { return not_found() };
     let opts = exec.opts;
     remote_command(agent, req, opts, move |agent, session| exec::run(agent, exec, session)).await
+}
+
+async fn serve_attach(State(agent): State<Arc<Agent>>, Path(token): Path<String>, req: Request) -> Response {
+    let Some(Pending::Attach(attach)) = agent.streaming.tokens.take(&token) else { return not_found() };
+    let opts = attach.opts;
+    remote_command(agent, req, opts, move |agent, session| attach::run(agent, attach, session)).await
 }
 
 async fn serve_portforward(State(agent): State<Arc<Agent>>, Path(token): Path<String>, req: Request) -> Response {

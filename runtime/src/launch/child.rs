@@ -178,6 +178,11 @@ pub fn intermediate(p: &Prepared<'_>, reports: i32, start: i32, pid_out: i32) ->
 fn init(p: &Prepared<'_>, reports: i32, start: i32) -> ! {
     let plan = p.plan;
     check(reports, Step::Stdio, set_stdio(p.stdio));
+    if plan.terminal {
+        // The pty slave on stdin becomes the controlling terminal of the container's own session.
+        check(reports, Step::Stdio, nix::unistd::setsid().map(|_| ()));
+        check(reports, Step::Stdio, sys::set_controlling_terminal(0));
+    }
     sys::close_fds_except(&[reports, start]);
     let none: Option<&str> = None;
     // Slave, not private: unmounts on the host still reach the container, nothing of the container leaks out.

@@ -37,14 +37,18 @@ pub fn frame(kind: u8, payload: &[u8]) -> Vec<u8> {
     f
 }
 
-/// Takes the complete frames off the front of `buf`. `Err` for a frame over `MAX_FRAME`.
-pub fn parse_frames(buf: &mut Vec<u8>) -> Result<Vec<(u8, Vec<u8>)>, ()> {
+/// A client sent a frame over `MAX_FRAME`.
+#[derive(Debug, PartialEq, Eq)]
+pub struct FrameTooLarge;
+
+/// Takes the complete frames off the front of `buf`.
+pub fn parse_frames(buf: &mut Vec<u8>) -> Result<Vec<(u8, Vec<u8>)>, FrameTooLarge> {
     let mut frames = Vec::new();
     let mut pos = 0;
     while buf.len() - pos >= 5 {
         let len = u32::from_be_bytes([buf[pos + 1], buf[pos + 2], buf[pos + 3], buf[pos + 4]]) as usize;
         if len > MAX_FRAME {
-            return Err(());
+            return Err(FrameTooLarge);
         }
         if buf.len() - pos < 5 + len {
             break;

@@ -8,6 +8,7 @@
 //!
 //! Files in its directory: `monitor.sock` (requests), `<id>.started` and `<id>.exit` (JSON, written atomically).
 
+pub mod attach;
 pub mod client;
 mod pod_init;
 pub mod protocol;
@@ -15,12 +16,11 @@ pub mod protocol;
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::AsFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use nix::fcntl::OFlag;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
@@ -28,7 +28,7 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 use protocol::{ContainerState, ErrorKind, ExitRecord, Request, Response, Status};
 
-use crate::launch::{Launched, Stdio, launch};
+use crate::launch::{Launched, launch};
 use crate::logging::{LogWriter, Stream};
 
 pub const SOCKET: &str = "monitor.sock";
@@ -64,7 +64,16 @@ struct Container {
     /// PID 1 of a namespace of its own: its exit takes every process of the container with it. In the pod's
     /// shared namespace nothing does that, so the monitor kills what is left in the container's cgroup.
     own_pid_namespace: bool,
+    /// Where attach clients' input goes (a pipe, or the pty master), and what could not be written yet.
+    stdin: Option<File>,
+    stdin_once: bool,
+    stdin_pending: Vec<u8>,
+    /// The pty master of a container with a terminal, for its size.
+    tty: Option<File>,
 }
+
+/// Input for a container's stdin waits here up to this much; beyond it, attach clients are not read.
+const STDIN_PENDING: usize = 64 << 10;
 
 struct Conn {
     reader: BufReader<UnixStream>,
@@ -76,6 +85,7 @@ pub struct Monitor {
     listener: UnixListener,
     signals: SignalFd,
     conns: Vec<Conn>,
+    attachers: Vec<attach::Attacher>,
     containers: HashMap<String, Container>,
     shutdown: bool,
     /// PID 1 of the pod's shared PID namespace, when the pod has one.
@@ -115,6 +125,7 @@ impl Monitor {
             listener,
             signals,
             conns: Vec::new(),
+            attachers: Vec::new(),
             containers: HashMap::new(),
             shutdown: false,
             pod_init: None,
@@ -147,6 +158,8 @@ impl Monitor {
             Signals,
             Conn(usize),
             Pipe(String, Stream),
+            Attacher(usize),
+            Stdin(String),
         }
         let mut sources = vec![Src::Listener, Src::Signals];
         let mut fds: Vec<PollFd<'_>> = vec![
@@ -157,7 +170,20 @@ impl Monitor {
             fds.push(PollFd::new(c.writer.as_fd(), PollFlags::POLLIN));
             sources.push(Src::Conn(i));
         }
+        for (i, a) in self.attachers.iter().enumerate() {
+            let full = self.containers.get(&a.container).is_none_or(|c| c.stdin_pending.len() >= STDIN_PENDING);
+            let mut flags = if full { PollFlags::empty() } else { PollFlags::POLLIN };
+            if !a.out.is_empty() {
+                flags |= PollFlags::POLLOUT;
+            }
+            fds.push(PollFd::new(a.stream.as_fd(), flags));
+            sources.push(Src::Attacher(i));
+        }
         for (id, c) in &self.containers {
+            if let Some(stdin) = c.stdin.as_ref().filter(|_| !c.stdin_pending.is_empty()) {
+                fds.push(PollFd::new(stdin.as_fd(), PollFlags::POLLOUT));
+                sources.push(Src::Stdin(id.clone()));
+            }
             for (pipe, stream) in [(&c.stdout, Stream::Stdout), (&c.stderr, Stream::Stderr)] {
                 if let Some(f) = pipe {
                     fds.push(PollFd::new(f.as_fd(), PollFlags::POLLIN));
@@ -171,6 +197,7 @@ impl Monitor {
         let ready: Vec<bool> = fds.iter().map(|f| f.revents().is_some_and(|r| !r.is_empty())).collect();
         drop(fds);
         let mut closed_conns = Vec::new();
+        let mut gone_attachers = Vec::new();
         for (src, ready) in sources.into_iter().zip(ready) {
             if !ready {
                 continue;
@@ -184,12 +211,35 @@ impl Monitor {
                     }
                 }
                 Src::Pipe(id, stream) => self.pump(&id, stream),
+                Src::Attacher(i) => {
+                    if !self.serve_attacher(i) {
+                        gone_attachers.push(i);
+                    }
+                }
+                Src::Stdin(id) => self.write_stdin(&id, &[]),
             }
         }
         for i in closed_conns.into_iter().rev() {
             self.conns.remove(i);
         }
         self.finish_exits();
+        // Attachers whose container exited get their exit frame written, then go.
+        for (i, a) in self.attachers.iter_mut().enumerate() {
+            if a.closing && !a.flush() && !gone_attachers.contains(&i) {
+                gone_attachers.push(i);
+            }
+        }
+        gone_attachers.sort_unstable();
+        for i in gone_attachers.into_iter().rev() {
+            let a = self.attachers.remove(i);
+            if a.stdin
+                && let Some(c) = self.containers.get_mut(&a.container)
+                && c.stdin_once
+                && c.tty.is_none()
+            {
+                c.stdin = None;
+            }
+        }
     }
 
     fn accept(&mut self) {
@@ -209,6 +259,26 @@ impl Monitor {
             Ok(_) => {}
         }
         let response = match serde_json::from_str::<Request>(&line) {
+            Ok(Request::Attach { id, stdin }) => match self.containers.get(&id) {
+                None => Response::error(ErrorKind::NotFound, format!("container {id} not found")),
+                Some(c) if c.exit.is_some() || c.pending_exit.is_some() || c.launched.is_some() => {
+                    Response::error(ErrorKind::InvalidState, format!("container {id} is not running"))
+                }
+                Some(_) => {
+                    let mut out = serde_json::to_vec(&Response::Ok { state: None }).unwrap_or_default();
+                    out.push(b'\n');
+                    if self.conns[i].writer.write_all(&out).is_err() {
+                        return false;
+                    }
+                    let stream = match self.conns[i].writer.try_clone() {
+                        Ok(s) => s,
+                        Err(_) => return false,
+                    };
+                    self.attachers.push(attach::Attacher::new(id, stream, stdin));
+                    // The request connection is now the attach stream; the JSON side of it is done.
+                    return false;
+                }
+            },
             Ok(req) => self.handle(req),
             Err(e) => Response::error(ErrorKind::BadRequest, e.to_string()),
         };
@@ -219,7 +289,10 @@ impl Monitor {
 
     fn handle(&mut self, req: Request) -> Response {
         match req {
-            Request::Create { id, plan, log_path } => self.create(id, &plan, &log_path),
+            Request::Create { id, plan, log_path, stdin, stdin_once } => {
+                self.create(id, &plan, &log_path, stdin, stdin_once)
+            }
+            Request::Attach { .. } => Response::error(ErrorKind::BadRequest, "attach is answered on its connection"),
             Request::Start { id } => self.start(&id),
             Request::Signal { id, signal } => match self.containers.get(&id) {
                 None => Response::error(ErrorKind::NotFound, format!("container {id} not found")),
@@ -251,6 +324,7 @@ impl Monitor {
                 if self.containers.get(&id).is_some_and(|c| c.exit.is_none() && c.launched.is_none()) {
                     return Response::error(ErrorKind::InvalidState, format!("container {id} is still running"));
                 }
+                self.attachers.retain(|a| a.container != id);
                 // A created container that never started: closing its gate makes its init exit; reap it below.
                 if let Some(mut c) = self.containers.remove(&id) {
                     if c.launched.is_some() && c.exit.is_none() {
@@ -279,7 +353,14 @@ impl Monitor {
         }
     }
 
-    fn create(&mut self, id: String, plan: &crate::launch::LaunchPlan, log_path: &Path) -> Response {
+    fn create(
+        &mut self,
+        id: String,
+        plan: &crate::launch::LaunchPlan,
+        log_path: &Path,
+        stdin: bool,
+        stdin_once: bool,
+    ) -> Response {
         if self.containers.contains_key(&id) {
             return Response::error(ErrorKind::AlreadyExists, format!("container {id} exists"));
         }
@@ -287,20 +368,13 @@ impl Monitor {
             Ok(l) => l,
             Err(e) => return Response::error(ErrorKind::Io, crate::error_chain(&e)),
         };
-        let pipes = || -> nix::Result<(OwnedFd, OwnedFd, OwnedFd, OwnedFd, OwnedFd)> {
-            let (out_r, out_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
-            let (err_r, err_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
-            let null =
-                nix::fcntl::open("/dev/null", OFlag::O_RDONLY | OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty())?;
-            Ok((out_r, out_w, err_r, err_w, null))
-        };
-        let (out_r, out_w, err_r, err_w, null) = match pipes() {
-            Ok(p) => p,
+        let io = match attach::container_io(plan.terminal, stdin) {
+            Ok(io) => io,
             Err(e) => {
-                return Response::Error { kind: ErrorKind::Io, errno: Some(e as i32), message: "create pipes".into() };
+                return Response::Error { kind: ErrorKind::Io, errno: Some(e as i32), message: "create stdio".into() };
             }
         };
-        let stdio = Stdio { stdin: null.as_raw_fd(), stdout: out_w.as_raw_fd(), stderr: err_w.as_raw_fd() };
+        let stdio = io.stdio;
         let launched = match launch(plan, stdio) {
             Ok(l) => l,
             Err(e) => {
@@ -313,7 +387,7 @@ impl Monitor {
             }
         };
         // Only the container keeps the write ends: their closing is how its output ends.
-        drop((out_w, err_w, null));
+        drop(io.theirs);
         // Into its cgroup while it waits at the gate, so everything it ever runs is accounted and limited.
         let cgroup = match plan
             .cgroup
@@ -329,16 +403,17 @@ impl Monitor {
                 return Response::error(ErrorKind::Launch, message);
             }
         };
-        for f in [&out_r, &err_r] {
-            let _ = nix::fcntl::fcntl(f, nix::fcntl::FcntlArg::F_SETFL(OFlag::O_NONBLOCK));
-        }
         let c = Container {
             pid: launched.pid(),
             cgroup,
             cgroup_path: plan.cgroup.as_ref().map(|g| g.path.clone()),
             launched: Some(launched),
-            stdout: Some(File::from(out_r)),
-            stderr: Some(File::from(err_r)),
+            stdout: Some(io.stdout),
+            stderr: io.stderr,
+            stdin: io.stdin,
+            stdin_once,
+            stdin_pending: Vec::new(),
+            tty: io.tty,
             log,
             started_at: None,
             exit: None,
@@ -389,6 +464,7 @@ impl Monitor {
                         // The log is kubelet's to rotate or lose; the container keeps running either way.
                         let _ = writeln!(std::io::stderr(), "reef-monitor: {e}");
                     }
+                    deliver(&mut self.attachers, id, stream, &buf[..n]);
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
                 Err(_) => {
@@ -442,6 +518,7 @@ impl Monitor {
                             break;
                         }
                         let _ = c.log.write(stream, &buf[..n], SystemTime::now());
+                        deliver(&mut self.attachers, id, stream, &buf[..n]);
                     }
                 }
             }
@@ -454,6 +531,80 @@ impl Monitor {
             let _ = write_atomic(&self.dir.join(format!("{id}.exit")), &record);
             c.exit = Some(record);
             c.pending_exit = None;
+            for a in self.attachers.iter_mut().filter(|a| &a.container == id) {
+                a.queue(attach::EXIT, &code.to_be_bytes());
+                a.closing = true;
+            }
+        }
+    }
+}
+
+/// Copies output to the container's attach clients; one too far behind is marked to go.
+fn deliver(attachers: &mut [attach::Attacher], id: &str, stream: Stream, data: &[u8]) {
+    let kind = match stream {
+        Stream::Stdout => attach::STDOUT,
+        Stream::Stderr => attach::STDERR,
+    };
+    for a in attachers.iter_mut().filter(|a| a.container == id && !a.closing) {
+        if !a.queue(kind, data) {
+            // Dropped, not waited for: a slow watcher must not hold the container or its log back.
+            a.out.clear();
+            a.closing = true;
+        }
+    }
+}
+
+impl Monitor {
+    /// Reads an attach client's frames and writes what it can; false when it is gone.
+    fn serve_attacher(&mut self, i: usize) -> bool {
+        let a = &mut self.attachers[i];
+        if !a.out.is_empty() && !a.flush() {
+            return false;
+        }
+        let Some(frames) = a.read() else { return false };
+        let (id, may_write) = (a.container.clone(), a.stdin);
+        for (kind, payload) in frames {
+            match kind {
+                attach::STDIN if may_write && payload.is_empty() => {
+                    if let Some(c) = self.containers.get_mut(&id)
+                        && c.stdin_once
+                        && c.tty.is_none()
+                    {
+                        c.stdin = None;
+                    }
+                }
+                attach::STDIN if may_write => self.write_stdin(&id, &payload),
+                attach::RESIZE if payload.len() == 4 => {
+                    let rows = u16::from_be_bytes([payload[0], payload[1]]);
+                    let cols = u16::from_be_bytes([payload[2], payload[3]]);
+                    if let Some(tty) = self.containers.get(&id).and_then(|c| c.tty.as_ref()) {
+                        let _ = crate::launch::set_window_size(tty.as_fd(), rows, cols);
+                    }
+                }
+                _ => {}
+            }
+        }
+        true
+    }
+
+    /// Appends `data` to the container's stdin and writes what the pipe takes without blocking.
+    fn write_stdin(&mut self, id: &str, data: &[u8]) {
+        let Some(c) = self.containers.get_mut(id) else { return };
+        let Some(stdin) = c.stdin.as_mut() else { return };
+        c.stdin_pending.extend_from_slice(data);
+        while !c.stdin_pending.is_empty() {
+            match stdin.write(&c.stdin_pending) {
+                Ok(n) if n > 0 => {
+                    c.stdin_pending.drain(..n);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                _ => {
+                    // The container closed its stdin (or exited): input has nowhere to go.
+                    c.stdin_pending.clear();
+                    c.stdin = None;
+                    return;
+                }
+            }
         }
     }
 }

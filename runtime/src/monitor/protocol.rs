@@ -17,6 +17,17 @@ pub enum Request {
         id: String,
         plan: LaunchPlan,
         log_path: PathBuf,
+        /// The container's stdin is a pipe (or its pty) that attach clients write; otherwise /dev/null.
+        #[serde(default)]
+        stdin: bool,
+        /// Close the container's stdin when the first attach client that wrote it leaves.
+        #[serde(default)]
+        stdin_once: bool,
+    },
+    /// Turns this connection into an attach stream (see `monitor::attach`) once answered.
+    Attach {
+        id: String,
+        stdin: bool,
     },
     Start {
         id: String,

@@ -41,8 +41,14 @@ pub enum Command {
     Ps(PsArgs),
     /// Print a container's log.
     Logs(LogsArgs),
-    /// Run a command in a running container and print its output (non-interactive; --timeout applies to it).
+    /// Run a command in a running container: its output (through ExecSync; --timeout applies), or with -i/-t
+    /// a session streamed both ways.
     Exec(ExecArgs),
+    /// Join a running container's own stdin, stdout and stderr (detach with ctrl-p ctrl-q).
+    Attach(AttachArgs),
+    /// Forward local ports to ports on a pod's loopback: `rctl port-forward POD 8080:80`.
+    #[command(name = "port-forward")]
+    PortForward(PortForwardArgs),
     /// Stop containers (the stop signal, then SIGKILL after --time seconds).
     Stop(StopArgs),
     /// Remove containers (-f: stop running ones first).
@@ -93,6 +99,12 @@ pub struct RunArgs {
     /// Run in the background and print the container id.
     #[arg(short, long)]
     pub detach: bool,
+    /// Keep stdin open and attach it to the container.
+    #[arg(short, long)]
+    pub interactive: bool,
+    /// Give the container a terminal (the local one goes raw; detach with ctrl-p ctrl-q).
+    #[arg(short, long)]
+    pub tty: bool,
     /// The container's name (and its pod's); a generated one otherwise.
     #[arg(long)]
     pub name: Option<String>,
@@ -234,9 +246,43 @@ pub struct LogsArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct ExecArgs {
+    /// Keep stdin open and send it to the command.
+    #[arg(short, long)]
+    pub interactive: bool,
+    /// Give the command a terminal (the local one goes raw).
+    #[arg(short, long)]
+    pub tty: bool,
     pub container: String,
     #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
     pub command: Vec<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct AttachArgs {
+    /// Do not send stdin to the container.
+    #[arg(long)]
+    pub no_stdin: bool,
+    pub container: String,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PortForwardArgs {
+    pub pod: String,
+    /// `LOCAL:REMOTE`, or `PORT` for the same number on both sides; LOCAL 0 picks a free port.
+    #[arg(required = true, value_parser = parse_port_pair)]
+    pub ports: Vec<(u16, u16)>,
+}
+
+fn parse_port_pair(s: &str) -> Result<(u16, u16), String> {
+    let port = |p: &str| p.parse::<u16>().map_err(|_| format!("invalid port {p:?}"));
+    let (local, remote) = match s.split_once(':') {
+        Some((l, r)) => (port(l)?, port(r)?),
+        None => (port(s)?, port(s)?),
+    };
+    if remote == 0 {
+        return Err(format!("{s}: the remote port must be between 1 and 65535"));
+    }
+    Ok((local, remote))
 }
 
 #[derive(Debug, clap::Args)]

@@ -7,6 +7,7 @@ mod config_file;
 mod output;
 mod parse;
 mod resolve;
+mod terminal;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -40,11 +41,17 @@ fn main() -> ExitCode {
     }
 }
 
+/// Ten years: no deadline for sessions a person drives.
+const INTERACTIVE: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let timeout = match cli.command {
         Command::Pull(_) => Duration::from_secs(cli.timeout.max(30 * 60)),
         // Pulling the image is part of run; the container itself may run for as long as it likes.
         Command::Run(_) => Duration::from_secs(cli.timeout.max(30 * 60)),
+        // Interactive sessions last as long as the person at the keyboard wants.
+        Command::Attach(_) | Command::PortForward(_) => INTERACTIVE,
+        Command::Exec(ref a) if a.interactive || a.tty => INTERACTIVE,
         _ => Duration::from_secs(cli.timeout),
     };
     let connect = || Clients::connect(&cli.endpoint, timeout);
@@ -78,7 +85,28 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Pods(a) => commands::pods::run(&clients, a).await,
         Command::Ps(a) => commands::ps::run(&clients, a).await,
         Command::Logs(a) => commands::logs::run(&clients, a).await,
+        Command::Exec(a) if a.interactive || a.tty => {
+            let session = commands::interactive::Session {
+                mode: commands::interactive::Mode::Exec,
+                container: a.container.clone(),
+                command: a.command.clone(),
+                stdin: a.interactive,
+                tty: a.tty,
+            };
+            commands::interactive::run(&clients, session).await
+        }
         Command::Exec(a) => commands::exec::run(&clients, a, cli.timeout).await,
+        Command::Attach(a) => {
+            let session = commands::interactive::Session {
+                mode: commands::interactive::Mode::Attach,
+                container: a.container.clone(),
+                command: Vec::new(),
+                stdin: !a.no_stdin,
+                tty: false,
+            };
+            commands::interactive::run(&clients, session).await
+        }
+        Command::PortForward(a) => commands::port_forward::run(&clients, a).await,
         Command::Stop(a) => commands::lifecycle::stop(&clients, a).await,
         Command::Rm(a) => commands::lifecycle::rm(&clients, a).await,
         Command::Stopp(a) => commands::lifecycle::stopp(&clients, a).await,

@@ -604,3 +604,153 @@ async fn websocket_attach_to_a_tty_container_resizes_its_terminal() {
     let out = String::from_utf8_lossy(&out);
     assert!(out.contains("tty") && out.contains("30 90") && out.contains("got:hi"), "{out:?}");
 }
+
+/// rctl on a pty of the test's own, as a person at a terminal would run it.
+struct PtyRctl {
+    child: std::process::Child,
+    master: std::fs::File,
+    out: Vec<u8>,
+}
+
+impl PtyRctl {
+    fn spawn(reefd: &Reefd, args: &[&str]) -> PtyRctl {
+        let size = nix::pty::Winsize { ws_row: 24, ws_col: 80, ws_xpixel: 0, ws_ypixel: 0 };
+        let pty = nix::pty::openpty(Some(&size), None).expect("openpty");
+        let bin = reef_tests::reefd::reefd_bin().with_file_name("rctl");
+        let slave = std::fs::File::from(pty.slave);
+        let child = std::process::Command::new(&bin)
+            .arg("--endpoint")
+            .arg(reefd.socket())
+            .args(args)
+            .stdin(slave.try_clone().unwrap())
+            .stdout(slave.try_clone().unwrap())
+            .stderr(slave)
+            .spawn()
+            .expect("run rctl");
+        let master = std::fs::File::from(pty.master);
+        nix::fcntl::fcntl(&master, nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK)).unwrap();
+        PtyRctl { child, master, out: Vec::new() }
+    }
+
+    fn type_in(&mut self, text: &[u8]) {
+        use std::io::Write;
+        self.master.write_all(text).expect("type");
+    }
+
+    /// Waits until the terminal shows `want`.
+    async fn expect(&mut self, want: &str) {
+        use std::io::Read;
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let mut buf = [0u8; 4096];
+        while !String::from_utf8_lossy(&self.out).contains(want) {
+            assert!(Instant::now() < deadline, "no {want:?} on the terminal: {:?}", String::from_utf8_lossy(&self.out));
+            match self.master.read(&mut buf) {
+                Ok(n) if n > 0 => self.out.extend_from_slice(&buf[..n]),
+                _ => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+    }
+
+    async fn exit_code(&mut self) -> Option<i32> {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status.code();
+            }
+            assert!(Instant::now() < deadline, "rctl did not exit: {:?}", String::from_utf8_lossy(&self.out));
+            // Keep draining so rctl never blocks on a full terminal.
+            let _ = std::io::Read::read(&mut self.master, &mut [0u8; 4096]);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for PtyRctl {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn rctl_exec_it_runs_a_shell_on_a_terminal_resizes_and_passes_the_exit_code() {
+    require_e2e!();
+    let mut s = setup("rctlexec", "").await;
+    let id = s.container("main", "sleep 1000").await;
+    let mut rctl = PtyRctl::spawn(&s.reefd, &["exec", "-it", &id, "sh"]);
+    rctl.type_in(b"stty size; echo marker-$((40+2))\r");
+    rctl.expect("24 80").await;
+    rctl.expect("marker-42").await;
+    // The local terminal changes size: SIGWINCH makes rctl pass it on.
+    let size = nix::pty::Winsize { ws_row: 33, ws_col: 111, ws_xpixel: 0, ws_ypixel: 0 };
+    set_size(&rctl.master, &size);
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(rctl.child.id() as i32), nix::sys::signal::Signal::SIGWINCH)
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    rctl.type_in(b"stty size\r");
+    rctl.expect("33 111").await;
+    rctl.type_in(b"exit 5\r");
+    assert_eq!(rctl.exit_code().await, Some(5));
+}
+
+#[allow(unsafe_code)]
+fn set_size(master: &std::fs::File, size: &nix::pty::Winsize) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: TIOCSWINSZ reads one winsize through the pointer, which points at a live value.
+    let ret = unsafe { nix::libc::ioctl(master.as_raw_fd(), nix::libc::TIOCSWINSZ, size as *const nix::pty::Winsize) };
+    assert_eq!(ret, 0, "TIOCSWINSZ");
+}
+
+#[tokio::test]
+async fn rctl_attach_detaches_with_ctrl_p_ctrl_q_and_leaves_the_container_running() {
+    require_e2e!();
+    let mut s = setup("rctlattach", "").await;
+    let id = s.container_with("main", "while read l; do echo heard:$l; done", true, false, true).await;
+    let mut rctl = PtyRctl::spawn(&s.reefd, &["attach", &id]);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    rctl.type_in(b"hello\r");
+    rctl.expect("heard:hello").await;
+    rctl.type_in(&[0x10, 0x11]);
+    assert_eq!(rctl.exit_code().await, Some(0));
+    rctl.expect("read escape sequence").await;
+    let st = s.rt.container_status(cri::ContainerStatusRequest { container_id: id.clone(), verbose: false });
+    let st = st.await.unwrap().into_inner().status.unwrap();
+    assert_eq!(st.state, cri::ContainerState::ContainerRunning as i32, "detaching leaves it running");
+}
+
+#[tokio::test]
+async fn rctl_run_it_attaches_before_start_and_rctl_port_forward_carries_tcp() {
+    require_e2e!();
+    let mut s = setup("rctlrun", "").await;
+    let image = s.image.clone();
+    let mut rctl =
+        PtyRctl::spawn(&s.reefd, &["run", "-it", "--rm", &image, "sh", "-c", "echo first-line; read x; exit 9"]);
+    rctl.expect("first-line").await;
+    rctl.type_in(b"bye\r");
+    assert_eq!(rctl.exit_code().await, Some(9));
+
+    let id = s.container("server", ECHO_SERVER).await;
+    wait_listening(&mut s, &id).await;
+    let local = reef_tests::free_port();
+    let bin = reef_tests::reefd::reefd_bin().with_file_name("rctl");
+    let mut pf = std::process::Command::new(&bin)
+        .arg("--endpoint")
+        .arg(s.reefd.socket())
+        .args(["port-forward", &s.pod, &format!("{local}:8080")])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("rctl port-forward");
+    let mut answer = String::new();
+    for _ in 0..100 {
+        if let Ok(mut tcp) = tokio::net::TcpStream::connect(("127.0.0.1", local)).await {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            tcp.write_all(b"through-rctl\n").await.unwrap();
+            let _ = tokio::time::timeout(Duration::from_secs(10), tcp.read_to_string(&mut answer)).await;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = pf.kill();
+    let _ = pf.wait();
+    assert_eq!(answer, "got:through-rctl\n");
+}

@@ -132,6 +132,10 @@ pub fn plan_with(args: &RunArgs, suffix: &str) -> anyhow::Result<Plan> {
         labels,
         log_path: format!("{name}/0.log"),
         linux: Some(cri::LinuxContainerConfig { resources, security_context: Some(security) }),
+        // docker run -i: the container's stdin is the attached client's, and ends with it.
+        stdin: args.interactive,
+        stdin_once: args.interactive,
+        tty: args.tty,
         ..Default::default()
     };
     Ok(Plan { image: args.image.clone(), pod, container, detach: args.detach, remove: args.rm, log_dir })
@@ -162,6 +166,9 @@ fn random_hex(n: usize) -> String {
 pub async fn run(clients: &Clients, plan: Plan) -> anyhow::Result<()> {
     ensure_image(clients, &plan.image).await?;
     let made = prepare(clients, &plan).await?;
+    if plan.interactive() {
+        return run_attached(clients, plan, made).await;
+    }
     if let Err(e) = start(clients, &made).await {
         if plan.remove {
             clean_up(clients, &plan, &made).await;
@@ -180,6 +187,57 @@ pub async fn run(clients: &Clients, plan: Plan) -> anyhow::Result<()> {
         0 => Ok(()),
         code => Err(ExitStatus(code).into()),
     }
+}
+
+impl Plan {
+    /// `-i` or `-t` in the foreground: the terminal is attached to the container instead of following its log.
+    pub fn interactive(&self) -> bool {
+        !self.detach && (self.container.stdin || self.container.tty)
+    }
+}
+
+/// `run -it`: attach first, then start, so not a byte of output is missed; the container's exit code is rctl's.
+async fn run_attached(clients: &Clients, plan: Plan, made: Made) -> anyhow::Result<()> {
+    use super::interactive::{Ended, Mode, Session, session};
+    let s = Session {
+        mode: Mode::Attach,
+        container: made.container_id.clone(),
+        command: Vec::new(),
+        stdin: plan.container.stdin,
+        tty: plan.container.tty,
+    };
+    let ended = session(clients, s, Some(Box::pin(start(clients, &made)))).await;
+    let code = match ended {
+        Ok(Ended::Detached) => return Ok(()),
+        Ok(Ended::Exit(_)) => exit_code_when_exited(clients, &made).await,
+        Err(e) => Err(e),
+    };
+    if plan.remove {
+        clean_up(clients, &plan, &made).await;
+    }
+    match code? {
+        0 => Ok(()),
+        code => Err(ExitStatus(code).into()),
+    }
+}
+
+/// The container's output has ended; its exit is recorded a moment later.
+async fn exit_code_when_exited(clients: &Clients, made: &Made) -> anyhow::Result<i32> {
+    let mut rt = clients.runtime();
+    for _ in 0..200 {
+        let status = rt
+            .container_status(cri::ContainerStatusRequest { container_id: made.container_id.clone(), verbose: false })
+            .await
+            .map_err(|s| status_error(&format!("status of {}", made.container_id), s))?
+            .into_inner()
+            .status
+            .unwrap_or_default();
+        if status.state == cri::ContainerState::ContainerExited as i32 {
+            return Ok(status.exit_code);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    anyhow::bail!("container {} did not exit after its output ended", made.container_id)
 }
 
 /// Pulls the image when the node lacks it, telling so on stderr (stdout is the container's).

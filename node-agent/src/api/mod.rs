@@ -3,6 +3,8 @@
 mod events;
 mod image_pull;
 mod info;
+mod port_forward;
+mod stdio;
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -43,5 +45,32 @@ impl api::reef_server::Reef for ReefApi {
 
     async fn events(&self, request: Request<api::EventsRequest>) -> Result<Response<Self::EventsStream>, Status> {
         call("reef.Events", async { events::handle(&self.agent, request.into_inner()) }).await
+    }
+
+    type ExecStream = stdio::OutputStream;
+
+    async fn exec(
+        &self,
+        request: Request<tonic::Streaming<api::StdioInput>>,
+    ) -> Result<Response<Self::ExecStream>, Status> {
+        call("reef.Exec", stdio::handle(Arc::clone(&self.agent), request.into_inner(), stdio::Kind::Exec)).await
+    }
+
+    type AttachStream = stdio::OutputStream;
+
+    async fn attach(
+        &self,
+        request: Request<tonic::Streaming<api::StdioInput>>,
+    ) -> Result<Response<Self::AttachStream>, Status> {
+        call("reef.Attach", stdio::handle(Arc::clone(&self.agent), request.into_inner(), stdio::Kind::Attach)).await
+    }
+
+    type PortForwardStream = port_forward::OutputStream;
+
+    async fn port_forward(
+        &self,
+        request: Request<tonic::Streaming<api::PortForwardInput>>,
+    ) -> Result<Response<Self::PortForwardStream>, Status> {
+        call("reef.PortForward", port_forward::handle(Arc::clone(&self.agent), request.into_inner())).await
     }
 }

@@ -54,6 +54,11 @@ pub struct ContainerRecord {
 }
 
 impl ContainerRecord {
+    /// The container was created with a terminal (its monitor holds a pty for it).
+    pub fn has_terminal(&self) -> bool {
+        self.plan.as_ref().is_some_and(|p| p.terminal)
+    }
+
     /// How the process was set up (user, limits, namespaces); `None` for records older than plans.
     pub fn plan(&self) -> Option<&reef_runtime::launch::LaunchPlan> {
         self.plan.as_ref()

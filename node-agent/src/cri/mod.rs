@@ -4,7 +4,7 @@
 mod container_attach;
 mod container_create;
 pub(crate) mod container_events;
-mod container_exec;
+pub(crate) mod container_exec;
 mod container_exec_sync;
 mod container_list;
 mod container_remove;

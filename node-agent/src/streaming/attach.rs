@@ -18,18 +18,23 @@ pub struct AttachRequest {
     pub opts: Options,
 }
 
-pub async fn run(agent: Arc<Agent>, req: AttachRequest, mut session: Session) {
-    let outcome = match attach(&agent, &req, &mut session).await {
-        Ok(()) => Outcome::Exited { code: 0, cmd: Vec::new() },
+pub async fn run(agent: Arc<Agent>, req: AttachRequest, session: Session) {
+    match connect(&agent, &req).await {
+        Ok(monitor) => relay(monitor, req, session).await,
         Err(message) => {
             tracing::warn!(container = %req.container_id, error = %message, "attach failed");
-            Outcome::Failed(message)
+            session.finish(Outcome::Failed(message)).await;
         }
-    };
-    session.finish(outcome).await;
+    }
 }
 
-async fn attach(agent: &Arc<Agent>, req: &AttachRequest, session: &mut Session) -> Result<(), String> {
+/// An attach stream of the pod monitor, established: from here on no output of the container is missed.
+pub struct Monitor {
+    rd: BufReader<tokio::net::unix::OwnedReadHalf>,
+    wr: tokio::net::unix::OwnedWriteHalf,
+}
+
+pub async fn connect(agent: &Arc<Agent>, req: &AttachRequest) -> Result<Monitor, String> {
     let c =
         agent.containers.get(&req.container_id).ok_or_else(|| format!("container {} not found", req.container_id))?;
     let socket = agent.pods.pod_dir(&c.pod_id).join(reef_runtime::monitor::SOCKET);
@@ -43,11 +48,25 @@ async fn attach(agent: &Arc<Agent>, req: &AttachRequest, session: &mut Session) 
     let mut reply = String::new();
     rd.read_line(&mut reply).await.map_err(|e| format!("talk to the pod monitor: {e}"))?;
     match serde_json::from_str::<Response>(&reply) {
-        Ok(Response::Ok { .. }) => {}
-        Ok(Response::Error { message, .. }) => return Err(message),
-        Err(e) => return Err(format!("pod monitor: {e}")),
+        Ok(Response::Ok { .. }) => Ok(Monitor { rd, wr }),
+        Ok(Response::Error { message, .. }) => Err(message),
+        Err(e) => Err(format!("pod monitor: {e}")),
     }
+}
 
+pub async fn relay(monitor: Monitor, req: AttachRequest, mut session: Session) {
+    let outcome = match attach(monitor, &mut session).await {
+        Ok(()) => Outcome::Exited { code: 0, cmd: Vec::new() },
+        Err(message) => {
+            tracing::warn!(container = %req.container_id, error = %message, "attach failed");
+            Outcome::Failed(message)
+        }
+    };
+    session.finish(outcome).await;
+}
+
+async fn attach(monitor: Monitor, session: &mut Session) -> Result<(), String> {
+    let Monitor { mut rd, mut wr } = monitor;
     let (stdout, stderr) = (session.stdout.take(), session.stderr.take());
     let from_container = async move {
         let mut head = [0u8; 5];

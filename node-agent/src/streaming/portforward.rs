@@ -69,10 +69,10 @@ pub async fn serve(agent: Arc<Agent>, pod_id: String, req: Request) -> Response 
 }
 
 #[derive(Clone)]
-struct Target {
-    pod_id: String,
+pub struct Target {
+    pub pod_id: String,
     /// The pod's pinned network namespace; `None` for hostNetwork pods.
-    netns: Option<PathBuf>,
+    pub netns: Option<PathBuf>,
 }
 
 fn query_ports(query: &str) -> Result<Vec<u16>, String> {
@@ -197,7 +197,7 @@ async fn forward(target: Target, port: u16, mut input: mpsc::Receiver<Bytes>, da
 }
 
 /// Connects to `port` on the pod's loopback, IPv4 first then IPv6 (as containerd does), from inside its netns.
-async fn connect(target: &Target, port: u16) -> std::io::Result<tokio::net::TcpStream> {
+pub async fn connect(target: &Target, port: u16) -> std::io::Result<tokio::net::TcpStream> {
     let netns = target.netns.clone();
     let (tx, rx) = tokio::sync::oneshot::channel();
     // A thread of its own, not a pooled one: it changes network namespace and must not be reused afterwards.

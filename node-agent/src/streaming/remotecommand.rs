@@ -51,11 +51,15 @@ impl StatusFormat {
     }
 }
 
+/// Output toward an rctl session on Reef's own API.
+pub type GrpcTx = mpsc::Sender<Result<reef_api::v1::StdioOutput, tonic::Status>>;
+
 /// One channel toward the client.
 #[derive(Clone)]
 pub enum Outlet {
     Spdy { writer: spdy::Writer, stream: u32 },
     Ws { tx: mpsc::Sender<websocket::Out>, channel: u8 },
+    Grpc { tx: GrpcTx, stderr: bool },
 }
 
 impl Outlet {
@@ -64,6 +68,11 @@ impl Outlet {
         match self {
             Outlet::Spdy { writer, stream } => writer.data(*stream, data).await,
             Outlet::Ws { tx, channel } => tx.send(websocket::Out::Data(*channel, data)).await.is_ok(),
+            Outlet::Grpc { tx, stderr } => {
+                use reef_api::v1::stdio_output::Output;
+                let output = if *stderr { Output::Stderr(data.to_vec()) } else { Output::Stdout(data.to_vec()) };
+                tx.send(Ok(reef_api::v1::StdioOutput { output: Some(output) })).await.is_ok()
+            }
         }
     }
 
@@ -79,6 +88,8 @@ impl Outlet {
 pub enum Closer {
     Spdy(spdy::Writer),
     Ws(mpsc::Sender<websocket::Out>),
+    /// The outcome is the stream's last message (the exit code) or its error status.
+    Grpc(GrpcTx),
 }
 
 impl Closer {
@@ -88,6 +99,7 @@ impl Closer {
             Closer::Ws(tx) => {
                 let _ = tx.send(websocket::Out::Close).await;
             }
+            Closer::Grpc(_) => {}
         }
     }
 }
@@ -110,6 +122,15 @@ pub struct Session {
 impl Session {
     /// Writes the outcome and closes the connection.
     pub async fn finish(self, outcome: Outcome) {
+        if let Closer::Grpc(tx) = &self.closer {
+            use reef_api::v1::stdio_output::Output;
+            let last = match outcome {
+                Outcome::Exited { code, .. } => Ok(reef_api::v1::StdioOutput { output: Some(Output::ExitCode(code)) }),
+                Outcome::Failed(message) => Err(tonic::Status::unknown(message)),
+            };
+            let _ = tx.send(last).await;
+            return;
+        }
         if let Some(bytes) = outcome.encode(self.status) {
             self.error.send(bytes.into()).await;
         }

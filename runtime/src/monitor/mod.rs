@@ -261,7 +261,8 @@ impl Monitor {
         let response = match serde_json::from_str::<Request>(&line) {
             Ok(Request::Attach { id, stdin }) => match self.containers.get(&id) {
                 None => Response::error(ErrorKind::NotFound, format!("container {id} not found")),
-                Some(c) if c.exit.is_some() || c.pending_exit.is_some() || c.launched.is_some() => {
+                // A created container may be attached before it starts (docker run -it does), so nothing is missed.
+                Some(c) if c.exit.is_some() || c.pending_exit.is_some() => {
                     Response::error(ErrorKind::InvalidState, format!("container {id} is not running"))
                 }
                 Some(_) => {

@@ -26,9 +26,15 @@ struct Setup {
     rt: RuntimeServiceClient<Channel>,
     pod: String,
     sandbox: cri::PodSandboxConfig,
+    /// The pod's containers share its PID namespace.
+    shared_pid: bool,
 }
 
 async fn setup(name: &str, extra: &str) -> Setup {
+    setup_pod(name, extra, false).await
+}
+
+async fn setup_pod(name: &str, extra: &str, shared_pid: bool) -> Setup {
     let registry = Registry::start();
     let image = ImageBuilder::new().layer(busybox_layer(), Compression::Gzip).build();
     push_image(&registry.addr(), "busybox", "1", &image, None);
@@ -45,6 +51,16 @@ async fn setup(name: &str, extra: &str) -> Setup {
         }),
         hostname: name.into(),
         log_directory: logs.path().display().to_string(),
+        linux: shared_pid.then(|| cri::LinuxPodSandboxConfig {
+            security_context: Some(cri::LinuxSandboxSecurityContext {
+                namespace_options: Some(cri::NamespaceOption {
+                    pid: cri::NamespaceMode::Pod as i32,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
         ..Default::default()
     };
     let mut rt = reefd.runtime().await;
@@ -54,7 +70,7 @@ async fn setup(name: &str, extra: &str) -> Setup {
         .expect("RunPodSandbox")
         .into_inner()
         .pod_sandbox_id;
-    Setup { reefd, _registry: registry, image, _logs: logs, rt, pod, sandbox }
+    Setup { reefd, _registry: registry, image, _logs: logs, rt, pod, sandbox, shared_pid }
 }
 
 impl Setup {
@@ -72,6 +88,17 @@ impl Setup {
             stdin,
             stdin_once,
             tty,
+            linux: Some(cri::LinuxContainerConfig {
+                security_context: Some(cri::LinuxContainerSecurityContext {
+                    namespace_options: Some(cri::NamespaceOption {
+                        pid: if self.shared_pid { cri::NamespaceMode::Pod } else { cri::NamespaceMode::Container }
+                            as i32,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
             ..Default::default()
         };
         let id = self
@@ -655,11 +682,18 @@ impl PtyRctl {
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             if let Some(status) = self.child.try_wait().expect("wait") {
+                let mut buf = [0u8; 4096];
+                while let Ok(n @ 1..) = std::io::Read::read(&mut self.master, &mut buf) {
+                    self.out.extend_from_slice(&buf[..n]);
+                }
                 return status.code();
             }
             assert!(Instant::now() < deadline, "rctl did not exit: {:?}", String::from_utf8_lossy(&self.out));
-            // Keep draining so rctl never blocks on a full terminal.
-            let _ = std::io::Read::read(&mut self.master, &mut [0u8; 4096]);
+            // Keep reading so rctl never blocks on a full terminal; what it printed is kept for `expect`.
+            let mut buf = [0u8; 4096];
+            if let Ok(n) = std::io::Read::read(&mut self.master, &mut buf) {
+                self.out.extend_from_slice(&buf[..n]);
+            }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -753,4 +787,20 @@ async fn rctl_run_it_attaches_before_start_and_rctl_port_forward_carries_tcp() {
     let _ = pf.kill();
     let _ = pf.wait();
     assert_eq!(answer, "got:through-rctl\n");
+}
+
+#[tokio::test]
+async fn exec_into_a_pod_sharing_one_pid_namespace_sees_its_other_containers() {
+    require_e2e!();
+    let mut s = setup_pod("sharedexec", "", true).await;
+    s.container("server", "exec sleep 12345").await;
+    let id = s.container("main", "exec sleep 1000").await;
+    let url = s.exec_url(&id, &["sh", "-c", "cat /proc/[0-9]*/cmdline | tr '\\0' ' '"], false, false).await;
+    let (mut client, _) = Client::connect(&url, &["v4.channel.k8s.io"]).await.expect("upgrade");
+    let ids = open_exec_streams(&mut client, false, true, false).await;
+    let got = spdy::collect(&mut client, Duration::from_secs(10)).await;
+    let out =
+        String::from_utf8_lossy(got.data.get(&stream(&ids, "stdout")).map(|d| &d[..]).unwrap_or_default()).into_owned();
+    assert!(out.contains("sleep 12345") && out.contains("sleep 1000"), "{out:?}");
+    assert_eq!(status_json(&got.data[&stream(&ids, "error")])["status"], "Success");
 }

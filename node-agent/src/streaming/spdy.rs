@@ -614,6 +614,21 @@ mod tests {
         assert_eq!(roundtrip(&frames), frames);
     }
 
+    fn unhex(s: &str) -> Vec<u8> {
+        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+    }
+
+    #[test]
+    fn header_blocks_from_c_zlib_decode_in_sequence() {
+        // Two blocks of one stream compressed by C zlib (Python's zlib, level 9, the SPDY/3 dictionary, sync
+        // flush after each): the second refers back into the first's window.
+        let mut dec = HeaderDecoder::new();
+        let first = dec.decode(&unhex("78f9e3c6a7c202a62346703a2b294a4dcc851625aca9a08006000000ffff")).unwrap();
+        assert_eq!(first, vec![("streamtype".to_string(), "error".to_string())]);
+        let second = dec.decode(&unhex("02651c4ca9e21260768194d845e0cc6161606100000000ffff")).unwrap();
+        assert_eq!(second, vec![("streamtype".into(), "stdin".into()), ("port".into(), "8080".into())]);
+    }
+
     #[test]
     fn header_values_split_on_nul_and_uppercase_names_are_refused() {
         let headers: Headers =

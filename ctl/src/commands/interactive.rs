@@ -56,8 +56,9 @@ pub async fn run(clients: &Clients, s: Session) -> anyhow::Result<()> {
 pub type OnOpen<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>> + 'a>>;
 
 /// Runs the session; `on_open` runs once the server has set it up (rctl run -it starts its container there).
-pub async fn session(clients: &Clients, s: Session, on_open: Option<OnOpen<'_>>) -> anyhow::Result<Ended> {
+pub async fn session(clients: &Clients, mut s: Session, on_open: Option<OnOpen<'_>>) -> anyhow::Result<Ended> {
     use std::os::fd::AsFd;
+    s.container = crate::resolve::container(clients, &s.container).await?;
     let (tx, rx) = mpsc::channel::<api::StdioInput>(16);
     tx.send(start_message(&s)).await?;
     let input = tokio_stream::wrappers::ReceiverStream::new(rx);

@@ -9,6 +9,7 @@ use crate::cli::PortForwardArgs;
 use crate::client::{Clients, status_error};
 
 pub async fn run(clients: &Clients, args: &PortForwardArgs) -> anyhow::Result<()> {
+    let pod = crate::resolve::pod(clients, &args.pod).await?;
     let mut listeners = Vec::new();
     for (local, remote) in &args.ports {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", *local))
@@ -21,7 +22,7 @@ pub async fn run(clients: &Clients, args: &PortForwardArgs) -> anyhow::Result<()
     let mut tasks = tokio::task::JoinSet::new();
     for (listener, remote) in listeners {
         let channel = clients.channel.clone();
-        let pod = args.pod.clone();
+        let pod = pod.clone();
         tasks.spawn(async move {
             loop {
                 let Ok((tcp, _)) = listener.accept().await else { continue };

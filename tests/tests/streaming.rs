@@ -28,13 +28,15 @@ struct Setup {
     sandbox: cri::PodSandboxConfig,
     /// The pod's containers share its PID namespace.
     shared_pid: bool,
+    /// The pod uses the node's network namespace.
+    host_network: bool,
 }
 
 async fn setup(name: &str, extra: &str) -> Setup {
-    setup_pod(name, extra, false).await
+    setup_pod(name, extra, false, false).await
 }
 
-async fn setup_pod(name: &str, extra: &str, shared_pid: bool) -> Setup {
+async fn setup_pod(name: &str, extra: &str, shared_pid: bool, host_network: bool) -> Setup {
     let registry = Registry::start();
     let image = ImageBuilder::new().layer(busybox_layer(), Compression::Gzip).build();
     push_image(&registry.addr(), "busybox", "1", &image, None);
@@ -51,10 +53,11 @@ async fn setup_pod(name: &str, extra: &str, shared_pid: bool) -> Setup {
         }),
         hostname: name.into(),
         log_directory: logs.path().display().to_string(),
-        linux: shared_pid.then(|| cri::LinuxPodSandboxConfig {
+        linux: (shared_pid || host_network).then(|| cri::LinuxPodSandboxConfig {
             security_context: Some(cri::LinuxSandboxSecurityContext {
                 namespace_options: Some(cri::NamespaceOption {
-                    pid: cri::NamespaceMode::Pod as i32,
+                    pid: if shared_pid { cri::NamespaceMode::Pod } else { cri::NamespaceMode::Container } as i32,
+                    network: if host_network { cri::NamespaceMode::Node } else { cri::NamespaceMode::Pod } as i32,
                     ..Default::default()
                 }),
                 ..Default::default()
@@ -70,7 +73,7 @@ async fn setup_pod(name: &str, extra: &str, shared_pid: bool) -> Setup {
         .expect("RunPodSandbox")
         .into_inner()
         .pod_sandbox_id;
-    Setup { reefd, _registry: registry, image, _logs: logs, rt, pod, sandbox, shared_pid }
+    Setup { reefd, _registry: registry, image, _logs: logs, rt, pod, sandbox, shared_pid, host_network }
 }
 
 impl Setup {
@@ -92,6 +95,8 @@ impl Setup {
                 security_context: Some(cri::LinuxContainerSecurityContext {
                     namespace_options: Some(cri::NamespaceOption {
                         pid: if self.shared_pid { cri::NamespaceMode::Pod } else { cri::NamespaceMode::Container }
+                            as i32,
+                        network: if self.host_network { cri::NamespaceMode::Node } else { cri::NamespaceMode::Pod }
                             as i32,
                         ..Default::default()
                     }),
@@ -440,11 +445,15 @@ async fn port_forward_url(s: &mut Setup) -> String {
 const ECHO_SERVER: &str = "printf 'read x; echo got:$x\\n' > /tmp/h; nc -ll -p 8080 -e sh /tmp/h";
 
 async fn wait_listening(s: &mut Setup, id: &str) {
+    wait_listening_on(s, id, 8080).await
+}
+
+async fn wait_listening_on(s: &mut Setup, id: &str, port: u16) {
     for _ in 0..100 {
         let r =
             s.rt.exec_sync(cri::ExecSyncRequest {
                 container_id: id.into(),
-                cmd: vec!["sh".into(), "-c".into(), "netstat -ltn | grep -q :8080".into()],
+                cmd: vec!["sh".into(), "-c".into(), format!("netstat -ltn | grep -q :{port}")],
                 timeout: 5,
             })
             .await
@@ -792,7 +801,7 @@ async fn rctl_run_it_attaches_before_start_and_rctl_port_forward_carries_tcp() {
 #[tokio::test]
 async fn exec_into_a_pod_sharing_one_pid_namespace_sees_its_other_containers() {
     require_e2e!();
-    let mut s = setup_pod("sharedexec", "", true).await;
+    let mut s = setup_pod("sharedexec", "", true, false).await;
     s.container("server", "exec sleep 12345").await;
     let id = s.container("main", "exec sleep 1000").await;
     let url = s.exec_url(&id, &["sh", "-c", "cat /proc/[0-9]*/cmdline | tr '\\0' ' '"], false, false).await;
@@ -803,4 +812,31 @@ async fn exec_into_a_pod_sharing_one_pid_namespace_sees_its_other_containers() {
         String::from_utf8_lossy(got.data.get(&stream(&ids, "stdout")).map(|d| &d[..]).unwrap_or_default()).into_owned();
     assert!(out.contains("sleep 12345") && out.contains("sleep 1000"), "{out:?}");
     assert_eq!(status_json(&got.data[&stream(&ids, "error")])["status"], "Success");
+}
+
+#[tokio::test]
+async fn port_forward_to_a_host_network_pod_reaches_the_nodes_loopback() {
+    require_e2e!();
+    let mut s = setup_pod("hostpf", "", false, true).await;
+    let port = reef_tests::free_port();
+    let script = format!("printf 'read x; echo host:$x\\n' > /tmp/h; nc -ll -p {port} -e sh /tmp/h");
+    let id = s.container("server", &script).await;
+    wait_listening_on(&mut s, &id, port).await;
+    let url = port_forward_url(&mut s).await;
+    let mut ws = ws_connect(&format!("{url}?port={port}"), "v4.channel.k8s.io").await;
+    ws.send(Message::Binary([&[0u8][..], b"node\n"].concat().into())).await.unwrap();
+    let mut data = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(Ok(Message::Binary(b))) = ws.next().await {
+            if b.first() == Some(&0) {
+                data.extend_from_slice(&b[1..]);
+                if data.ends_with(b"\n") && data.len() > 2 {
+                    break;
+                }
+            }
+        }
+    })
+    .await;
+    assert_eq!(&data[..2], &port.to_le_bytes());
+    assert_eq!(String::from_utf8_lossy(&data[2..]), "host:node\n");
 }

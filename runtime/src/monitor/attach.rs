@@ -6,7 +6,7 @@
 //! exit frame (3), then closes. The client sends stdin (0; an empty one closes stdin when the container was
 //! created with stdin_once) and terminal sizes (4: rows and columns as two big-endian u16).
 //!
-//! The monitor never blocks on a client: output is queued per client up to `MAX_QUEUED`, and a client that falls
+//! The monitor never blocks on a client: output is queued per client up to `MAX_QUEUED` (256 KiB), and a client that falls
 //! further behind is disconnected (the container and its log are never slowed down by a watcher).
 
 use std::fs::File;
@@ -24,8 +24,9 @@ pub const STDERR: u8 = 2;
 pub const EXIT: u8 = 3;
 pub const RESIZE: u8 = 4;
 
-/// Output queued for one client beyond this drops the client.
-pub const MAX_QUEUED: usize = 1 << 20;
+/// Output queued for one client beyond this drops the client (a quarter of the monitor's memory budget: reefd
+/// reads its socket promptly, so only a stuck relay ever gets near it).
+pub const MAX_QUEUED: usize = 256 << 10;
 /// The largest frame a client may send.
 pub const MAX_FRAME: usize = 64 << 10;
 

@@ -840,3 +840,51 @@ async fn port_forward_to_a_host_network_pod_reaches_the_nodes_loopback() {
     assert_eq!(&data[..2], &port.to_le_bytes());
     assert_eq!(String::from_utf8_lossy(&data[2..]), "host:node\n");
 }
+
+#[tokio::test]
+async fn with_a_certificate_the_streaming_server_speaks_only_tls() {
+    require_e2e!();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let made = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "1"])
+        .args(["-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"])
+        .args(["-addext", "basicConstraints=critical,CA:FALSE", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl");
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let extra = format!("[streaming]\ntls_cert = \"{}\"\ntls_key = \"{}\"\n", cert.display(), key.display());
+    let mut s = setup("tls", &extra).await;
+    let id = s.container("main", "sleep 1000").await;
+    let url = s.exec_url(&id, &["true"], false, false).await;
+    let rest = url.strip_prefix("https://").unwrap_or_else(|| panic!("an https URL: {url}"));
+    let addr = &rest[..rest.find('/').unwrap()];
+
+    let mut roots = rustls::RootCertStore::empty();
+    use rustls::pki_types::pem::PemObject;
+    roots.add(rustls::pki_types::CertificateDer::from_pem_file(&cert).unwrap()).unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let mut tls = connector.connect(name, tcp).await.expect("TLS handshake with the streaming server");
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    tls.write_all(format!("GET /exec/not-a-token HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut reply = String::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), tls.read_to_string(&mut reply)).await;
+    assert!(reply.starts_with("HTTP/1.1 404"), "{reply}");
+
+    // Plain HTTP on the TLS port gets nothing served.
+    let (_, plain) = spdy::request(&format!("http://{addr}/exec/not-a-token"), "GET", &[]).await;
+    assert_ne!(plain.status, 404);
+}

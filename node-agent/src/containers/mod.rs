@@ -333,8 +333,10 @@ impl Containers {
             })
             .map_err(|e| ReefError::InvalidArgument(e.to_string()))?;
             let mut spec = spec;
-            let seccomp = spec::seccomp::choice(&security_context(config))
-                .map_err(|e| ReefError::InvalidArgument(e.to_string()))?;
+            let sc = security_context(config);
+            refuse_user_namespace(&sc.namespace_options.clone().unwrap_or_default())?;
+            refuse_apparmor_profile(&sc)?;
+            let seccomp = spec::seccomp::choice(&sc).map_err(|e| ReefError::InvalidArgument(e.to_string()))?;
             if let spec::seccomp::Seccomp::Localhost(path) = &seccomp {
                 let bytes = std::fs::read(path).map_err(|e| {
                     ReefError::InvalidArgument(format!("cannot read the Localhost seccomp profile {path}: {e}"))
@@ -697,6 +699,32 @@ fn systemd_cgroup_path(parent: &str, default: &str, id: &str) -> String {
     format!("{slice}:reef:{id}")
 }
 
+/// Pods with their own user namespace (hostUsers: false) are refused rather than run in the host's: Status
+/// reports `user_namespaces: false`, so kubelet refuses them first; this is for any other client.
+pub fn refuse_user_namespace(options: &cri::NamespaceOption) -> Result<(), ReefError> {
+    match &options.userns_options {
+        Some(u) if u.mode != cri::NamespaceMode::Node as i32 => Err(ReefError::FailedPrecondition(
+            "user namespaces (hostUsers: false) are not supported by this runtime yet".into(),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// AppArmor: Reef loads no profile, so a Localhost profile (a named profile the pod relies on) is refused, and
+/// RuntimeDefault and Unconfined run without one (this node's kernel may not have AppArmor at all).
+fn refuse_apparmor_profile(sc: &cri::LinuxContainerSecurityContext) -> Result<(), ReefError> {
+    #[allow(deprecated)]
+    let legacy = sc.apparmor_profile.starts_with("localhost/");
+    let localhost =
+        sc.apparmor.as_ref().is_some_and(|p| p.profile_type == cri::security_profile::ProfileType::Localhost as i32);
+    if localhost || legacy {
+        return Err(ReefError::FailedPrecondition(
+            "AppArmor Localhost profiles are not supported by this runtime; use RuntimeDefault or Unconfined".into(),
+        ));
+    }
+    Ok(())
+}
+
 fn security_context(config: &cri::ContainerConfig) -> cri::LinuxContainerSecurityContext {
     config.linux.as_ref().and_then(|l| l.security_context.clone()).unwrap_or_default()
 }
@@ -741,5 +769,22 @@ mod tests {
         assert_eq!(systemd_cgroup_path("kubepods-pod1.slice", "reef", "c1"), "kubepods-pod1.slice:reef:c1");
         assert_eq!(systemd_cgroup_path("", "reef.slice", "c1"), "reef.slice:reef:c1");
         assert_eq!(systemd_cgroup_path("", "reef", "c1"), "system.slice:reef:c1");
+    }
+
+    #[test]
+    fn user_namespaces_and_apparmor_localhost_profiles_are_refused_not_ignored() {
+        let userns = |mode: cri::NamespaceMode| cri::NamespaceOption {
+            userns_options: Some(cri::UserNamespace { mode: mode as i32, ..Default::default() }),
+            ..Default::default()
+        };
+        assert!(refuse_user_namespace(&userns(cri::NamespaceMode::Pod)).is_err());
+        assert!(refuse_user_namespace(&userns(cri::NamespaceMode::Node)).is_ok());
+        assert!(refuse_user_namespace(&cri::NamespaceOption::default()).is_ok());
+        let profile = |t: cri::security_profile::ProfileType| cri::LinuxContainerSecurityContext {
+            apparmor: Some(cri::SecurityProfile { profile_type: t as i32, localhost_ref: "p".into() }),
+            ..Default::default()
+        };
+        assert!(refuse_apparmor_profile(&profile(cri::security_profile::ProfileType::Localhost)).is_err());
+        assert!(refuse_apparmor_profile(&profile(cri::security_profile::ProfileType::RuntimeDefault)).is_ok());
     }
 }

@@ -179,6 +179,7 @@ impl Pods {
             .and_then(|l| l.security_context.as_ref())
             .and_then(|s| s.namespace_options.clone())
             .unwrap_or_default();
+        crate::containers::refuse_user_namespace(&options)?;
         let id = loop {
             let id = crate::records::new_id();
             if !self.pod_dir(&id).exists() {

@@ -10,7 +10,7 @@
 #                       less network work than reef does (containerd 1.6 refuses a pod network without eth0)
 # Each runtime gets its own dirs, socket, config and cgroup parent; reef-bench starts each daemon as a child
 # subreaper, measures it and its per-pod processes, and kills all of them by PID at the end. Run as root.
-#   bench/cri.sh [PODS] [PARALLEL] [PARALLEL_PODS]    (env: RUNTIMES, MEMORY_AT, BENCH_JSON, REEFD_WRAP, NO_BUILD)
+#   bench/cri.sh [PODS] [PARALLEL] [PARALLEL_PODS]    (env: RUNTIMES, MEMORY_AT, BENCH_JSON, REEFD_WRAP, NO_BUILD, REEF_ROOT_TMPFS)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PODS=${1:-100}; PARALLEL=${2:-10}; PARALLEL_PODS=${3:-100}
@@ -109,8 +109,10 @@ bench() { # name, endpoint, extra reef-bench args..., -- daemon command
 
 run_reef() {
   local d="$work/reef" run="$work/run/reef"; mkdir -p "$d"
+  # REEF_ROOT_TMPFS=1 puts reefd's root dir on the tmpfs too: an experiment that shows what disk syncs cost.
+  local root="$d/root"; [[ -n ${REEF_ROOT_TMPFS:-} ]] && root="$run-root"
   cat > "$d/config.toml" <<TOML
-root_dir = "$d/root"
+root_dir = "$root"
 state_dir = "$run"
 socket = "$run/reef.sock"
 log_level = "warn"

@@ -185,7 +185,9 @@ pub fn compare(runs: &[RunResult]) {
             print!(" {:>16}", f(r).map(|v| format!("{v:.2}")).unwrap_or_else(|| "-".into()));
         }
         for r in &runs[1..] {
+            // How many times better the first run is: lower is better, except for rates.
             let ratio = match (f(r), f(base)) {
+                (Some(a), Some(b)) if label.contains("/s") && a > 0.0 => format!("{:.1}x", b / a),
                 (Some(a), Some(b)) if b > 0.0 => format!("{:.1}x", a / b),
                 _ => "-".into(),
             };
@@ -193,6 +195,7 @@ pub fn compare(runs: &[RunResult]) {
         }
         println!();
     }
+    println!("ratios: how many times better the first run is (lower latency or memory, higher rate)");
     println!("* issue 3 target: the first run at most 1/10 of the others (ratio >= 10x); reefd idle RSS <= 10 MiB");
 }
 

@@ -427,14 +427,19 @@ impl Containers {
 
     fn wait_exit(&self, pods: &Pods, c: &ContainerRecord, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
+        // A killed process is usually gone within a millisecond or two: poll fast first, then back off, so that
+        // StopContainer does not wait a whole fixed interval for an exit that already happened.
+        let mut pause = Duration::from_millis(1);
         loop {
             if !matches!(self.observe(pods, c), Observed::Running { .. }) {
                 return true;
             }
-            if Instant::now() >= deadline {
+            let now = Instant::now();
+            if now >= deadline {
                 return false;
             }
-            std::thread::sleep(Duration::from_millis(20));
+            std::thread::sleep(pause.min(deadline - now));
+            pause = (pause * 2).min(Duration::from_millis(20));
         }
     }
 

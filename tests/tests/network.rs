@@ -401,3 +401,75 @@ async fn network_ready_reflects_the_bridge() {
     stop_and_remove(&mut rt, &pod).await;
     assert_nothing_left(&s.reefd);
 }
+
+/// A CNI plugin of the test's own, first in the list: it records what it was given (stdin per command) and
+/// answers ADD with an empty result, so the real plugins after it decide the pod's address.
+fn recording_plugin(bin: &std::path::Path, out: &std::path::Path) {
+    let script = format!(
+        "#!/bin/sh\ncat > {out}/$CNI_COMMAND.json\necho \"$CNI_CONTAINERID $CNI_IFNAME $CNI_NETNS\" > {out}/$CNI_COMMAND.env\n[ \"$CNI_COMMAND\" = ADD ] && echo '{{\"cniVersion\":\"1.0.0\"}}'\nexit 0\n",
+        out = out.display()
+    );
+    let path = bin.join("record");
+    std::fs::write(&path, script).expect("write the plugin");
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+}
+
+#[tokio::test]
+async fn cni_mode_runs_the_plugins_and_deletes_even_after_a_restart() {
+    require_e2e!();
+    let cni = tempfile::tempdir().expect("cni dir");
+    let (conf, bin, ipam, record) = (cni.path().join("net.d"), cni.path().join("bin"), cni.path().join("ipam"), cni.path().join("record"));
+    for d in [&conf, &bin, &record] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    recording_plugin(&bin, &record);
+    let network = format!(
+        "mode = \"cni\"\ncni_conf_dir = \"{}\"\ncni_bin_dirs = [\"{}\", \"/usr/lib/cni\", \"/opt/cni/bin\"]\n",
+        conf.display(),
+        bin.display()
+    );
+    let mut s = setup(&network).await;
+    // The plugins' bridge and subnet are the harness's unique ones, so the harness removes the bridge on drop.
+    let list = serde_json::json!({
+        "cniVersion": "1.0.0",
+        "name": "reef-e2e",
+        "plugins": [
+            {"type": "record", "capabilities": {"portMappings": true}},
+            {"type": "bridge", "bridge": s.reefd.net.bridge, "isGateway": true, "ipMasq": false, "hairpinMode": true,
+             "ipam": {"type": "host-local", "ranges": [[{"subnet": s.reefd.net.subnet}]], "dataDir": ipam.display().to_string()}}
+        ]
+    });
+    let mut rt = s.reefd.runtime().await;
+    let ready = |st: cri::StatusResponse| st.status.unwrap().conditions.into_iter().find(|c| c.r#type == "NetworkReady").unwrap();
+    let c = ready(rt.status(cri::StatusRequest { verbose: false }).await.unwrap().into_inner());
+    assert!(!c.status && c.message.contains("no CNI network config"), "no config yet: {c:?}");
+    std::fs::write(conf.join("10-reef.conflist"), list.to_string()).unwrap();
+    assert!(ready(rt.status(cri::StatusRequest { verbose: false }).await.unwrap().into_inner()).status);
+
+    let config = pod_config(&s, "cni-pod", vec![tcp(80, 18080)]);
+    let pod = run_pod(&mut rt, &config).await.expect("RunPodSandbox in CNI mode");
+    let ip = pod_ip(&mut rt, &pod).await;
+    assert!(ip.starts_with(s.reefd.net.subnet.rsplit_once('.').unwrap().0), "{ip} from host-local in {}", s.reefd.net.subnet);
+    let add: serde_json::Value = serde_json::from_slice(&std::fs::read(record.join("ADD.json")).unwrap()).unwrap();
+    assert_eq!(add["runtimeConfig"]["portMappings"], serde_json::json!([{"hostPort": 18080, "containerPort": 80, "protocol": "tcp"}]));
+    assert_eq!(add["name"], "reef-e2e");
+    let env = std::fs::read_to_string(record.join("ADD.env")).unwrap();
+    assert!(env.starts_with(&format!("{pod} eth0 ")), "{env}");
+    assert!(ipam.join("reef-e2e").join(&ip).exists(), "host-local holds the lease");
+    let c = start(&mut rt, &s, &pod, &config, "exec sleep 300").await;
+    let (_, addr) = exec(&mut rt, &c, "ip -o addr show eth0; cat /etc/hosts").await;
+    assert!(addr.contains(&format!("inet {ip}/")) && addr.contains(&format!("{ip}\tcni-pod")), "{addr}");
+    let direct = exec(&mut rt, &c, &format!("ping -c1 -W2 {}", s.reefd.net.gateway())).await;
+    assert_eq!(direct.0, 0, "the pod reaches the plugin's gateway: {}", direct.1);
+
+    // DEL after a restart runs with what ADD saw, whatever the config says now.
+    std::fs::remove_file(conf.join("10-reef.conflist")).unwrap();
+    s.reefd.restart();
+    let mut rt = s.reefd.runtime().await;
+    stop_and_remove(&mut rt, &pod).await;
+    let del: serde_json::Value = serde_json::from_slice(&std::fs::read(record.join("DEL.json")).unwrap()).unwrap();
+    assert_eq!(del["prevResult"]["ips"][0]["address"].as_str().unwrap().split('/').next(), Some(ip.as_str()), "{del}");
+    assert!(!ipam.join("reef-e2e").join(&ip).exists(), "host-local released the address");
+    assert!(bridge_ports(&s.reefd).is_empty(), "the plugin removed the veth");
+    assert!(std::fs::read_dir(s.reefd.root().join("network/pods")).map(|d| d.count()).unwrap_or(0) == 0);
+}

@@ -6,7 +6,7 @@ use std::path::Path;
 use ipnet::Ipv4Net;
 
 use crate::error::NetError;
-use crate::nft::{self, Dnat, RuleSet};
+use crate::nft::{Dnat, RuleSet};
 use crate::rtnl::Rtnl;
 use crate::store::PodNet;
 use crate::{Network, PodSpec, State, links, ports, sysctl};
@@ -61,8 +61,21 @@ impl Network {
         self.ensure_host(state).map(drop)
     }
 
-    /// Rebuilds Reef's table from the records.
+    /// Rebuilds Reef's table from the records, now.
     pub(crate) fn sync_rules(&self, state: &State) -> Result<(), NetError> {
+        let (set, generation) = self.rule_set(state);
+        crate::apply_rules(&self.applied, &set, generation)
+    }
+
+    /// Rebuilds the table on the reaper thread: a stopped pod's hostPorts can go a few milliseconds late (its
+    /// address is already gone), but no StopPodSandbox waits for the kernel's nftables commit.
+    pub(crate) fn sync_rules_later(&self, state: &State) {
+        let (set, generation) = self.rule_set(state);
+        self.background(crate::Job::Rules(set, generation));
+    }
+
+    /// The table as the records say, with a generation number: a rebuild never overwrites a newer one.
+    fn rule_set(&self, state: &State) -> (RuleSet, u64) {
         let mut dnats = Vec::new();
         for pod in state.pods.values() {
             let Some(IpAddr::V4(pod_ip)) = pod.ips.first().copied() else { continue };
@@ -84,7 +97,7 @@ impl Network {
             subnets: state.subnets.clone(),
             dnats,
         };
-        nft::apply(&set)
+        (set, self.generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1)
     }
 
     pub(crate) fn setup_builtin(&self, state: &mut State, pod: &PodSpec<'_>) -> Result<Vec<IpAddr>, NetError> {
@@ -100,7 +113,14 @@ impl Network {
             None => self.ensure_host(state)?,
         };
         let host = host_veth(pod.id);
-        let mut rec = PodNet { id: pod.id.to_string(), host_veth: host.clone(), ips: vec![], ports: wanted, cni: None };
+        let mut rec = PodNet {
+            id: pod.id.to_string(),
+            host_veth: host.clone(),
+            netns: pod.netns.to_path_buf(),
+            ips: vec![],
+            ports: wanted,
+            cni: None,
+        };
         // The intent first: from here on a crash leaves a record that reconciliation tears down.
         self.store.save(&rec)?;
         state.pods.insert(rec.id.clone(), rec.clone());
@@ -150,17 +170,34 @@ impl Network {
         Ok(vec![IpAddr::V4(ip)])
     }
 
+    /// The pod's address leaves its eth0 at once, so the lease can be handed out again; the veth pair itself is
+    /// deleted by the reaper thread: unregistering a link waits for an RCU grace period (tens of milliseconds on a
+    /// busy node), which no StopPodSandbox needs to wait for. A veth still queued when reefd dies has no record
+    /// left, and the start-up sweep deletes it.
     pub(crate) fn teardown_builtin(&self, state: &mut State, rec: &PodNet) -> Result<(), NetError> {
         let host = if rec.host_veth.is_empty() { host_veth(&rec.id) } else { rec.host_veth.clone() };
-        let mut rt = rtnl()?;
-        // Deleting the host end takes the pod end with it.
-        links::delete(&mut rt, &host).map_err(NetError::netlink(format!("delete veth {host}")))?;
+        if !rec.ips.is_empty() && !rec.netns.as_os_str().is_empty() {
+            // A namespace already gone took the address (and the veth pair) with it.
+            if let Ok(mut ns) = Rtnl::open_in(&rec.netns)
+                && let Ok(Some(eth0)) = links::index_of(&mut ns, POD_IFNAME)
+            {
+                let prefix = |ip: &IpAddr| {
+                    state.subnets.iter().find(|n| matches!(ip, IpAddr::V4(v) if n.contains(v))).map(|n| n.prefix_len())
+                };
+                for ip in &rec.ips {
+                    let Some(len) = prefix(ip) else { continue };
+                    links::delete_address(&mut ns, eth0, *ip, len)
+                        .map_err(NetError::netlink(format!("remove {ip} from the pod's eth0")))?;
+                }
+            }
+        }
         if let Some(ipam) = state.ipam.as_mut() {
             ipam.release(&rec.id)?;
         }
+        self.background(crate::Job::DeleteLink(host));
         if !rec.ports.is_empty() {
             state.pods.remove(&rec.id);
-            self.sync_rules(state)?;
+            self.sync_rules_later(state);
         }
         Ok(())
     }

@@ -63,6 +63,27 @@ pub struct Network {
     config: NetConfig,
     store: Store,
     state: Mutex<State>,
+    /// Work done in the background (built-in mode): veth deletions and rule rebuilds after a teardown.
+    reaper: Mutex<Option<(std::sync::mpsc::Sender<Job>, std::thread::JoinHandle<()>)>>,
+    /// The generation of the last rule set handed out, and of the last one applied.
+    generation: std::sync::atomic::AtomicU64,
+    applied: std::sync::Arc<Mutex<u64>>,
+}
+
+pub(crate) enum Job {
+    DeleteLink(String),
+    Rules(nft::RuleSet, u64),
+}
+
+/// Applies `set` unless a newer generation already is in the kernel.
+pub(crate) fn apply_rules(applied: &Mutex<u64>, set: &nft::RuleSet, generation: u64) -> Result<(), NetError> {
+    let mut applied = applied.lock().unwrap_or_else(|p| p.into_inner());
+    if generation <= *applied {
+        return Ok(());
+    }
+    nft::apply(set)?;
+    *applied = generation;
+    Ok(())
 }
 
 struct State {
@@ -91,13 +112,46 @@ impl Network {
             }
             Mode::Cni => None,
         };
-        let net = Network { config, store, state: Mutex::new(State { pods, ipam, subnets, bridge_index: None }) };
+        let net = Network {
+            config,
+            store,
+            state: Mutex::new(State { pods, ipam, subnets, bridge_index: None }),
+            reaper: Mutex::new(None),
+            generation: Default::default(),
+            applied: Default::default(),
+        };
         if net.config.mode == Mode::Builtin
             && let Err(e) = net.ensure_host(&mut net.lock())
         {
             tracing::warn!(error = %error_chain(&e), "pod network not ready yet");
         }
         Ok(net)
+    }
+
+    /// Queues work for the reaper thread (started on first use); done in line if the thread cannot run.
+    fn background(&self, job: Job) {
+        let mut reaper = self.reaper.lock().unwrap_or_else(|p| p.into_inner());
+        let applied = std::sync::Arc::clone(&self.applied);
+        if reaper.is_none() {
+            let (tx, rx) = std::sync::mpsc::channel::<Job>();
+            let spawned = std::thread::Builder::new().name("netplug-reaper".into()).spawn(move || {
+                while let Ok(job) = rx.recv() {
+                    run_job(&applied, job);
+                }
+            });
+            match spawned {
+                Ok(handle) => *reaper = Some((tx, handle)),
+                Err(e) => tracing::warn!(error = %e, "cannot start the network reaper"),
+            }
+        }
+        let job = match reaper.as_ref() {
+            Some((tx, _)) => match tx.send(job) {
+                Ok(()) => return,
+                Err(std::sync::mpsc::SendError(job)) => job,
+            },
+            None => job,
+        };
+        run_job(&self.applied, job);
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -175,6 +229,33 @@ impl Network {
         }
         let Some(cidr) = cidrs.split(',').find_map(|c| c.trim().parse::<Ipv4Net>().ok()) else { return Ok(()) };
         self.set_subnet(&mut self.lock(), cidr.trunc())
+    }
+}
+
+/// Finishes the background work before the network goes (a caller that then deletes the table or the bridge
+/// must not see them come back).
+impl Drop for Network {
+    fn drop(&mut self) {
+        let reaper = self.reaper.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some((tx, handle)) = reaper {
+            drop(tx);
+            let _ = handle.join();
+        }
+    }
+}
+
+fn run_job(applied: &Mutex<u64>, job: Job) {
+    match job {
+        Job::DeleteLink(name) => {
+            if let Err(e) = rtnl::Rtnl::open().and_then(|mut rt| links::delete(&mut rt, &name)) {
+                tracing::warn!(veth = %name, error = %e, "cannot delete a pod's veth (the start-up sweep will)");
+            }
+        }
+        Job::Rules(set, generation) => {
+            if let Err(e) = apply_rules(applied, &set, generation) {
+                tracing::warn!(table = %set.table, error = %error_chain(&e), "cannot rebuild the rules (the next change or start will)");
+            }
+        }
     }
 }
 

@@ -127,6 +127,19 @@ pub fn set_hairpin(rtnl: &mut Rtnl, index: u32) -> Result<(), Errno> {
     rtnl.request(Msg::NewLink(m))
 }
 
+/// Removes `addr/prefix` from the link; an address already gone is fine.
+pub fn delete_address(rtnl: &mut Rtnl, index: u32, addr: IpAddr, prefix: u8) -> Result<(), Errno> {
+    let mut m = AddressMessage::default();
+    m.header.family = if addr.is_ipv4() { AddressFamily::Inet } else { AddressFamily::Inet6 };
+    m.header.prefix_len = prefix;
+    m.header.index = index;
+    m.attributes.push(AddressAttribute::Local(addr));
+    match rtnl.request(Msg::DelAddress(m)) {
+        Ok(()) | Err(Errno::EADDRNOTAVAIL) | Err(Errno::ENODEV) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 /// Deletes a link by name; a link already gone is fine.
 pub fn delete(rtnl: &mut Rtnl, name: &str) -> Result<(), Errno> {
     let Some(index) = index_of(rtnl, name)? else { return Ok(()) };

@@ -1,7 +1,10 @@
 //! Reef's nftables table: masquerade for pod traffic leaving the pod subnets, hostPort DNAT from other hosts and
-//! from the node itself. The table belongs to Reef alone and is always rebuilt whole, in one netlink transaction
-//! (add table, delete it, add it again with every chain and rule), from the pods' records: the kernel either has
-//! the new rule set or the old one, and a restart converges by rebuilding. Other tables are never read or touched.
+//! from the node itself. The table belongs to Reef alone and its rules are always rewritten whole, in one netlink
+//! transaction (add the table and chains, which is a no-op when they exist, flush every chain, add every rule),
+//! from the pods' records: the kernel either has the new rule set or the old one, and a restart converges by
+//! rewriting. The table and its base chains are never deleted on the way: removing a base chain unregisters its
+//! hook, which waits for an RCU grace period (about 10 ms, far more on a loaded node) on every pod start and stop.
+//! Other tables are never read or touched.
 //!
 //! `plan` is pure (what the rules are, printable in nft syntax for tests and logs); `apply` turns the plan into
 //! nftnl expressions and sends the batch.
@@ -222,8 +225,6 @@ pub fn apply(set: &RuleSet) -> Result<(), NetError> {
     let table = Table::new(&name, ProtoFamily::Inet);
     let mut batch = Batch::new();
     batch.add(&table, MsgType::Add);
-    batch.add(&table, MsgType::Del);
-    batch.add(&table, MsgType::Add);
     let mut chains = Vec::new();
     for (chain_name, hook, prio) in BASE_CHAINS {
         let mut c = Chain::new(CString::new(chain_name).unwrap_or_default(), &table);
@@ -235,6 +236,10 @@ pub fn apply(set: &RuleSet) -> Result<(), NetError> {
     chains.push((HOSTPORTS, Chain::new(CString::new(HOSTPORTS).unwrap_or_default(), &table)));
     for (_, c) in &chains {
         batch.add(c, MsgType::Add);
+    }
+    // A rule without a handle, deleted, is the whole chain flushed.
+    for (_, c) in &chains {
+        batch.add(&Rule::new(c), MsgType::Del);
     }
     for spec in plan(set) {
         let Some((_, chain)) = chains.iter().find(|(n, _)| *n == spec.chain) else { continue };

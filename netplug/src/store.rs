@@ -16,6 +16,9 @@ pub struct PodNet {
     /// Built-in mode: the host end of the pod's veth pair.
     #[serde(default)]
     pub host_veth: String,
+    /// Built-in mode: the pod's pinned network namespace, where its address lives.
+    #[serde(default)]
+    pub netns: std::path::PathBuf,
     #[serde(default)]
     pub ips: Vec<IpAddr>,
     #[serde(default)]

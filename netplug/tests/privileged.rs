@@ -101,7 +101,6 @@ fn a_pod_gets_eth0_an_address_a_route_and_gives_them_back() {
         .unwrap();
     assert!(ping.status.success(), "{}", String::from_utf8_lossy(&ping.stdout));
     let rules = sh(&["nft", "list", "table", "inet", &env.table]);
-    eprintln!("{rules}");
     assert!(rules.contains("dport 18080") && rules.contains("masquerade"), "{rules}");
     let other = env.netns("b");
     let id2 = format!("{:064x}", 0xbcdeu64 + std::process::id() as u64);
@@ -112,8 +111,14 @@ fn a_pod_gets_eth0_an_address_a_route_and_gives_them_back() {
     assert!(sh(&["ip", "-n", other.file_name().unwrap().to_str().unwrap(), "-o", "link"]).lines().count() == 1);
     net.teardown(&id).unwrap();
     net.teardown(&id).unwrap();
-    assert!(!sh(&["ip", "-o", "link"]).contains(&format!("rf{}", &id[..13])));
-    assert!(!sh(&["nft", "list", "table", "inet", &env.table]).contains("18080"));
+    let veth = format!("rf{}", &id[..13]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while sh(&["ip", "-o", "link"]).contains(&veth) {
+        assert!(std::time::Instant::now() < deadline, "the reaper deletes {veth}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    drop(net);
+    assert!(!sh(&["nft", "list", "table", "inet", &env.table]).contains("18080"), "the hostPort rule went");
 }
 
 fn net_gateway(subnet: &str) -> String {

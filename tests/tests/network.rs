@@ -160,8 +160,20 @@ async fn stop_and_remove(rt: &mut Rt, id: &str) {
     rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: id.into() }).await.expect("RemovePodSandbox");
 }
 
+/// Veths are deleted in the background after StopPodSandbox (the address and the lease go at once).
+fn wait_no_bridge_ports(reefd: &Reefd) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let ports = bridge_ports(reefd);
+        if ports.is_empty() || Instant::now() > deadline {
+            return ports;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn assert_nothing_left(reefd: &Reefd) {
-    assert_eq!(bridge_ports(reefd), Vec::<String>::new(), "no veth left on the bridge");
+    assert_eq!(wait_no_bridge_ports(reefd), Vec::<String>::new(), "no veth left on the bridge");
     assert_eq!(leases(reefd), Vec::<String>::new(), "no lease left");
     assert!(!table(reefd).contains("dnat ip to"), "no hostPort rule left: {}", table(reefd));
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
@@ -418,7 +430,8 @@ fn recording_plugin(bin: &std::path::Path, out: &std::path::Path) {
 async fn cni_mode_runs_the_plugins_and_deletes_even_after_a_restart() {
     require_e2e!();
     let cni = tempfile::tempdir().expect("cni dir");
-    let (conf, bin, ipam, record) = (cni.path().join("net.d"), cni.path().join("bin"), cni.path().join("ipam"), cni.path().join("record"));
+    let (conf, bin, ipam, record) =
+        (cni.path().join("net.d"), cni.path().join("bin"), cni.path().join("ipam"), cni.path().join("record"));
     for d in [&conf, &bin, &record] {
         std::fs::create_dir_all(d).unwrap();
     }
@@ -440,7 +453,9 @@ async fn cni_mode_runs_the_plugins_and_deletes_even_after_a_restart() {
         ]
     });
     let mut rt = s.reefd.runtime().await;
-    let ready = |st: cri::StatusResponse| st.status.unwrap().conditions.into_iter().find(|c| c.r#type == "NetworkReady").unwrap();
+    let ready = |st: cri::StatusResponse| {
+        st.status.unwrap().conditions.into_iter().find(|c| c.r#type == "NetworkReady").unwrap()
+    };
     let c = ready(rt.status(cri::StatusRequest { verbose: false }).await.unwrap().into_inner());
     assert!(!c.status && c.message.contains("no CNI network config"), "no config yet: {c:?}");
     std::fs::write(conf.join("10-reef.conflist"), list.to_string()).unwrap();
@@ -449,9 +464,16 @@ async fn cni_mode_runs_the_plugins_and_deletes_even_after_a_restart() {
     let config = pod_config(&s, "cni-pod", vec![tcp(80, 18080)]);
     let pod = run_pod(&mut rt, &config).await.expect("RunPodSandbox in CNI mode");
     let ip = pod_ip(&mut rt, &pod).await;
-    assert!(ip.starts_with(s.reefd.net.subnet.rsplit_once('.').unwrap().0), "{ip} from host-local in {}", s.reefd.net.subnet);
+    assert!(
+        ip.starts_with(s.reefd.net.subnet.rsplit_once('.').unwrap().0),
+        "{ip} from host-local in {}",
+        s.reefd.net.subnet
+    );
     let add: serde_json::Value = serde_json::from_slice(&std::fs::read(record.join("ADD.json")).unwrap()).unwrap();
-    assert_eq!(add["runtimeConfig"]["portMappings"], serde_json::json!([{"hostPort": 18080, "containerPort": 80, "protocol": "tcp"}]));
+    assert_eq!(
+        add["runtimeConfig"]["portMappings"],
+        serde_json::json!([{"hostPort": 18080, "containerPort": 80, "protocol": "tcp"}])
+    );
     assert_eq!(add["name"], "reef-e2e");
     let env = std::fs::read_to_string(record.join("ADD.env")).unwrap();
     assert!(env.starts_with(&format!("{pod} eth0 ")), "{env}");
@@ -470,6 +492,6 @@ async fn cni_mode_runs_the_plugins_and_deletes_even_after_a_restart() {
     let del: serde_json::Value = serde_json::from_slice(&std::fs::read(record.join("DEL.json")).unwrap()).unwrap();
     assert_eq!(del["prevResult"]["ips"][0]["address"].as_str().unwrap().split('/').next(), Some(ip.as_str()), "{del}");
     assert!(!ipam.join("reef-e2e").join(&ip).exists(), "host-local released the address");
-    assert!(bridge_ports(&s.reefd).is_empty(), "the plugin removed the veth");
+    assert!(wait_no_bridge_ports(&s.reefd).is_empty(), "the plugin removed the veth");
     assert!(std::fs::read_dir(s.reefd.root().join("network/pods")).map(|d| d.count()).unwrap_or(0) == 0);
 }

@@ -28,6 +28,9 @@ struct Args {
     /// Print the figures as JSON too.
     #[arg(long)]
     json: bool,
+    /// Pods without a hostPort (no nft or portmap work).
+    #[arg(long)]
+    no_ports: bool,
 }
 
 struct Names {
@@ -114,8 +117,9 @@ fn run_mode(mode: &str, args: &Args, work: &Path, cleanup: &mut Cleanup) -> anyh
     let mut figures = Figures { setup: vec![], teardown: vec![], total: vec![] };
     // Two untimed warm-ups (page cache, the bridge's first port), then the measured pods.
     for i in 0..args.pods + 2 {
-        let id = format!("{:016x}{:048x}", std::process::id(), i);
-        let ns_dir = dir.join("ns").join(&id[..20]);
+        // The first 13 hex digits name the host veth: unique per pod and per run.
+        let id = format!("{:08x}{:05x}{:051x}", i, std::process::id() % 0xfffff, 0);
+        let ns_dir = dir.join("ns").join(&id[..13]);
         let pinned = pin::pin(&ns_dir, PodNamespaceSet { network: true, ipc: false, uts: false }, "")?;
         let netns = pinned.network.clone().context("pinned netns")?;
         let ports = [PortMapping {
@@ -124,7 +128,8 @@ fn run_mode(mode: &str, args: &Args, work: &Path, cleanup: &mut Cleanup) -> anyh
             host_port: i32::from(n.first_port) + i as i32,
             host_ip: String::new(),
         }];
-        let spec = PodSpec { id: &id, name: "bench", namespace: "bench", uid: &id, netns: &netns, ports: &ports };
+        let ports = if args.no_ports { &ports[..0] } else { &ports[..] };
+        let spec = PodSpec { id: &id, name: "bench", namespace: "bench", uid: &id, netns: &netns, ports };
         let t0 = Instant::now();
         let ips = network.setup(&spec);
         let t1 = Instant::now();
@@ -160,7 +165,10 @@ fn main() -> anyhow::Result<()> {
         results.push((mode.clone(), f));
     }
     println!("{} pods per mode, one TCP hostPort each; milliseconds per pod", args.pods);
-    println!("{:<8} {:>10} {:>10} {:>12} {:>12} {:>10} {:>10}", "mode", "setup p50", "setup p99", "teardown p50", "teardown p99", "both p50", "both p99");
+    println!(
+        "{:<8} {:>10} {:>10} {:>12} {:>12} {:>10} {:>10}",
+        "mode", "setup p50", "setup p99", "teardown p50", "teardown p99", "both p50", "both p99"
+    );
     let mut json = serde_json::Map::new();
     for (mode, f) in &results {
         println!(

@@ -175,6 +175,10 @@ fn wait_no_bridge_ports(reefd: &Reefd) -> Vec<String> {
 fn assert_nothing_left(reefd: &Reefd) {
     assert_eq!(wait_no_bridge_ports(reefd), Vec::<String>::new(), "no veth left on the bridge");
     assert_eq!(leases(reefd), Vec::<String>::new(), "no lease left");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while table(reefd).contains("dnat ip to") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     assert!(!table(reefd).contains("dnat ip to"), "no hostPort rule left: {}", table(reefd));
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     let dir = reefd.root().parent().map(|p| p.display().to_string()).unwrap_or_default();

@@ -244,6 +244,12 @@ mod tests {
     }
 
     #[test]
+    fn the_node_config_shipped_in_deploy_is_valid() {
+        let c = parse(include_str!("../../deploy/config.toml")).unwrap();
+        assert_eq!(c.cgroup_driver, CgroupDriver::Systemd);
+    }
+
+    #[test]
     fn an_empty_file_means_every_default() {
         let c = parse("").unwrap();
         assert_eq!(c.socket, Path::new("/run/reef/reef.sock"));

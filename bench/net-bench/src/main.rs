@@ -164,7 +164,8 @@ fn main() -> anyhow::Result<()> {
         let f = run_mode(mode, &args, work.path(), &mut cleanup)?;
         results.push((mode.clone(), f));
     }
-    println!("{} pods per mode, one TCP hostPort each; milliseconds per pod", args.pods);
+    let ports = if args.no_ports { "no hostPort" } else { "one TCP hostPort each" };
+    println!("{} pods per mode, {ports}; milliseconds per pod", args.pods);
     println!(
         "{:<8} {:>10} {:>10} {:>12} {:>12} {:>10} {:>10}",
         "mode", "setup p50", "setup p99", "teardown p50", "teardown p99", "both p50", "both p99"

@@ -4,7 +4,7 @@
 # Builds the release binaries, a busybox image from Debian's busybox-static and a pause image (containerd needs a
 # sandbox image; no outside registry is reachable), serves both from a local docker-registry on 127.0.0.1, and
 # runs target/release/reef-bench against:
-#   reef                reefd, pods with a private network namespace holding only lo (no pod networking yet)
+#   reef                reefd with its built-in pod networking (own bridge, /24 and nft table for the run)
 #   containerd          containerd + runc, CNI bridge plugin (own bridge and subnet, ipMasq off, no gateway)
 #   containerd-hostnet  the same containerd setup, pods on the host network: no CNI and no network namespace, so
 #                       less network work than reef does (containerd 1.6 refuses a pod network without eth0)
@@ -22,6 +22,8 @@ MEMORY_AT=${MEMORY_AT:-20,100} # running pod counts at which memory is measured 
 work=$(mktemp -d /tmp/reef-bench-cri.XXXXXX)
 tag=$$
 bridge="rbench$((tag % 100000))"
+reef_bridge="rbreef$((tag % 100000))"
+reef_table="reefbench$tag"
 pids=()
 nft_before=$(nft list ruleset 2>/dev/null | sha256sum)
 ipt_before=$(iptables-save 2>/dev/null | grep -v '^#' | sha256sum || true)
@@ -49,9 +51,12 @@ cleanup() {
   done
   grep -F "$work" /proc/self/mountinfo | awk '{print $5}' | sort -r | xargs -r -n1 umount -l 2>/dev/null
   ip link show "$bridge" >/dev/null 2>&1 && ip link del "$bridge"
+  ip link show "$reef_bridge" >/dev/null 2>&1 && ip link del "$reef_bridge"
+  nft delete table inet "$reef_table" 2>/dev/null
   # libcni's result cache, when this run made it and left it empty.
   [[ $cni_cache_existed == no ]] && find /var/lib/cni -depth -type d -empty -delete 2>/dev/null
-  [[ $(cat /proc/sys/net/ipv4/ip_forward) == "$forward_before" ]] || echo "warning: ip_forward changed during the run" >&2
+  # reefd's built-in networking turns forwarding on, as a node needs; the bench machine gets its setting back.
+  echo "$forward_before" > /proc/sys/net/ipv4/ip_forward
   [[ $(nft list ruleset 2>/dev/null | sha256sum) == "$nft_before" ]] || echo "note: the nft ruleset changed during the run (another run on this machine?)" >&2
   [[ $(iptables-save 2>/dev/null | grep -v '^#' | sha256sum || true) == "$ipt_before" ]] || echo "note: iptables changed during the run" >&2
   rm -rf "$work"
@@ -119,6 +124,10 @@ log_level = "warn"
 cgroup_parent = "reef-bench-$tag-reef"
 [registry]
 insecure = ["$registry"]
+[network]
+bridge = "$reef_bridge"
+subnet = "$reef_subnet"
+nft_table = "$reef_table"
 TOML
   # REEFD_WRAP: a command prefix for profiling (e.g. "perf record -g -o /tmp/reefd.data"); memory figures then
   # count the wrapper too.
@@ -177,8 +186,10 @@ TOML
 }
 
 subnet=$(free_subnet)
+reef_subnet=$(free_subnet)
+[[ $reef_subnet != "$subnet" ]] || reef_subnet=$(free_subnet)
 echo "pods: $PODS one after another, then $PARALLEL_PODS with $PARALLEL in flight; work dir $work"
-echo "containerd CNI: bridge $bridge, subnet $subnet"
+echo "containerd CNI: bridge $bridge, subnet $subnet; reef: bridge $reef_bridge, subnet $reef_subnet, nft table $reef_table"
 echo
 runs=()
 for rt in $RUNTIMES; do

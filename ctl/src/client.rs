@@ -2,11 +2,10 @@
 
 use std::time::Duration;
 
-use anyhow::Context;
 use k8s_cri::v1::image_service_client::ImageServiceClient;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use reef_api::v1::reef_client::ReefClient;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 pub struct Clients {
     pub channel: Channel,
@@ -16,21 +15,10 @@ impl Clients {
     pub async fn connect(endpoint: &str, timeout: Duration) -> anyhow::Result<Clients> {
         let path = endpoint.strip_prefix("unix://").unwrap_or(endpoint).to_string();
         let shown = path.clone();
-        let channel = Endpoint::try_from("http://[::]:50051")
-            .context("endpoint")?
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(timeout)
-            .connect_with_connector(tower::service_fn(move |_| {
-                let path = path.clone();
-                async move {
-                    let stream = tokio::net::UnixStream::connect(path).await?;
-                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
-                }
-            }))
-            .await
-            .map_err(|e| {
-                anyhow::anyhow!("cannot connect to reefd at {shown}: {} (is reefd running?)", root_cause(&e))
-            })?;
+        let endpoint = reef_api::unix_endpoint().connect_timeout(Duration::from_secs(5)).timeout(timeout);
+        let channel = reef_api::connect_unix(endpoint, std::path::Path::new(&path)).await.map_err(|e| {
+            anyhow::anyhow!("cannot connect to reefd at {shown}: {} (is reefd running?)", root_cause(&e))
+        })?;
         Ok(Clients { channel })
     }
 

@@ -314,16 +314,5 @@ impl Drop for Reefd {
 }
 
 pub async fn connect(socket: &Path) -> Channel {
-    let path = socket.to_path_buf();
-    tonic::transport::Endpoint::try_from("http://[::]:50051")
-        .expect("endpoint")
-        .connect_with_connector(tower::service_fn(move |_| {
-            let path = path.clone();
-            async move {
-                let stream = tokio::net::UnixStream::connect(path).await?;
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
-            }
-        }))
-        .await
-        .expect("connect to reefd")
+    reef_api::connect_unix(reef_api::unix_endpoint(), socket).await.expect("connect to reefd")
 }

@@ -316,15 +316,7 @@ async fn bench(
 }
 
 async fn connect(socket: &Path) -> anyhow::Result<Channel> {
-    let path = socket.to_path_buf();
-    tonic::transport::Endpoint::try_from("http://[::]:50051")?
-        .connect_with_connector(tower::service_fn(move |_| {
-            let path = path.clone();
-            async move {
-                let stream = tokio::net::UnixStream::connect(path).await?;
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
-            }
-        }))
+    reef_api::connect_unix(reef_api::unix_endpoint(), socket)
         .await
         .with_context(|| format!("connect to {}", socket.display()))
 }

@@ -414,7 +414,8 @@ async fn a_client_that_vanishes_mid_stream_leaves_no_process_or_fd_behind() {
                 None => panic!("connection ended early"),
             }
         }
-        assert!(sleeps(marker).len() >= 3, "the shell and its two background sleeps run");
+        // A child caught mid-exec shows an empty command line for an instant, so this is polled too.
+        eventually("the shell and its two background sleeps run", || sleeps(marker).len() >= 3).await;
         drop(client);
         eventually("the exec's processes are killed when its client goes away", || sleeps(marker).is_empty()).await;
     }

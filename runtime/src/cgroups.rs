@@ -11,17 +11,91 @@ use cgroups_rs::manager::{FsManager, Manager, SystemdManager};
 
 use crate::launch::CgroupPlan;
 
-/// The cgroup of a running container, held by the monitor.
-pub struct ContainerCgroup {
-    fs: FsManager,
-    /// The systemd unit path (`slice:prefix:name`) when systemd manages it.
-    systemd: Option<String>,
+/// Open descriptors through which a forked process moves itself into a cgroup by writing `0`: the `tasks` file
+/// of each v1 hierarchy, `cgroup.procs` on v2.
+///
+/// Why the process moves itself: on v1, a thread moving itself skips the kernel's global threadgroup lock, whose
+/// first writer after a quiet spell waits out an RCU grace period (15–30 ms per container on a 2-core node, which
+/// the monitor's `cgroup.procs` writes used to pay). And it joins before it unshares its cgroup namespace, so the
+/// container sees its own cgroup as `/`, as under runc.
+pub struct CgroupJoin(Vec<std::os::fd::OwnedFd>);
+
+impl CgroupJoin {
+    /// For the existing cgroup at `path` (below each hierarchy's root).
+    pub fn open(path: &str) -> Result<CgroupJoin, String> {
+        let hierarchy = cgroups_rs::fs::hierarchies::auto();
+        let files: Vec<std::path::PathBuf> = if hierarchy.v2() {
+            vec![hierarchy.root().join(path.trim_start_matches('/')).join("cgroup.procs")]
+        } else {
+            let cgroup = cgroups_rs::fs::Cgroup::load(hierarchy, path);
+            let mut dirs: Vec<std::path::PathBuf> =
+                cgroup.subsystems().iter().map(|s| s.to_controller().path().to_path_buf()).collect();
+            // Co-mounted controllers (cpu,cpuacct) share one directory: one write moves the thread in both.
+            dirs.sort();
+            dirs.dedup();
+            dirs.into_iter().map(|d| d.join("tasks")).collect()
+        };
+        let fds = files
+            .iter()
+            .map(|f| {
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(f)
+                    .map(std::os::fd::OwnedFd::from)
+                    .map_err(|e| format!("cgroup {}: {e}", f.display()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(CgroupJoin(fds))
+    }
+
+    pub fn fds(&self) -> Vec<std::os::fd::RawFd> {
+        use std::os::fd::AsRawFd;
+        self.0.iter().map(|fd| fd.as_raw_fd()).collect()
+    }
 }
 
-impl ContainerCgroup {
-    /// Creates the cgroup (every hierarchy on v1), moves `pid` into it, then applies the limits: in that order, as
-    /// cgroups-rs requires.
-    pub fn create(plan: &CgroupPlan, pid: i32) -> Result<ContainerCgroup, String> {
+/// A container's cgroup made before its process: under the cgroupfs driver the directories exist and the
+/// process joins through `join` as it starts; under systemd the scope is made around the pid afterwards.
+pub struct PendingCgroup {
+    plan: CgroupPlan,
+    join: Option<CgroupJoin>,
+}
+
+impl PendingCgroup {
+    pub fn new(plan: &CgroupPlan) -> Result<PendingCgroup, String> {
+        let pending = PendingCgroup { plan: plan.clone(), join: None };
+        if plan.systemd.is_some() {
+            return Ok(pending);
+        }
+        let cgroup = cgroups_rs::fs::Cgroup::load(cgroups_rs::fs::hierarchies::auto(), &plan.path);
+        // Creating also copies cpuset.cpus and cpuset.mems down on v1, without which nothing may join.
+        cgroup.create().map_err(|e| format!("cgroup {}: {e}", plan.path))?;
+        match CgroupJoin::open(&plan.path) {
+            Ok(join) => Ok(PendingCgroup { join: Some(join), ..pending }),
+            Err(e) => {
+                let _ = cgroup.delete();
+                Err(e)
+            }
+        }
+    }
+
+    /// What the launched process writes itself into; empty when it is put in from outside.
+    pub fn join_fds(&self) -> Vec<std::os::fd::RawFd> {
+        self.join.as_ref().map(CgroupJoin::fds).unwrap_or_default()
+    }
+
+    /// Removes what `new` made, after a launch that failed.
+    pub fn abandon(self) {
+        if self.plan.systemd.is_none()
+            && let Ok(mut fs) = FsManager::new(&self.plan.path)
+        {
+            let _ = fs.destroy();
+        }
+    }
+
+    /// Once `pid` runs (and, under cgroupfs, has joined): puts it in under systemd, then applies the limits.
+    pub fn finish(self, pid: i32) -> Result<ContainerCgroup, String> {
+        let plan = &self.plan;
         let what = |e: cgroups_rs::manager::Error| format!("cgroup {}: {e}", plan.path);
         let pid = cgroups_rs::CgroupPid { pid: pid as u64 };
         if let Some(unit) = &plan.systemd {
@@ -35,14 +109,22 @@ impl ContainerCgroup {
             return Ok(ContainerCgroup { fs, systemd: Some(unit.clone()) });
         }
         let mut fs = FsManager::new(&plan.path).map_err(what)?;
-        fs.add_proc(pid).map_err(what)?;
         if let Err(e) = fs.set(&plan.resources) {
             let _ = fs.destroy();
             return Err(what(e));
         }
         Ok(ContainerCgroup { fs, systemd: None })
     }
+}
 
+/// The cgroup of a running container, held by the monitor.
+pub struct ContainerCgroup {
+    fs: FsManager,
+    /// The systemd unit path (`slice:prefix:name`) when systemd manages it.
+    systemd: Option<String>,
+}
+
+impl ContainerCgroup {
     /// Processes still in it.
     pub fn pids(&self) -> Vec<i32> {
         self.fs.pids().unwrap_or_default().into_iter().map(|p| p.pid as i32).collect()

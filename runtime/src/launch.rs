@@ -178,12 +178,19 @@ impl Stdio {
 ///
 /// The caller must be a child subreaper (or the init will be reparented away from it) and must reap the pid.
 pub fn launch(plan: &LaunchPlan, stdio: Stdio) -> Result<Launched, LaunchError> {
+    launch_into(plan, stdio, &[])
+}
+
+/// As `launch`, with the container's first process writing itself into a cgroup through `cgroup` (from
+/// `cgroups::PendingCgroup::join_fds`) before it unshares anything.
+pub fn launch_into(plan: &LaunchPlan, stdio: Stdio, cgroup: &[RawFd]) -> Result<Launched, LaunchError> {
     let (reports_rx, reports_tx) =
         pipe2(OFlag::O_CLOEXEC).map_err(|e| LaunchError::Protocol { step: Step::Pipe, errno: e })?;
     let (start_rx, start_tx) =
         pipe2(OFlag::O_CLOEXEC).map_err(|e| LaunchError::Protocol { step: Step::Pipe, errno: e })?;
     let (pid_rx, pid_tx) = pipe2(OFlag::O_CLOEXEC).map_err(|e| LaunchError::Protocol { step: Step::Pipe, errno: e })?;
-    let prepared = child::Prepared::new(plan, stdio)?;
+    let mut prepared = child::Prepared::new(plan, stdio)?;
+    prepared.cgroup = cgroup.to_vec();
 
     let intermediate = match sys::fork() {
         Ok(ForkResult::Child) => {
@@ -261,8 +268,16 @@ pub fn spawn_exec(plan: &LaunchPlan, target: Pid, stdio: Stdio) -> Result<Pid, L
     let (reports_rx, reports_tx) =
         pipe2(OFlag::O_CLOEXEC).map_err(|e| LaunchError::Protocol { step: Step::Pipe, errno: e })?;
     let (pid_rx, pid_tx) = pipe2(OFlag::O_CLOEXEC).map_err(|e| LaunchError::Protocol { step: Step::Pipe, errno: e })?;
+    // Into the container's cgroup too, so its memory and pids count against the container, as under runc.
+    let cgroup = plan
+        .cgroup
+        .as_ref()
+        .map(|c| crate::cgroups::CgroupJoin::open(&c.path))
+        .transpose()
+        .map_err(LaunchError::InvalidPlan)?;
     let mut prepared = child::Prepared::new(&joined, stdio)?;
     prepared.exec = true;
+    prepared.cgroup = cgroup.as_ref().map(|c| c.fds()).unwrap_or_default();
     let intermediate = match sys::fork() {
         Ok(ForkResult::Child) => {
             drop(reports_rx);

@@ -21,8 +21,8 @@ pub fn exit_now(code: i32) -> ! {
 
 /// A pipe end the child inherited as a raw number across fork.
 pub fn borrow(fd: i32) -> BorrowedFd<'static> {
-    // SAFETY: the launch code passes only pipe ends it created and keeps open for the child's whole life (the
-    // child ends in exec or exit without closing them), so the fd stays valid for as long as it is used.
+    // SAFETY: the launch code passes only descriptors it opened (pipe ends, cgroup files) and keeps open until
+    // the child is done with them (it ends in exec or exit), so the fd stays valid for as long as it is used.
     unsafe { BorrowedFd::borrow_raw(fd) }
 }
 

@@ -199,6 +199,32 @@ async fn resource_limits_land_in_the_container_cgroup_which_goes_with_it() {
     assert_eq!(read(cpu, "cpu.shares"), "512");
     assert_eq!(read(cpu, "cpu.cfs_quota_us"), "50000");
     assert!(!read("memory", "cgroup.procs").is_empty(), "the container's process is in its cgroup");
+    let exec = rt
+        .exec_sync(cri::ExecSyncRequest {
+            container_id: id.clone(),
+            cmd: vec!["cat".into(), "/proc/self/cgroup".into()],
+            timeout: 10,
+        })
+        .await
+        .expect("ExecSync")
+        .into_inner();
+    let seen = String::from_utf8_lossy(&exec.stdout).to_string();
+    assert!(!seen.is_empty() && seen.lines().all(|l| l.ends_with(":/")), "the container's cgroup is its / : {seen}");
+    let (mut exec_rt, sleeper_id) = (rt.clone(), id.clone());
+    let sleeper = tokio::spawn(async move {
+        let cmd = vec!["sleep".into(), "3".into()];
+        exec_rt.exec_sync(cri::ExecSyncRequest { container_id: sleeper_id, cmd, timeout: 10 }).await
+    });
+    let mut procs = 0;
+    for _ in 0..100 {
+        procs = read("memory", "cgroup.procs").lines().count();
+        if procs >= 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(procs >= 2, "an exec runs in the container's cgroup, as under runc");
+    sleeper.await.expect("join").expect("ExecSync sleep");
 
     let stats = rt
         .container_stats(cri::ContainerStatsRequest { container_id: id.clone() })

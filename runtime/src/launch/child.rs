@@ -54,6 +54,8 @@ pub struct Prepared<'a> {
     args: Vec<CString>,
     env: Vec<CString>,
     stdio: Stdio,
+    /// Written `0` by the intermediate, which moves it into the container's cgroup (see `cgroups::CgroupJoin`).
+    pub cgroup: Vec<i32>,
 }
 
 fn cstrings(field: &str, v: &[String]) -> Result<Vec<CString>, LaunchError> {
@@ -91,6 +93,7 @@ impl<'a> Prepared<'a> {
             args: cstrings("args", &plan.args)?,
             env: cstrings("env", &plan.env)?,
             stdio,
+            cgroup: Vec::new(),
         })
     }
 }
@@ -150,7 +153,12 @@ fn check<T>(reports: i32, step: Step, r: nix::Result<T>) -> T {
 pub fn intermediate(p: &Prepared<'_>, reports: i32, start: i32, pid_out: i32) -> ! {
     let mut keep = vec![reports, start, pid_out, p.stdio.stdin, p.stdio.stdout, p.stdio.stderr];
     keep.extend(p.join.iter().map(|(_, fd)| fd.as_raw_fd()));
+    keep.extend(&p.cgroup);
     sys::close_fds_except(&keep);
+    // First, so the cgroup namespace unshared below is rooted at the container's own cgroup.
+    for fd in &p.cgroup {
+        check(reports, Step::JoinCgroup, nix::unistd::write(sys::borrow(*fd), b"0").map(|_| ()));
+    }
     for (flag, fd) in &p.join {
         check(reports, Step::JoinNamespace, nix::sched::setns(fd, *flag));
     }

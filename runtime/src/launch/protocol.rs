@@ -37,11 +37,12 @@ pub enum Step {
     Exec,
     Device,
     OomScoreAdj,
+    JoinCgroup,
     Unknown,
 }
 
 impl Step {
-    const ALL: [Step; 27] = [
+    const ALL: [Step; 28] = [
         Step::Pipe,
         Step::Fork,
         Step::Stdio,
@@ -69,6 +70,7 @@ impl Step {
         Step::Exec,
         Step::Device,
         Step::OomScoreAdj,
+        Step::JoinCgroup,
     ];
 
     fn from_u32(v: u32) -> Step {

@@ -28,7 +28,7 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 use protocol::{ContainerState, ErrorKind, ExitRecord, Request, Response, Status};
 
-use crate::launch::{Launched, launch};
+use crate::launch::{Launched, launch_into};
 use crate::logging::{LogWriter, Stream};
 
 pub const SOCKET: &str = "monitor.sock";
@@ -376,9 +376,17 @@ impl Monitor {
             }
         };
         let stdio = io.stdio;
-        let launched = match launch(plan, stdio) {
+        let pending = match plan.cgroup.as_ref().map(crate::cgroups::PendingCgroup::new).transpose() {
+            Ok(p) => p,
+            Err(message) => return Response::error(ErrorKind::Launch, message),
+        };
+        let join = pending.as_ref().map(|p| p.join_fds()).unwrap_or_default();
+        let launched = match launch_into(plan, stdio, &join) {
             Ok(l) => l,
             Err(e) => {
+                if let Some(p) = pending {
+                    p.abandon();
+                }
                 let errno = match &e {
                     crate::launch::LaunchError::Child { errno, .. }
                     | crate::launch::LaunchError::Protocol { errno, .. } => Some(*errno as i32),
@@ -389,13 +397,8 @@ impl Monitor {
         };
         // Only the container keeps the write ends: their closing is how its output ends.
         drop(io.theirs);
-        // Into its cgroup while it waits at the gate, so everything it ever runs is accounted and limited.
-        let cgroup = match plan
-            .cgroup
-            .as_ref()
-            .map(|c| crate::cgroups::ContainerCgroup::create(c, launched.pid().as_raw()))
-            .transpose()
-        {
+        // Limits applied while it waits at the gate, so everything it ever runs is accounted and limited.
+        let cgroup = match pending.map(|p| p.finish(launched.pid().as_raw())).transpose() {
             Ok(c) => c,
             Err(message) => {
                 let pid = launched.pid();

@@ -132,7 +132,8 @@ TOML
   # REEFD_WRAP: a command prefix for profiling (e.g. "perf record -g -o /tmp/reefd.data"); memory figures then
   # count the wrapper too.
   # shellcheck disable=SC2086
-  bench reef "$run/reef.sock" -- ${REEFD_WRAP:-} target/release/reefd --config "$d/config.toml"
+  # REEFD: another reefd build to measure (reef-monitor is taken from its directory), e.g. the commit before a change.
+  bench reef "$run/reef.sock" -- ${REEFD_WRAP:-} "${REEFD:-target/release/reefd}" --config "$d/config.toml"
 }
 
 run_containerd() { # name, extra reef-bench args...

@@ -3,7 +3,7 @@
 use std::net::IpAddr;
 use std::path::Path;
 
-use ipnet::Ipv4Net;
+use ipnet::IpNet;
 
 use crate::error::NetError;
 use crate::nft::{Dnat, RuleSet};
@@ -22,8 +22,12 @@ fn rtnl() -> Result<Rtnl, NetError> {
     Rtnl::open().map_err(NetError::netlink("open rtnetlink socket"))
 }
 
-pub(crate) fn load_pod_cidr(dir: &Path) -> Option<Ipv4Net> {
-    std::fs::read_to_string(dir.join("pod-cidr")).ok()?.trim().parse().ok()
+/// kubelet's pod CIDRs as last saved: `pod-cidr` (IPv4) and `pod-cidr6`.
+pub(crate) fn load_pod_cidrs(dir: &Path) -> Vec<IpNet> {
+    ["pod-cidr", "pod-cidr6"]
+        .iter()
+        .filter_map(|f| std::fs::read_to_string(dir.join(f)).ok()?.trim().parse().ok())
+        .collect()
 }
 
 impl Network {
@@ -36,29 +40,42 @@ impl Network {
             links::ensure_bridge(&mut rt, bridge).map_err(NetError::netlink(format!("create bridge {bridge}")))?;
         for net in state.subnets.clone() {
             let gw = crate::ipam::gateway(net);
-            links::ensure_address(&mut rt, index, IpAddr::V4(gw), net.prefix_len())
+            links::ensure_address(&mut rt, index, gw, net.prefix_len())
                 .map_err(NetError::netlink(format!("add {gw}/{} to {bridge}", net.prefix_len())))?;
         }
         sysctl::ip_forward()?;
+        if state.ipam6.is_some() {
+            sysctl::ipv6_forwarding()?;
+        }
         sysctl::route_localnet(bridge)?;
         state.bridge_index = Some(index);
         self.sync_rules(state)?;
         Ok(index)
     }
 
-    pub(crate) fn set_subnet(&self, state: &mut State, cidr: Ipv4Net) -> Result<(), NetError> {
-        let Some(ipam) = state.ipam.as_mut() else { return Ok(()) };
-        if ipam.subnet() == cidr {
-            return Ok(());
+    /// kubelet's pod CIDRs take over for new pods (each family's when given); saved so a restart keeps them.
+    pub(crate) fn set_subnets(&self, state: &mut State, v4: Option<IpNet>, v6: Option<IpNet>) -> Result<(), NetError> {
+        let mut changed = false;
+        for (cidr, file) in [(v4, "pod-cidr"), (v6, "pod-cidr6")] {
+            let Some(cidr) = cidr else { continue };
+            let slot = if cidr.addr().is_ipv4() { &mut state.ipam } else { &mut state.ipam6 };
+            match slot {
+                Some(ipam) if ipam.subnet() == cidr => continue,
+                Some(ipam) => ipam.set_subnet(cidr),
+                None if cidr.addr().is_ipv6() => {
+                    *slot = Some(crate::ipam::Ipam::open(&self.config.dir.join("leases"), cidr)?)
+                }
+                None => return Ok(()),
+            }
+            if !state.subnets.contains(&cidr) {
+                state.subnets.push(cidr);
+            }
+            let path = self.config.dir.join(file);
+            std::fs::write(&path, cidr.to_string()).map_err(NetError::io("save pod CIDR", &path))?;
+            tracing::info!(subnet = %cidr, "pods now get addresses from kubelet's pod CIDR");
+            changed = true;
         }
-        ipam.set_subnet(cidr);
-        if !state.subnets.contains(&cidr) {
-            state.subnets.push(cidr);
-        }
-        let path = self.config.dir.join("pod-cidr");
-        std::fs::write(&path, cidr.to_string()).map_err(NetError::io("save pod CIDR", &path))?;
-        tracing::info!(subnet = %cidr, "pods now get addresses from kubelet's pod CIDR");
-        self.ensure_host(state).map(drop)
+        if changed { self.ensure_host(state).map(drop) } else { Ok(()) }
     }
 
     /// Rebuilds Reef's table from the records, now.
@@ -78,19 +95,28 @@ impl Network {
     fn rule_set(&self, state: &State) -> (RuleSet, u64) {
         let mut dnats = Vec::new();
         for pod in state.pods.values() {
-            let Some(IpAddr::V4(pod_ip)) = pod.ips.first().copied() else { continue };
-            for p in &pod.ports {
-                dnats.push(Dnat {
-                    protocol: p.protocol,
-                    host_ip: p.host_ip,
-                    host_port: p.host_port,
-                    pod_ip,
-                    container_port: p.container_port,
-                    pod_id: pod.id.clone(),
-                });
+            // A hostPort without a host IP reaches the pod over each family it has an address of; one with a
+            // host IP only over that address's family.
+            for pod_ip in pod.ips.iter().copied() {
+                for p in pod.ports.iter().filter(|p| p.host_ip.is_none_or(|h| h.is_ipv6() == pod_ip.is_ipv6())) {
+                    dnats.push(Dnat {
+                        protocol: p.protocol,
+                        host_ip: p.host_ip,
+                        host_port: p.host_port,
+                        pod_ip,
+                        container_port: p.container_port,
+                        pod_id: pod.id.clone(),
+                    });
+                }
             }
         }
-        dnats.sort_by(|a, b| (a.host_port, a.protocol.name()).cmp(&(b.host_port, b.protocol.name())));
+        dnats.sort_by(|a, b| {
+            (a.host_port, a.protocol.name(), a.pod_ip.is_ipv6()).cmp(&(
+                b.host_port,
+                b.protocol.name(),
+                b.pod_ip.is_ipv6(),
+            ))
+        });
         let set = RuleSet {
             table: self.config.nft_table.clone(),
             bridge: self.config.bridge.clone(),
@@ -125,10 +151,12 @@ impl Network {
         self.store.save(&rec)?;
         state.pods.insert(rec.id.clone(), rec.clone());
         let ipam = state.ipam.as_mut().ok_or_else(|| NetError::Config("no IPAM in built-in mode".into()))?;
-        let ip = ipam.allocate(pod.id)?;
-        let subnet = ipam.subnet();
-        let gateway = ipam.gateway();
-        rec.ips = vec![IpAddr::V4(ip)];
+        // (address, prefix length, gateway) per family, IPv4 first: it is the pod's primary address.
+        let mut addrs = vec![(ipam.allocate(pod.id)?, ipam.subnet().prefix_len(), ipam.gateway())];
+        if let Some(ipam6) = state.ipam6.as_mut() {
+            addrs.push((ipam6.allocate(pod.id)?, ipam6.subnet().prefix_len(), ipam6.gateway()));
+        }
+        rec.ips = addrs.iter().map(|a| a.0).collect();
         state.pods.insert(rec.id.clone(), rec.clone());
 
         let netns = std::fs::File::open(pod.netns).map_err(NetError::io("open pod network namespace", pod.netns))?;
@@ -155,11 +183,15 @@ impl Network {
         let eth0 = links::index_of(&mut ns, POD_IFNAME)
             .map_err(NetError::netlink("find eth0 in the pod"))?
             .ok_or_else(|| NetError::netlink("find eth0 in the pod")(nix::errno::Errno::ENODEV))?;
-        links::ensure_address(&mut ns, eth0, IpAddr::V4(ip), subnet.prefix_len())
-            .map_err(NetError::netlink(format!("add {ip}/{} to the pod's eth0", subnet.prefix_len())))?;
+        for (ip, len, _) in &addrs {
+            links::ensure_address(&mut ns, eth0, *ip, *len)
+                .map_err(NetError::netlink(format!("add {ip}/{len} to the pod's eth0")))?;
+        }
         links::set_up(&mut ns, eth0).map_err(NetError::netlink("bring the pod's eth0 up"))?;
-        links::add_default_route(&mut ns, gateway, eth0)
-            .map_err(NetError::netlink(format!("default route via {gateway}")))?;
+        for (_, _, gateway) in &addrs {
+            links::add_default_route(&mut ns, *gateway, eth0)
+                .map_err(NetError::netlink(format!("default route via {gateway}")))?;
+        }
 
         self.store.save(&rec)?;
         let has_ports = !rec.ports.is_empty();
@@ -167,7 +199,7 @@ impl Network {
         if has_ports {
             self.sync_rules(state)?;
         }
-        Ok(vec![IpAddr::V4(ip)])
+        Ok(addrs.into_iter().map(|a| a.0).collect())
     }
 
     /// The pod's address leaves its eth0 at once, so the lease can be handed out again; the veth pair itself is
@@ -181,9 +213,7 @@ impl Network {
             if let Ok(mut ns) = Rtnl::open_in(&rec.netns)
                 && let Ok(Some(eth0)) = links::index_of(&mut ns, POD_IFNAME)
             {
-                let prefix = |ip: &IpAddr| {
-                    state.subnets.iter().find(|n| matches!(ip, IpAddr::V4(v) if n.contains(v))).map(|n| n.prefix_len())
-                };
+                let prefix = |ip: &IpAddr| state.subnets.iter().find(|n| n.contains(ip)).map(|n| n.prefix_len());
                 for ip in &rec.ips {
                     let Some(len) = prefix(ip) else { continue };
                     links::delete_address(&mut ns, eth0, *ip, len)
@@ -191,7 +221,7 @@ impl Network {
                 }
             }
         }
-        if let Some(ipam) = state.ipam.as_mut() {
+        for ipam in [state.ipam.as_mut(), state.ipam6.as_mut()].into_iter().flatten() {
             ipam.release(&rec.id)?;
         }
         self.background(crate::Job::DeleteLink(host));
@@ -205,7 +235,7 @@ impl Network {
     /// What no record owns: leases of unknown pods, `rf*` veths on our bridge. Then the table is rebuilt.
     pub(crate) fn sweep_builtin(&self, state: &mut State) {
         let known: Vec<String> = state.pods.keys().cloned().collect();
-        if let Some(ipam) = state.ipam.as_mut() {
+        for ipam in [state.ipam.as_mut(), state.ipam6.as_mut()].into_iter().flatten() {
             for owner in ipam.owners() {
                 if !known.contains(&owner) {
                     tracing::info!(pod = %owner, "releasing a lease no pod owns");

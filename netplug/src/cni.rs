@@ -225,15 +225,18 @@ fn port_mappings_json(ports: &[HostPort]) -> Value {
     )
 }
 
-/// The pod's addresses from a 1.0 result: `ips[].address` in CIDR form.
+/// The pod's addresses from a 1.0 result (`ips[].address` in CIDR form), IPv4 first: the first is the pod's
+/// primary IP (PodSandboxStatus `network.ip`), the rest its additional IPs, as kubelet expects of a dual-stack pod.
 pub fn result_ips(result: &Value) -> Vec<std::net::IpAddr> {
-    result["ips"]
+    let mut ips: Vec<std::net::IpAddr> = result["ips"]
         .as_array()
         .into_iter()
         .flatten()
         .filter_map(|ip| ip["address"].as_str())
         .filter_map(|a| a.split('/').next()?.parse().ok())
-        .collect()
+        .collect();
+    ips.sort_by_key(|ip| ip.is_ipv6());
+    ips
 }
 
 #[cfg(test)]
@@ -257,6 +260,8 @@ mod tests {
     fn result_addresses_and_port_mappings() {
         let r = json!({"cniVersion":"1.0.0","ips":[{"address":"10.22.0.5/16","gateway":"10.22.0.1"},{"address":"fd00::5/64"}]});
         assert_eq!(result_ips(&r), vec!["10.22.0.5".parse::<std::net::IpAddr>().unwrap(), "fd00::5".parse().unwrap()]);
+        let v6_first = json!({"cniVersion":"1.0.0","ips":[{"address":"fd00::5/64"},{"address":"10.22.0.5/16"}]});
+        assert_eq!(result_ips(&v6_first), result_ips(&r), "the IPv4 address is the primary one");
         let ports = ports::host_ports(&[crate::PortMapping {
             protocol: crate::Protocol::Udp,
             container_port: 53,

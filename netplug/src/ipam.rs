@@ -1,4 +1,6 @@
-//! IPAM over one IPv4 subnet: one lease file per address, named by the address and holding the owner's id.
+//! IPAM over one subnet of one family: one lease file per address, named by the address and holding the owner's
+//! id. The IPv4 and the IPv6 IPAM share the lease directory (each reads only its own family's names), so one
+//! store, one sweep and one crash-safety argument cover both.
 //!
 //! A lease is written to a temporary file and renamed into place, so after a crash a lease exists whole or not
 //! at all; the owner's network record (see `store`) is written before the lease, so a lease never lacks an owner
@@ -6,74 +8,96 @@
 //! network is gone and reconciliation frees all leases anyway.
 
 use std::collections::HashMap;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
-use ipnet::Ipv4Net;
+use ipnet::IpNet;
 
 use crate::error::NetError;
 
 pub struct Ipam {
     dir: PathBuf,
-    subnet: Ipv4Net,
-    leases: HashMap<Ipv4Addr, String>,
+    subnet: IpNet,
+    leases: HashMap<IpAddr, String>,
     /// Where the next search starts: addresses are handed out round-robin so a released one is not reused at once.
-    next: u32,
+    next: u128,
+}
+
+fn to_u128(ip: IpAddr) -> u128 {
+    match ip {
+        IpAddr::V4(v) => u32::from(v) as u128,
+        IpAddr::V6(v) => u128::from(v),
+    }
+}
+
+fn from_u128(v6: bool, n: u128) -> IpAddr {
+    if v6 { IpAddr::V6(Ipv6Addr::from(n)) } else { IpAddr::V4(Ipv4Addr::from(n as u32)) }
 }
 
 /// The gateway of a subnet: its first host address, held by the bridge.
-pub fn gateway(subnet: Ipv4Net) -> Ipv4Addr {
-    Ipv4Addr::from(u32::from(subnet.network()).saturating_add(1))
+pub fn gateway(subnet: IpNet) -> IpAddr {
+    from_u128(subnet.addr().is_ipv6(), to_u128(subnet.network()).saturating_add(1))
 }
 
 impl Ipam {
-    pub fn open(dir: &Path, subnet: Ipv4Net) -> Result<Ipam, NetError> {
+    /// The IPAM of `subnet`'s family; leases of the other family in `dir` are left to the other IPAM.
+    pub fn open(dir: &Path, subnet: impl Into<IpNet>) -> Result<Ipam, NetError> {
+        let subnet = subnet.into();
         std::fs::create_dir_all(dir).map_err(NetError::io("create lease dir", dir))?;
         let mut leases = HashMap::new();
         for entry in std::fs::read_dir(dir).map_err(NetError::io("read lease dir", dir))?.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with('.') {
+            if let Some(ip) = name.strip_prefix('.') {
                 // A lease that was being written when reefd died: it was never handed out.
-                let _ = std::fs::remove_file(entry.path());
+                if ip.parse::<IpAddr>().is_ok_and(|ip| ip.is_ipv6() == subnet.addr().is_ipv6()) {
+                    let _ = std::fs::remove_file(entry.path());
+                }
                 continue;
             }
-            let (Ok(ip), Ok(owner)) = (name.parse::<Ipv4Addr>(), std::fs::read_to_string(entry.path())) else {
+            let Ok(ip) = name.parse::<IpAddr>() else { continue };
+            if ip.is_ipv6() != subnet.addr().is_ipv6() {
                 continue;
-            };
+            }
+            let Ok(owner) = std::fs::read_to_string(entry.path()) else { continue };
             leases.insert(ip, owner.trim().to_string());
         }
         Ok(Ipam { dir: dir.to_path_buf(), subnet, leases, next: 0 })
     }
 
-    pub fn subnet(&self) -> Ipv4Net {
+    pub fn subnet(&self) -> IpNet {
         self.subnet
     }
 
-    pub fn set_subnet(&mut self, subnet: Ipv4Net) {
+    /// A subnet of the same family takes over for new leases.
+    pub fn set_subnet(&mut self, subnet: IpNet) {
         if subnet != self.subnet {
             self.subnet = subnet;
             self.next = 0;
         }
     }
 
-    pub fn gateway(&self) -> Ipv4Addr {
+    pub fn gateway(&self) -> IpAddr {
         gateway(self.subnet)
     }
 
     /// The owner's address in the current subnet, allocating one if it has none.
-    pub fn allocate(&mut self, owner: &str) -> Result<Ipv4Addr, NetError> {
+    pub fn allocate(&mut self, owner: &str) -> Result<IpAddr, NetError> {
         if let Some(ip) = self.leases.iter().find(|(ip, o)| *o == owner && self.subnet.contains(*ip)).map(|(ip, _)| *ip)
         {
             return Ok(ip);
         }
-        let first = u32::from(self.subnet.network()) + 2; // network address and gateway excluded
-        let last = u32::from(self.subnet.broadcast()).saturating_sub(1);
+        let v6 = self.subnet.addr().is_ipv6();
+        // The network address and the gateway are excluded, and so is the last address (IPv4's broadcast; in
+        // IPv6 kept out too, so both families read the same).
+        let first = to_u128(self.subnet.network()) + 2;
+        let last = to_u128(self.subnet.broadcast()).saturating_sub(1);
         if last < first {
             return Err(NetError::Exhausted(self.subnet.to_string()));
         }
+        // A /64 has 2^64 addresses: the search is bounded by the leases held, not by the subnet's size.
         let size = last - first + 1;
-        for i in 0..size {
-            let candidate = Ipv4Addr::from(first + (self.next + i) % size);
+        for i in 0..size.min(self.leases.len() as u128 + 1) {
+            let candidate = from_u128(v6, first + (self.next + i) % size);
             if self.leases.contains_key(&candidate) {
                 continue;
             }
@@ -84,7 +108,7 @@ impl Ipam {
         Err(NetError::Exhausted(self.subnet.to_string()))
     }
 
-    fn write(&mut self, ip: Ipv4Addr, owner: &str) -> Result<(), NetError> {
+    fn write(&mut self, ip: IpAddr, owner: &str) -> Result<(), NetError> {
         let path = self.dir.join(ip.to_string());
         let tmp = self.dir.join(format!(".{ip}"));
         std::fs::write(&tmp, owner).map_err(NetError::io("write lease", &tmp))?;
@@ -95,7 +119,7 @@ impl Ipam {
 
     /// Frees every address of `owner`. Idempotent.
     pub fn release(&mut self, owner: &str) -> Result<(), NetError> {
-        let ips: Vec<Ipv4Addr> = self.leases.iter().filter(|(_, o)| *o == owner).map(|(ip, _)| *ip).collect();
+        let ips: Vec<IpAddr> = self.leases.iter().filter(|(_, o)| *o == owner).map(|(ip, _)| *ip).collect();
         for ip in ips {
             let path = self.dir.join(ip.to_string());
             match std::fs::remove_file(&path) {
@@ -108,8 +132,8 @@ impl Ipam {
         Ok(())
     }
 
-    pub fn leases_of(&self, owner: &str) -> Vec<Ipv4Addr> {
-        let mut v: Vec<Ipv4Addr> = self.leases.iter().filter(|(_, o)| *o == owner).map(|(ip, _)| *ip).collect();
+    pub fn leases_of(&self, owner: &str) -> Vec<IpAddr> {
+        let mut v: Vec<IpAddr> = self.leases.iter().filter(|(_, o)| *o == owner).map(|(ip, _)| *ip).collect();
         v.sort();
         v
     }
@@ -118,19 +142,6 @@ impl Ipam {
         let mut v: Vec<String> = self.leases.values().cloned().collect();
         v.sort();
         v.dedup();
-        v
-    }
-
-    /// The subnets with a live lease, plus the current one: the masquerade rules cover all of them.
-    pub fn subnets_in_use(&self, prefix_of: impl Fn(Ipv4Addr) -> Option<Ipv4Net>) -> Vec<Ipv4Net> {
-        let mut v = vec![self.subnet];
-        for ip in self.leases.keys() {
-            if let Some(net) = prefix_of(*ip)
-                && !v.contains(&net)
-            {
-                v.push(net);
-            }
-        }
         v
     }
 
@@ -147,7 +158,11 @@ impl Ipam {
 mod tests {
     use super::*;
 
-    fn net(s: &str) -> Ipv4Net {
+    fn net(s: &str) -> IpNet {
+        s.parse().unwrap()
+    }
+
+    fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
     }
 
@@ -155,10 +170,10 @@ mod tests {
     fn addresses_are_unique_skip_the_gateway_and_survive_a_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let mut ipam = Ipam::open(dir.path(), net("10.88.0.0/29")).unwrap();
-        assert_eq!(ipam.gateway(), "10.88.0.1".parse::<Ipv4Addr>().unwrap());
-        let got: Vec<Ipv4Addr> = (0..5).map(|i| ipam.allocate(&format!("pod{i}")).unwrap()).collect();
-        assert_eq!(got[0], "10.88.0.2".parse::<Ipv4Addr>().unwrap());
-        assert_eq!(got[4], "10.88.0.6".parse::<Ipv4Addr>().unwrap());
+        assert_eq!(ipam.gateway(), ip("10.88.0.1"));
+        let got: Vec<IpAddr> = (0..5).map(|i| ipam.allocate(&format!("pod{i}")).unwrap()).collect();
+        assert_eq!(got[0], ip("10.88.0.2"));
+        assert_eq!(got[4], ip("10.88.0.6"));
         let e = ipam.allocate("pod5").unwrap_err();
         assert!(matches!(e, NetError::Exhausted(_)), "{e}");
         assert_eq!(ipam.allocate("pod3").unwrap(), got[3], "asking again returns the same lease");
@@ -197,7 +212,33 @@ mod tests {
         let new = ipam.allocate("b").unwrap();
         assert!(net("10.244.1.0/24").contains(&new));
         assert_eq!(ipam.leases_of("a"), vec![old]);
-        let nets = ipam.subnets_in_use(|ip| net("10.88.0.0/24").contains(&ip).then(|| net("10.88.0.0/24")));
-        assert_eq!(nets, vec![net("10.244.1.0/24"), net("10.88.0.0/24")]);
+    }
+
+    #[test]
+    fn v4_and_v6_share_the_lease_dir_and_each_sees_only_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut v4 = Ipam::open(dir.path(), net("10.88.0.0/24")).unwrap();
+        let mut v6 = Ipam::open(dir.path(), net("fd00:1:2:3::/64")).unwrap();
+        assert_eq!(v6.gateway(), ip("fd00:1:2:3::1"));
+        assert_eq!(v4.allocate("a").unwrap(), ip("10.88.0.2"));
+        assert_eq!(v6.allocate("a").unwrap(), ip("fd00:1:2:3::2"));
+        assert_eq!(v6.allocate("b").unwrap(), ip("fd00:1:2:3::3"));
+        let reopened6 = Ipam::open(dir.path(), net("fd00:1:2:3::/64")).unwrap();
+        assert_eq!(reopened6.len(), 2);
+        assert_eq!(Ipam::open(dir.path(), net("10.88.0.0/24")).unwrap().len(), 1);
+        v6.release("a").unwrap();
+        assert_eq!(v4.leases_of("a"), vec![ip("10.88.0.2")], "releasing v6 leaves v4 alone");
+        v4.release("a").unwrap();
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "only b's v6 lease is left");
+    }
+
+    #[test]
+    fn a_v6_allocation_does_not_walk_the_whole_subnet() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut v6 = Ipam::open(dir.path(), net("fd00:9::/64")).unwrap();
+        let got: Vec<IpAddr> = (0..50).map(|i| v6.allocate(&format!("p{i}")).unwrap()).collect();
+        assert_eq!(got.iter().collect::<std::collections::HashSet<_>>().len(), 50);
+        let e = Ipam::open(dir.path(), net("fd00:9::/127")).unwrap().allocate("x").unwrap_err();
+        assert!(matches!(e, NetError::Exhausted(_)), "{e}");
     }
 }

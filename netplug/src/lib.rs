@@ -21,7 +21,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
-use ipnet::Ipv4Net;
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 pub use error::{ErrorKind, NetError};
 pub use ports::{PortMapping, Protocol};
@@ -40,6 +40,8 @@ pub struct NetConfig {
     pub dir: PathBuf,
     pub bridge: String,
     pub subnet: Ipv4Net,
+    /// Dual stack: pods also get an address from this IPv6 subnet (kubelet's IPv6 pod CIDR takes over when set).
+    pub subnet6: Option<Ipv6Net>,
     pub mtu: u32,
     pub nft_table: String,
     pub cni_conf_dir: PathBuf,
@@ -89,8 +91,10 @@ pub(crate) fn apply_rules(applied: &Mutex<u64>, set: &nft::RuleSet, generation: 
 struct State {
     pods: HashMap<String, PodNet>,
     ipam: Option<ipam::Ipam>,
-    /// Subnets pods were given addresses from (the configured one, then kubelet's pod CIDR).
-    subnets: Vec<Ipv4Net>,
+    /// Dual stack: the IPv6 addresses, same lease directory.
+    ipam6: Option<ipam::Ipam>,
+    /// Subnets pods were given addresses from (the configured ones, then kubelet's pod CIDRs), both families.
+    subnets: Vec<IpNet>,
     bridge_index: Option<u32>,
 }
 
@@ -100,22 +104,31 @@ impl Network {
     pub fn open(config: NetConfig) -> Result<Network, NetError> {
         let store = Store::open(&config.dir.join("pods"))?;
         let pods = store.load_all().into_iter().map(|p| (p.id.clone(), p)).collect();
-        let mut subnets = vec![config.subnet];
-        let ipam = match config.mode {
+        let mut subnets = vec![IpNet::V4(config.subnet)];
+        subnets.extend(config.subnet6.map(IpNet::V6));
+        let (ipam, ipam6) = match config.mode {
             Mode::Builtin => {
-                let mut ipam = ipam::Ipam::open(&config.dir.join("leases"), config.subnet)?;
-                if let Some(cidr) = builtin::load_pod_cidr(&config.dir) {
-                    ipam.set_subnet(cidr);
-                    subnets.push(cidr);
+                let leases = config.dir.join("leases");
+                let mut ipam = ipam::Ipam::open(&leases, config.subnet)?;
+                let mut ipam6 = config.subnet6.map(|net| ipam::Ipam::open(&leases, net)).transpose()?;
+                for cidr in builtin::load_pod_cidrs(&config.dir) {
+                    match (cidr, ipam6.as_mut()) {
+                        (IpNet::V4(_), _) => ipam.set_subnet(cidr),
+                        (IpNet::V6(_), Some(v6)) => v6.set_subnet(cidr),
+                        (IpNet::V6(_), None) => ipam6 = Some(ipam::Ipam::open(&leases, cidr)?),
+                    }
+                    if !subnets.contains(&cidr) {
+                        subnets.push(cidr);
+                    }
                 }
-                Some(ipam)
+                (Some(ipam), ipam6)
             }
-            Mode::Cni => None,
+            Mode::Cni => (None, None),
         };
         let net = Network {
             config,
             store,
-            state: Mutex::new(State { pods, ipam, subnets, bridge_index: None }),
+            state: Mutex::new(State { pods, ipam, ipam6, subnets, bridge_index: None }),
             reaper: Mutex::new(None),
             generation: Default::default(),
             applied: Default::default(),
@@ -221,14 +234,20 @@ impl Network {
         }
     }
 
-    /// kubelet's pod CIDR (UpdateRuntimeConfig): new pods get addresses from it. Only the first IPv4 CIDR of the
-    /// list is used. CNI plugins bring their own IPAM, so CNI mode ignores it.
+    /// kubelet's pod CIDR (UpdateRuntimeConfig): new pods get addresses from it. kubelet sends one CIDR, or a
+    /// dual-stack pair separated by a comma; the first CIDR of each family is used, and an IPv6 one turns dual
+    /// stack on. CNI plugins bring their own IPAM, so CNI mode ignores it.
     pub fn set_pod_cidr(&self, cidrs: &str) -> Result<(), NetError> {
         if self.config.mode != Mode::Builtin {
             return Ok(());
         }
-        let Some(cidr) = cidrs.split(',').find_map(|c| c.trim().parse::<Ipv4Net>().ok()) else { return Ok(()) };
-        self.set_subnet(&mut self.lock(), cidr.trunc())
+        let parsed: Vec<IpNet> = cidrs.split(',').filter_map(|c| c.trim().parse::<IpNet>().ok()).collect();
+        let v4 = parsed.iter().find(|n| n.addr().is_ipv4()).map(IpNet::trunc);
+        let v6 = parsed.iter().find(|n| n.addr().is_ipv6()).map(IpNet::trunc);
+        if v4.is_none() && v6.is_none() {
+            return Ok(());
+        }
+        self.set_subnets(&mut self.lock(), v4, v6)
     }
 }
 

@@ -1,12 +1,12 @@
 //! Links, addresses and routes over rtnetlink: the bridge, a veth pair per pod, the pod side's address and
 //! default route.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::os::fd::AsRawFd;
 
 use netlink_packet_route::AddressFamily;
 use netlink_packet_route::RouteNetlinkMessage as Msg;
-use netlink_packet_route::address::{AddressAttribute, AddressMessage};
+use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage};
 use netlink_packet_route::link::{
     InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoPortKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo,
     LinkMessage,
@@ -78,13 +78,19 @@ pub fn ensure_bridge(rtnl: &mut Rtnl, name: &str) -> Result<u32, Errno> {
     Ok(index)
 }
 
-/// Adds `addr/prefix` to the link; an address already there is fine.
+/// Adds `addr/prefix` to the link; an address already there is fine. An IPv6 address skips duplicate address
+/// detection (IPAM hands each address out once): otherwise it stays tentative, unusable, for a second or more.
 pub fn ensure_address(rtnl: &mut Rtnl, index: u32, addr: IpAddr, prefix: u8) -> Result<(), Errno> {
     let mut m = AddressMessage::default();
     m.header.family = if addr.is_ipv4() { AddressFamily::Inet } else { AddressFamily::Inet6 };
     m.header.prefix_len = prefix;
     m.header.index = index;
-    m.attributes.push(AddressAttribute::Local(addr));
+    if addr.is_ipv6() {
+        m.header.flags = AddressHeaderFlags::Nodad;
+        m.attributes.push(AddressAttribute::Flags(AddressFlags::Nodad));
+    } else {
+        m.attributes.push(AddressAttribute::Local(addr));
+    }
     m.attributes.push(AddressAttribute::Address(addr));
     match rtnl.create(Msg::NewAddress(m)) {
         Ok(()) | Err(Errno::EEXIST) => Ok(()),
@@ -133,7 +139,7 @@ pub fn delete_address(rtnl: &mut Rtnl, index: u32, addr: IpAddr, prefix: u8) -> 
     m.header.family = if addr.is_ipv4() { AddressFamily::Inet } else { AddressFamily::Inet6 };
     m.header.prefix_len = prefix;
     m.header.index = index;
-    m.attributes.push(AddressAttribute::Local(addr));
+    m.attributes.push(if addr.is_ipv4() { AddressAttribute::Local(addr) } else { AddressAttribute::Address(addr) });
     match rtnl.request(Msg::DelAddress(m)) {
         Ok(()) | Err(Errno::EADDRNOTAVAIL) | Err(Errno::ENODEV) => Ok(()),
         Err(e) => Err(e),
@@ -166,15 +172,18 @@ pub fn ports_of(rtnl: &mut Rtnl, bridge: u32) -> Result<Vec<String>, Errno> {
         .collect())
 }
 
-/// A default route via `gateway` (in the pod's namespace).
-pub fn add_default_route(rtnl: &mut Rtnl, gateway: Ipv4Addr, index: u32) -> Result<(), Errno> {
+/// A default route via `gateway` (in the pod's namespace), of the gateway's family.
+pub fn add_default_route(rtnl: &mut Rtnl, gateway: IpAddr, index: u32) -> Result<(), Errno> {
     let mut m = RouteMessage::default();
-    m.header.address_family = AddressFamily::Inet;
+    m.header.address_family = if gateway.is_ipv4() { AddressFamily::Inet } else { AddressFamily::Inet6 };
     m.header.table = RouteHeader::RT_TABLE_MAIN;
     m.header.protocol = RouteProtocol::Boot;
     m.header.scope = RouteScope::Universe;
     m.header.kind = RouteType::Unicast;
-    m.attributes.push(RouteAttribute::Gateway(RouteAddress::Inet(gateway)));
+    m.attributes.push(RouteAttribute::Gateway(match gateway {
+        IpAddr::V4(v) => RouteAddress::Inet(v),
+        IpAddr::V6(v) => RouteAddress::Inet6(v),
+    }));
     m.attributes.push(RouteAttribute::Oif(index));
     match rtnl.create(Msg::NewRoute(m)) {
         Ok(()) | Err(Errno::EEXIST) => Ok(()),

@@ -1,5 +1,7 @@
 //! Reef's nftables table: masquerade for pod traffic leaving the pod subnets, hostPort DNAT from other hosts and
-//! from the node itself. The table belongs to Reef alone and its rules are always rewritten whole, in one netlink
+//! from the node itself. One `inet` table carries both families: every rule starts by matching its family.
+//! IPv6 has no `route_localnet`, so a hostPort is not reachable through `[::1]` (as with CNI's portmap); through
+//! the node's own IPv6 addresses it is. The table belongs to Reef alone and its rules are always rewritten whole, in one netlink
 //! transaction (add the table and chains, which is a no-op when they exist, flush every chain, add every rule),
 //! from the pods' records: the kernel either has the new rule set or the old one, and a restart converges by
 //! rewriting. The table and its base chains are never deleted on the way: removing a base chain unregisters its
@@ -11,9 +13,9 @@
 
 use std::ffi::CString;
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
-use ipnet::Ipv4Net;
+use ipnet::IpNet;
 use nftnl::expr::{self, Bitwise, Cmp, CmpOp, InterfaceName, Nat, NatType, Register};
 use nftnl::{Batch, Chain, ChainType, Hook, MsgType, Policy, ProtoFamily, Rule, Table, nftnl_sys};
 
@@ -25,18 +27,19 @@ use crate::ports::Protocol;
 pub struct RuleSet {
     pub table: String,
     pub bridge: String,
-    /// Pod subnets in use (the configured one and any an existing lease still lives in).
-    pub subnets: Vec<Ipv4Net>,
+    /// Pod subnets in use, both families (the configured ones and any an existing lease still lives in).
+    pub subnets: Vec<IpNet>,
     pub dnats: Vec<Dnat>,
 }
 
-/// One hostPort: traffic to `host_ip` (any local address when `None`) on `host_port` goes to the pod.
+/// One hostPort over one family: traffic to `host_ip` (any local address of `pod_ip`'s family when `None`) on
+/// `host_port` goes to the pod.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Dnat {
     pub protocol: Protocol,
-    pub host_ip: Option<Ipv4Addr>,
+    pub host_ip: Option<IpAddr>,
     pub host_port: u16,
-    pub pod_ip: Ipv4Addr,
+    pub pod_ip: IpAddr,
     pub container_port: u16,
     pub pod_id: String,
 }
@@ -44,9 +47,10 @@ pub struct Dnat {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Match {
     Ipv4,
-    SaddrIn(Ipv4Net),
-    DaddrNotIn(Ipv4Net),
-    Daddr(Ipv4Addr),
+    Ipv6,
+    SaddrIn(IpNet),
+    DaddrNotIn(IpNet),
+    Daddr(IpAddr),
     /// The destination is one of this host's addresses (`fib daddr type local`).
     DaddrLocal,
     L4Proto(Protocol),
@@ -59,7 +63,7 @@ pub enum Match {
 pub enum Action {
     Jump(&'static str),
     Masquerade,
-    Dnat(Ipv4Addr, u16),
+    Dnat(IpAddr, u16),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,8 +84,12 @@ pub fn plan(set: &RuleSet) -> Vec<RuleSpec> {
         RuleSpec { chain: "prerouting", matches: vec![], action: Action::Jump(HOSTPORTS) },
         RuleSpec { chain: "output", matches: vec![], action: Action::Jump(HOSTPORTS) },
     ];
+    let family = |ip: &IpAddr| if ip.is_ipv6() { Match::Ipv6 } else { Match::Ipv4 };
     for d in &set.dnats {
-        let mut m = vec![Match::Ipv4];
+        if d.host_ip.is_some_and(|h| h.is_ipv6() != d.pod_ip.is_ipv6()) {
+            continue;
+        }
+        let mut m = vec![family(&d.pod_ip)];
         m.push(match d.host_ip {
             Some(ip) => Match::Daddr(ip),
             None => Match::DaddrLocal,
@@ -95,7 +103,7 @@ pub fn plan(set: &RuleSet) -> Vec<RuleSpec> {
         // reply comes back through the host, where conntrack undoes the DNAT.
         rules.push(RuleSpec {
             chain: "postrouting",
-            matches: vec![Match::Ipv4, Match::OifName(set.bridge.clone()), Match::CtDnat, Match::SaddrIn(*net)],
+            matches: vec![family(&net.addr()), Match::OifName(set.bridge.clone()), Match::CtDnat, Match::SaddrIn(*net)],
             action: Action::Masquerade,
         });
     }
@@ -112,20 +120,32 @@ pub fn plan(set: &RuleSet) -> Vec<RuleSpec> {
     for net in &set.subnets {
         rules.push(RuleSpec {
             chain: "postrouting",
-            matches: vec![Match::Ipv4, Match::SaddrIn(*net), Match::DaddrNotIn(*net)],
+            matches: vec![family(&net.addr()), Match::SaddrIn(*net), Match::DaddrNotIn(*net)],
             action: Action::Masquerade,
         });
     }
     rules
 }
 
+fn ip_kw(ip: &IpAddr) -> &'static str {
+    if ip.is_ipv6() { "ip6" } else { "ip" }
+}
+
+fn octets(ip: &IpAddr) -> Vec<u8> {
+    match ip {
+        IpAddr::V4(v) => v.octets().to_vec(),
+        IpAddr::V6(v) => v.octets().to_vec(),
+    }
+}
+
 impl fmt::Display for Match {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Match::Ipv4 => write!(f, "meta nfproto ipv4"),
-            Match::SaddrIn(n) => write!(f, "ip saddr {n}"),
-            Match::DaddrNotIn(n) => write!(f, "ip daddr != {n}"),
-            Match::Daddr(a) => write!(f, "ip daddr {a}"),
+            Match::Ipv6 => write!(f, "meta nfproto ipv6"),
+            Match::SaddrIn(n) => write!(f, "{} saddr {n}", ip_kw(&n.addr())),
+            Match::DaddrNotIn(n) => write!(f, "{} daddr != {n}", ip_kw(&n.addr())),
+            Match::Daddr(a) => write!(f, "{} daddr {a}", ip_kw(a)),
             Match::DaddrLocal => write!(f, "fib daddr type local"),
             Match::L4Proto(p) => write!(f, "meta l4proto {}", p.name()),
             Match::Dport(p) => write!(f, "th dport {p}"),
@@ -144,7 +164,8 @@ impl fmt::Display for RuleSpec {
         match &self.action {
             Action::Jump(c) => write!(f, " jump {c}"),
             Action::Masquerade => write!(f, " masquerade"),
-            Action::Dnat(ip, port) => write!(f, " dnat ip to {ip}:{port}"),
+            Action::Dnat(IpAddr::V4(ip), port) => write!(f, " dnat ip to {ip}:{port}"),
+            Action::Dnat(IpAddr::V6(ip), port) => write!(f, " dnat ip6 to [{ip}]:{port}"),
         }
     }
 }
@@ -174,22 +195,30 @@ const IPS_DST_NAT: u32 = 32;
 
 fn add_match(rule: &mut Rule, m: &Match) -> Result<(), String> {
     use nftnl::expr::{Conntrack, Meta, NetworkHeaderField, Payload, TransportHeaderField};
-    let saddr = Payload::Network(NetworkHeaderField::Ipv4(expr::Ipv4HeaderField::Saddr));
-    let daddr = Payload::Network(NetworkHeaderField::Ipv4(expr::Ipv4HeaderField::Daddr));
+    use nftnl::expr::{Ipv4HeaderField as V4, Ipv6HeaderField as V6};
+    let addr_field = |ip: &IpAddr, source: bool| match (ip.is_ipv6(), source) {
+        (false, true) => Payload::Network(NetworkHeaderField::Ipv4(V4::Saddr)),
+        (false, false) => Payload::Network(NetworkHeaderField::Ipv4(V4::Daddr)),
+        (true, true) => Payload::Network(NetworkHeaderField::Ipv6(V6::Saddr)),
+        (true, false) => Payload::Network(NetworkHeaderField::Ipv6(V6::Daddr)),
+    };
     match m {
-        Match::Ipv4 => {
+        Match::Ipv4 | Match::Ipv6 => {
+            let proto = if matches!(m, Match::Ipv4) { libc::NFPROTO_IPV4 } else { libc::NFPROTO_IPV6 };
             rule.add_expr(&Meta::NfProto);
-            rule.add_expr(&Cmp::new(CmpOp::Eq, libc::NFPROTO_IPV4 as u8));
+            rule.add_expr(&Cmp::new(CmpOp::Eq, proto as u8));
         }
         Match::SaddrIn(n) | Match::DaddrNotIn(n) => {
-            rule.add_expr(if matches!(m, Match::SaddrIn(_)) { &saddr } else { &daddr });
-            rule.add_expr(&Bitwise::new(&n.netmask().octets()[..], &[0u8; 4][..]));
-            let op = if matches!(m, Match::SaddrIn(_)) { CmpOp::Eq } else { CmpOp::Neq };
-            rule.add_expr(&Cmp::new(op, &n.network().octets()[..]));
+            let source = matches!(m, Match::SaddrIn(_));
+            let mask = octets(&n.netmask());
+            rule.add_expr(&addr_field(&n.addr(), source));
+            rule.add_expr(&Bitwise::new(&mask[..], &vec![0u8; mask.len()][..]));
+            let op = if source { CmpOp::Eq } else { CmpOp::Neq };
+            rule.add_expr(&Cmp::new(op, &octets(&n.network())[..]));
         }
         Match::Daddr(a) => {
-            rule.add_expr(&daddr);
-            rule.add_expr(&Cmp::new(CmpOp::Eq, &a.octets()[..]));
+            rule.add_expr(&addr_field(a, false));
+            rule.add_expr(&Cmp::new(CmpOp::Eq, &octets(a)[..]));
         }
         Match::DaddrLocal => {
             rule.add_expr(&FibDaddrType);
@@ -253,11 +282,20 @@ pub fn apply(set: &RuleSet) -> Result<(), NetError> {
             }
             Action::Masquerade => rule.add_expr(&expr::Masquerade),
             Action::Dnat(ip, port) => {
-                rule.add_expr(&expr::Immediate::new(ip.octets(), Register::Reg1));
+                let family = match ip {
+                    IpAddr::V4(v) => {
+                        rule.add_expr(&expr::Immediate::new(v.octets(), Register::Reg1));
+                        ProtoFamily::Ipv4
+                    }
+                    IpAddr::V6(v) => {
+                        rule.add_expr(&expr::Immediate::new(v.octets(), Register::Reg1));
+                        ProtoFamily::Ipv6
+                    }
+                };
                 rule.add_expr(&expr::Immediate::new(port.to_be_bytes(), Register::Reg2));
                 rule.add_expr(&Nat {
                     nat_type: NatType::DNat,
-                    family: ProtoFamily::Ipv4,
+                    family,
                     ip_register: Register::Reg1,
                     port_register: Some(Register::Reg2),
                 });
@@ -350,5 +388,42 @@ mod tests {
         );
         assert!(rules.contains(&"prerouting: jump hostports".to_string()));
         assert!(rules.contains(&"output: jump hostports".to_string()));
+    }
+
+    #[test]
+    fn one_table_carries_both_families() {
+        let mut s = set(vec![
+            Dnat {
+                protocol: Protocol::Tcp,
+                host_ip: None,
+                host_port: 8080,
+                pod_ip: "fd00:10:88::2".parse().unwrap(),
+                container_port: 80,
+                pod_id: "a".into(),
+            },
+            Dnat {
+                protocol: Protocol::Udp,
+                host_ip: Some("10.0.0.1".parse().unwrap()),
+                host_port: 53,
+                pod_ip: "fd00:10:88::2".parse().unwrap(),
+                container_port: 53,
+                pod_id: "a".into(),
+            },
+        ]);
+        s.subnets.push("fd00:10:88::/64".parse().unwrap());
+        let rules = text(&s);
+        assert!(rules.contains(&"hostports: meta nfproto ipv6 fib daddr type local meta l4proto tcp th dport 8080 dnat ip6 to [fd00:10:88::2]:80".to_string()), "{rules:#?}");
+        assert!(
+            !rules.iter().any(|r| r.contains("dport 53")),
+            "an IPv4 host IP never DNATs to an IPv6 pod: {rules:#?}"
+        );
+        assert!(
+            rules.contains(
+                &"postrouting: meta nfproto ipv6 ip6 saddr fd00:10:88::/64 ip6 daddr != fd00:10:88::/64 masquerade"
+                    .to_string()
+            ),
+            "{rules:#?}"
+        );
+        assert!(rules.iter().any(|r| r.starts_with("postrouting: meta nfproto ipv4 ip saddr 10.88.0.0/16")));
     }
 }

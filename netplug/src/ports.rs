@@ -1,6 +1,6 @@
 //! Host ports: validation and the rule that one (protocol, host port) pair belongs to one pod per address.
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
@@ -38,7 +38,7 @@ pub struct PortMapping {
     pub protocol: Protocol,
     pub container_port: i32,
     pub host_port: i32,
-    /// Empty or 0.0.0.0: every address of the node.
+    /// Empty, 0.0.0.0 or `::`: every address of the node, over each family the pod has an address of.
     pub host_ip: String,
 }
 
@@ -46,7 +46,7 @@ pub struct PortMapping {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HostPort {
     pub protocol: Protocol,
-    pub host_ip: Option<Ipv4Addr>,
+    pub host_ip: Option<IpAddr>,
     pub host_port: u16,
     pub container_port: u16,
 }
@@ -59,12 +59,16 @@ impl HostPort {
     }
 
     pub fn describe(&self) -> String {
-        let ip = self.host_ip.map(|i| i.to_string()).unwrap_or_else(|| "0.0.0.0".into());
+        let ip = match self.host_ip {
+            Some(IpAddr::V6(i)) => format!("[{i}]"),
+            Some(i) => i.to_string(),
+            None => "0.0.0.0".into(),
+        };
         format!("{ip}:{}/{}", self.host_port, self.protocol.name())
     }
 }
 
-/// Keeps the mappings that ask for a host port, checked: ports in range, an IPv4 host address.
+/// Keeps the mappings that ask for a host port, checked: ports in range, a host address of either family.
 pub fn host_ports(mappings: &[PortMapping]) -> Result<Vec<HostPort>, NetError> {
     let mut out: Vec<HostPort> = Vec::new();
     for m in mappings.iter().filter(|m| m.host_port != 0) {
@@ -84,8 +88,8 @@ pub fn host_ports(mappings: &[PortMapping]) -> Result<Vec<HostPort>, NetError> {
             .filter(|p| *p > 0)
             .ok_or_else(|| bad("container port out of range"))?;
         let host_ip = match m.host_ip.trim() {
-            "" | "0.0.0.0" => None,
-            ip => Some(ip.parse::<Ipv4Addr>().map_err(|_| bad("host IP is not an IPv4 address"))?),
+            "" | "0.0.0.0" | "::" => None,
+            ip => Some(ip.parse::<IpAddr>().map_err(|_| bad("host IP is not an IP address"))?),
         };
         let hp = HostPort { protocol: m.protocol, host_ip, host_port, container_port };
         if let Some(prev) = out.iter().find(|p| p.overlaps(&hp)) {
@@ -128,8 +132,10 @@ mod tests {
     fn bad_mappings_are_refused_with_the_reason() {
         let e = host_ports(&[m(Protocol::Tcp, "", 70000, 80)]).unwrap_err().to_string();
         assert!(e.contains("host port out of range"), "{e}");
-        let e = host_ports(&[m(Protocol::Udp, "fe80::1", 53, 53)]).unwrap_err().to_string();
-        assert!(e.contains("IPv4"), "{e}");
+        let e = host_ports(&[m(Protocol::Udp, "node-a", 53, 53)]).unwrap_err().to_string();
+        assert!(e.contains("not an IP address"), "{e}");
+        let v6 = host_ports(&[m(Protocol::Udp, "fd00::7", 53, 53)]).unwrap();
+        assert_eq!(v6[0].describe(), "[fd00::7]:53/udp");
         let e = host_ports(&[m(Protocol::Tcp, "", 80, 80), m(Protocol::Tcp, "127.0.0.1", 80, 81)]).unwrap_err();
         assert!(e.to_string().contains("twice"), "{e}");
     }

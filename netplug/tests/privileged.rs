@@ -41,6 +41,7 @@ impl Env {
             dir: self.dir.path().join("net"),
             bridge: self.bridge.clone(),
             subnet: self.subnet.parse().unwrap(),
+            subnet6: None,
             mtu: 1400,
             nft_table: self.table.clone(),
             cni_conf_dir: PathBuf::new(),
@@ -126,4 +127,49 @@ fn net_gateway(subnet: &str) -> String {
     let mut parts: Vec<u32> = base.split('.').map(|p| p.parse().unwrap()).collect();
     parts[3] += 1;
     parts.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(".")
+}
+
+#[test]
+fn kubelet_s_dual_stack_pod_cidr_turns_v6_on_survives_a_restart_and_reconcile_frees_both_leases() {
+    if !enabled() {
+        return;
+    }
+    let mut env = Env::new();
+    let ns = env.netns("d");
+    let net = Network::open(env.config()).unwrap();
+    let pid = std::process::id();
+    let v6 = format!("fd5f:{:x}:{:x}::/64", pid & 0xffff, COUNTER.load(Ordering::SeqCst));
+    // As kubelet sends it: "<v4>,<v6>".
+    net.set_pod_cidr(&format!("{},{v6}", env.subnet)).unwrap();
+    let id = format!("{:08x}{:056x}", pid ^ 0xd6d6_0000, 1);
+    let pod = PodSpec { id: &id, name: "p", namespace: "ns", uid: "u", netns: &ns, ports: &[] };
+    let ips = net.setup(&pod).unwrap();
+    assert_eq!(ips.len(), 2, "{ips:?}");
+    assert!(ips[0].is_ipv4() && ips[1].is_ipv6(), "IPv4 first: {ips:?}");
+    let nsname = ns.file_name().unwrap().to_str().unwrap();
+    let ping = Command::new("ip")
+        .args(["netns", "exec", nsname, "busybox", "ping", "-6", "-c1", "-W2"])
+        .arg(v6.replace("::/64", "::1"))
+        .output()
+        .unwrap();
+    assert!(
+        ping.status.success(),
+        "the bridge's v6 gateway answers: {}\n{}\n{}",
+        String::from_utf8_lossy(&ping.stdout),
+        sh(&["ip", "-6", "addr", "show", "dev", &env.bridge]),
+        sh(&["ip", "-n", nsname, "-6", "addr"])
+    );
+    drop(net);
+    // A restart keeps kubelet's CIDRs; the pod is gone by then: both its leases go.
+    let net = Network::open(env.config()).unwrap();
+    net.reconcile(&|_| false);
+    let leases = env.dir.path().join("net/leases");
+    assert_eq!(std::fs::read_dir(&leases).unwrap().count(), 0, "no lease left");
+    let other = env.netns("e");
+    let id2 = format!("{:08x}{:056x}", pid ^ 0xd6d6_0000, 2);
+    let ips =
+        net.setup(&PodSpec { id: &id2, name: "q", namespace: "ns", uid: "v", netns: &other, ports: &[] }).unwrap();
+    assert!(ips.len() == 2 && ips[1].is_ipv6(), "still dual stack after the restart: {ips:?}");
+    net.teardown(&id2).unwrap();
+    assert_eq!(std::fs::read_dir(&leases).unwrap().count(), 0, "teardown frees both");
 }

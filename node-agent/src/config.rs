@@ -90,6 +90,9 @@ pub struct NetworkConfig {
     pub bridge: String,
     /// Built-in mode: the IPv4 subnet pods get addresses from until kubelet sends a pod CIDR.
     pub subnet: String,
+    /// Built-in mode, dual stack: the IPv6 subnet pods also get an address from (e.g. `fd00:10:88::/64`); empty
+    /// (the default) for IPv4 only. kubelet's IPv6 pod CIDR takes over when it sends one.
+    pub subnet6: String,
     /// Built-in mode: the MTU of the pods' veth pairs.
     pub mtu: u32,
     /// Built-in mode: Reef's own nftables table (family inet); no other table is touched.
@@ -108,6 +111,7 @@ impl Default for NetworkConfig {
             mode: NetworkMode::Builtin,
             bridge: "reef0".into(),
             subnet: "10.88.0.0/16".into(),
+            subnet6: String::new(),
             mtu: 1500,
             nft_table: "reef".into(),
             cni_conf_dir: "/etc/cni/net.d".into(),
@@ -126,6 +130,17 @@ impl NetworkConfig {
         match self.subnet.parse::<ipnet::Ipv4Net>() {
             Ok(n) if n.prefix_len() <= 30 => {}
             _ => return Err(("network.subnet", format!("{:?} is not an IPv4 subnet of /30 or larger", self.subnet))),
+        }
+        if !self.subnet6.is_empty() {
+            match self.subnet6.parse::<ipnet::Ipv6Net>() {
+                Ok(n) if n.prefix_len() <= 120 => {}
+                _ => {
+                    return Err((
+                        "network.subnet6",
+                        format!("{:?} is not an IPv6 subnet of /120 or larger", self.subnet6),
+                    ));
+                }
+            }
         }
         if !(576..=65535).contains(&self.mtu) {
             return Err(("network.mtu", format!("{} is not between 576 and 65535", self.mtu)));
@@ -150,6 +165,7 @@ impl NetworkConfig {
             dir,
             bridge: self.bridge.clone(),
             subnet: self.subnet.parse::<ipnet::Ipv4Net>().map(|n| n.trunc()).unwrap_or_default(),
+            subnet6: self.subnet6.parse::<ipnet::Ipv6Net>().ok().map(|n| n.trunc()),
             mtu: self.mtu,
             nft_table: self.nft_table.clone(),
             cni_conf_dir: self.cni_conf_dir.clone(),
@@ -287,12 +303,17 @@ mod tests {
             (c.network.mode, c.network.bridge.as_str(), c.network.subnet.as_str()),
             (NetworkMode::Builtin, "reef0", "10.88.0.0/16")
         );
+        assert_eq!(c.network.netplug("/x".into()).subnet6, None, "IPv4 only unless a v6 subnet is set");
+        let c = parse("[network]\nsubnet6 = \"fd00:10:88::7/64\"").unwrap();
+        assert_eq!(c.network.netplug("/x".into()).subnet6, Some("fd00:10:88::/64".parse().unwrap()));
         let c = parse("[network]\nmode = \"cni\"\ncni_conf_dir = \"/x\"").unwrap();
         assert_eq!(c.network.mode, NetworkMode::Cni);
         for (text, key) in [
             ("[network]\nbridge = \"a-very-long-bridge-name\"", "network.bridge"),
             ("[network]\nsubnet = \"10.88.0.0/31\"", "network.subnet"),
             ("[network]\nsubnet = \"fd00::/64\"", "network.subnet"),
+            ("[network]\nsubnet6 = \"10.0.0.0/8\"", "network.subnet6"),
+            ("[network]\nsubnet6 = \"fd00::/126\"", "network.subnet6"),
             ("[network]\nmtu = 100", "network.mtu"),
             ("[network]\nnft_table = \"a b\"", "network.nft_table"),
             ("[network]\nmode = \"calico\"", "calico"),

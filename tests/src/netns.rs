@@ -1,8 +1,9 @@
 //! The "outside world" of network tests: a network namespace of the test's own, wired to the host by a veth pair
 //! with addresses from 198.18.0.0/15 (benchmarking space, routed nowhere but on this machine). The host end is
-//! `host_ip`, the far end `outside_ip`. Everything is removed on drop.
+//! `host_ip`, the far end `outside_ip`; over IPv6 `host_ip6` and `outside_ip6`, from the documentation prefix
+//! 2001:db8::/32 (routed nowhere either). Everything is removed on drop.
 
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -14,6 +15,8 @@ pub struct Outside {
     pub host_veth: String,
     pub host_ip: Ipv4Addr,
     pub outside_ip: Ipv4Addr,
+    pub host_ip6: Ipv6Addr,
+    pub outside_ip6: Ipv6Addr,
 }
 
 fn ip(args: &[&str]) {
@@ -33,6 +36,8 @@ impl Outside {
             host_veth: format!("ow{pid:x}n{n}"),
             host_ip: Ipv4Addr::new(198, b as u8, c as u8, 1),
             outside_ip: Ipv4Addr::new(198, b as u8, c as u8, 2),
+            host_ip6: Ipv6Addr::new(0x2001, 0xdb8, (pid & 0xffff) as u16, n as u16, 0, 0, 0, 1),
+            outside_ip6: Ipv6Addr::new(0x2001, 0xdb8, (pid & 0xffff) as u16, n as u16, 0, 0, 0, 2),
         };
         ip(&["netns", "add", &o.name]);
         ip(&["-n", &o.name, "link", "set", "lo", "up"]);
@@ -41,6 +46,9 @@ impl Outside {
         ip(&["link", "set", &o.host_veth, "up"]);
         ip(&["-n", &o.name, "addr", "add", &format!("{}/24", o.outside_ip), "dev", "eth0"]);
         ip(&["-n", &o.name, "link", "set", "eth0", "up"]);
+        // nodad: usable at once, no second of tentative state.
+        ip(&["-6", "addr", "add", &format!("{}/64", o.host_ip6), "dev", &o.host_veth, "nodad"]);
+        ip(&["-n", &o.name, "-6", "addr", "add", &format!("{}/64", o.outside_ip6), "dev", "eth0", "nodad"]);
         o
     }
 
@@ -73,7 +81,16 @@ impl Outside {
 
     /// Listens on `outside_ip:port` and returns the address of the first peer that connects within `timeout`.
     pub fn accept_one(&self, port: u16, timeout: Duration) -> std::thread::JoinHandle<Option<SocketAddr>> {
-        let addr = SocketAddr::from((self.outside_ip, port));
+        self.accept_one_at(IpAddr::V4(self.outside_ip), port, timeout)
+    }
+
+    /// Like `accept_one`, on `outside_ip6`.
+    pub fn accept_one6(&self, port: u16, timeout: Duration) -> std::thread::JoinHandle<Option<SocketAddr>> {
+        self.accept_one_at(IpAddr::V6(self.outside_ip6), port, timeout)
+    }
+
+    fn accept_one_at(&self, ip: IpAddr, port: u16, timeout: Duration) -> std::thread::JoinHandle<Option<SocketAddr>> {
+        let addr = SocketAddr::from((ip, port));
         let (tx, rx) = std::sync::mpsc::channel();
         let handle = self.run(move || {
             let listener = TcpListener::bind(addr).expect("listen outside");

@@ -29,6 +29,8 @@ pub struct NetNames {
     pub bridge: String,
     pub nft_table: String,
     pub subnet: String,
+    /// A ULA /64 of its own, for dual-stack tests (`Reefd::start_dual_stack`); never overlaps the host's fd00::/64.
+    pub subnet6: String,
 }
 
 impl NetNames {
@@ -42,6 +44,7 @@ impl NetNames {
             bridge: format!("rb{pid:x}n{n}"),
             nft_table: format!("reef_e2e_{pid}_{n}"),
             subnet: format!("10.{}.{}.0/24", 128 + k / 256, k % 256),
+            subnet6: format!("{}/64", std::net::Ipv6Addr::new(0xfd5e, (pid & 0xffff) as u16, n as u16, 0, 0, 0, 0, 0)),
         }
     }
 
@@ -49,6 +52,14 @@ impl NetNames {
     pub fn gateway(&self) -> String {
         let base = self.subnet.split('/').next().unwrap_or_default();
         base.rsplit_once('.').map(|(a, _)| format!("{a}.1")).unwrap_or_default()
+    }
+
+    /// The first four groups of `subnet6`, which every pod IPv6 address shares, and the bridge's IPv6 address.
+    pub fn prefix6_and_gateway6(&self) -> ([u16; 4], std::net::Ipv6Addr) {
+        let net: std::net::Ipv6Addr =
+            self.subnet6.split('/').next().and_then(|a| a.parse().ok()).unwrap_or(std::net::Ipv6Addr::UNSPECIFIED);
+        let g = net.segments();
+        ([g[0], g[1], g[2], g[3]], std::net::Ipv6Addr::new(g[0], g[1], g[2], g[3], 0, 0, 0, 1))
     }
 
     /// Removes the bridge (and with it every veth still on it) and the nft table.
@@ -86,6 +97,18 @@ impl Reefd {
             net: NetNames::unique(),
             network_extra: network.to_string(),
         };
+        reefd.write_config();
+        reefd.spawn();
+        reefd
+    }
+
+    /// Like `start_with_network`, with the run's own IPv6 subnet configured too (dual stack).
+    pub fn start_dual_stack(extra: &str, network: &str) -> Reefd {
+        let net = NetNames::unique();
+        let network = format!("subnet6 = \"{}\"\n{network}", net.subnet6);
+        let dir = tempfile::Builder::new().prefix("reef-e2e-").tempdir().expect("reefd dir");
+        let mut reefd =
+            Reefd { small_root: false, dir, child: None, extra: extra.to_string(), net, network_extra: network };
         reefd.write_config();
         reefd.spawn();
         reefd

@@ -1,5 +1,6 @@
 //! Pod networking end to end: real pods on the test's own bridge, subnet and nft table, talking to an "outside
-//! world" namespace the test creates (198.18.0.0/15). Nothing leaves this machine and nothing is left behind.
+//! world" namespace the test creates (198.18.0.0/15, and 2001:db8::/32 over IPv6). Nothing leaves this machine
+//! and nothing is left behind.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -28,10 +29,19 @@ struct Setup {
 }
 
 async fn setup(network: &str) -> Setup {
+    setup_on(network, Reefd::start_with_network).await
+}
+
+/// Dual stack: the run's own IPv6 subnet too.
+async fn setup_dual(network: &str) -> Setup {
+    setup_on(network, Reefd::start_dual_stack).await
+}
+
+async fn setup_on(network: &str, start: fn(&str, &str) -> Reefd) -> Setup {
     let registry = Registry::start();
     let image = ImageBuilder::new().layer(busybox_layer(), Compression::Gzip).build();
     push_image(&registry.addr(), "busybox", "1", &image, None);
-    let reefd = Reefd::start_with_network(&format!("[registry]\ninsecure = [\"{}\"]\n", registry.addr()), network);
+    let reefd = start(&format!("[registry]\ninsecure = [\"{}\"]\n", registry.addr()), network);
     let name = format!("{}/busybox:1", registry.addr());
     pull(&mut reefd.images().await, &name).await.expect("pull busybox");
     Setup { reefd, _registry: registry, image: name, logs: tempfile::tempdir().expect("log dir") }
@@ -176,10 +186,12 @@ fn assert_nothing_left(reefd: &Reefd) {
     assert_eq!(wait_no_bridge_ports(reefd), Vec::<String>::new(), "no veth left on the bridge");
     assert_eq!(leases(reefd), Vec::<String>::new(), "no lease left");
     let deadline = Instant::now() + Duration::from_secs(5);
-    while table(reefd).contains("dnat ip to") && Instant::now() < deadline {
+    // No hostPort rule of either family.
+    let has_dnat = || ["dnat ip to", "dnat ip6 to"].iter().any(|d| table(reefd).contains(d));
+    while has_dnat() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert!(!table(reefd).contains("dnat ip to"), "no hostPort rule left: {}", table(reefd));
+    assert!(!has_dnat(), "no hostPort rule left: {}", table(reefd));
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     let dir = reefd.root().parent().map(|p| p.display().to_string()).unwrap_or_default();
     assert!(!mounts.contains(&dir), "no pinned namespace left");
@@ -243,6 +255,69 @@ async fn pods_reach_the_outside_masqueraded_serve_host_ports_and_each_other() {
         assert_eq!(pod_ip(&mut rt, pod).await, "", "a stopped pod has no IP");
     }
     assert!(http_get(local).is_err(), "the hostPort went with the pod");
+    for pod in [&web, &client] {
+        rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod.to_string() }).await.expect("remove");
+    }
+    assert_nothing_left(&s.reefd);
+}
+
+#[tokio::test]
+async fn dual_stack_pods_get_both_families_serve_host_ports_over_v6_and_are_masqueraded() {
+    require_e2e!();
+    let s = setup_dual("").await;
+    let outside = Outside::create();
+    let mut rt = s.reefd.runtime().await;
+    let hp = host_port();
+    let (prefix6, gateway6) = s.reefd.net.prefix6_and_gateway6();
+
+    let web_config = pod_config(&s, "web", vec![tcp(8080, hp)]);
+    let web = run_pod(&mut rt, &web_config).await.expect("RunPodSandbox");
+    let net = pod_status(&mut rt, &web).await.network.expect("network status");
+    assert!(net.ip.starts_with(s.reefd.net.subnet.rsplit_once('.').unwrap().0), "{} is the v4 address", net.ip);
+    let extra: Vec<String> = net.additional_ips.iter().map(|i| i.ip.clone()).collect();
+    assert_eq!(extra.len(), 1, "one IPv6 address besides the IPv4 one: {extra:?}");
+    let web6 = extra[0].clone();
+    let in_subnet6 = web6.parse::<std::net::Ipv6Addr>().is_ok_and(|a| a.segments()[..4] == prefix6);
+    assert!(in_subnet6, "{web6} in {}", s.reefd.net.subnet6);
+    let server = start(&mut rt, &s, &web, &web_config, HTTPD).await;
+
+    let (_, hosts) = exec(&mut rt, &server, "cat /etc/hosts").await;
+    assert!(hosts.contains(&format!("{}\tweb\n", net.ip)) && hosts.contains(&format!("{web6}\tweb\n")), "{hosts}");
+    let (_, addr) = exec(&mut rt, &server, "ip -6 addr show dev eth0; ip -6 route").await;
+    let line = addr.lines().find(|l| l.contains(&format!("{web6}/64"))).unwrap_or_default();
+    assert!(!line.is_empty() && !line.contains("tentative"), "usable at once: {addr}");
+    assert!(addr.contains(&format!("default via {gateway6}")), "{addr}");
+
+    // The hostPort from another host over IPv6, and host to pod over IPv6 directly.
+    let from_outside = SocketAddr::from((outside.host_ip6, hp));
+    let body = get_eventually(|| outside.http_get(from_outside)).await.expect("v6 hostPort from outside");
+    assert_eq!(body.trim(), "hello-from-web");
+    let v4_from_outside = SocketAddr::from((outside.host_ip, hp));
+    assert_eq!(outside.http_get(v4_from_outside).expect("v4 hostPort too").trim(), "hello-from-web");
+    let direct: SocketAddr = format!("[{web6}]:8080").parse().unwrap();
+    assert_eq!(get_eventually(|| http_get(direct)).await.expect("host to pod over v6").trim(), "hello-from-web");
+    let rules = table(&s.reefd);
+    assert!(rules.contains("dnat ip6 to") && rules.contains("dnat ip to"), "one inet table, both families: {rules}");
+
+    // Pod to pod over IPv6, and a pod's IPv6 connection out arrives from the node's IPv6 address (SNAT).
+    let client_config = pod_config(&s, "client", vec![]);
+    let client = run_pod(&mut rt, &client_config).await.expect("RunPodSandbox client");
+    let shell = start(&mut rt, &s, &client, &client_config, "exec sleep 300").await;
+    let (code, out) = exec(&mut rt, &shell, &format!("wget -qO- http://[{web6}]:8080/")).await;
+    assert_eq!((code, out.trim()), (0, "hello-from-web"), "pod to pod over v6");
+    let accepted = outside.accept_one6(9000, Duration::from_secs(10));
+    let (code, out) = exec(&mut rt, &shell, &format!("echo hi | nc {} 9000", outside.outside_ip6)).await;
+    assert_eq!(code, 0, "{out}");
+    let peer = accepted.join().unwrap().expect("the outside saw a v6 connection");
+    assert_eq!(peer.ip(), std::net::IpAddr::V6(outside.host_ip6), "masqueraded behind the node's v6 address");
+
+    assert_eq!(leases(&s.reefd).len(), 4, "a v4 and a v6 lease per pod: {:?}", leases(&s.reefd));
+    for pod in [&web, &client] {
+        rt.stop_pod_sandbox(cri::StopPodSandboxRequest { pod_sandbox_id: pod.to_string() }).await.expect("stop");
+        let net = pod_status(&mut rt, pod).await.network.unwrap_or_default();
+        assert!(net.ip.is_empty() && net.additional_ips.is_empty(), "a stopped pod has no IP: {net:?}");
+    }
+    assert!(outside.http_get(from_outside).is_err(), "the v6 hostPort went with the pod");
     for pod in [&web, &client] {
         rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod.to_string() }).await.expect("remove");
     }

@@ -107,6 +107,7 @@ fn run_mode(mode: &str, args: &Args, work: &Path, cleanup: &mut Cleanup) -> anyh
         dir: dir.join("state"),
         bridge: n.bridge.clone(),
         subnet: n.subnet.parse().context("subnet")?,
+        subnet6: None,
         mtu: 1500,
         nft_table: n.table.clone(),
         cni_conf_dir: conf_dir,

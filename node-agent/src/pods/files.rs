@@ -8,7 +8,7 @@ pub fn write_pod_files(
     dir: &Path,
     config: &cri::PodSandboxConfig,
     host_network: bool,
-    pod_ip: Option<&str>,
+    pod_ips: &[String],
 ) -> std::io::Result<()> {
     let resolv = match &config.dns_config {
         Some(dns) if !dns.servers.is_empty() || !dns.searches.is_empty() || !dns.options.is_empty() => resolv_conf(dns),
@@ -22,7 +22,7 @@ pub fn write_pod_files(
         config.hostname.clone()
     };
     std::fs::write(dir.join("hostname"), format!("{hostname}\n"))?;
-    std::fs::write(dir.join("hosts"), hosts(&hostname, pod_ip))
+    std::fs::write(dir.join("hosts"), hosts(&hostname, pod_ips))
 }
 
 fn resolv_conf(dns: &cri::DnsConfig) -> String {
@@ -39,12 +39,19 @@ fn resolv_conf(dns: &cri::DnsConfig) -> String {
     s
 }
 
-/// The hostname resolves to the pod's IP; a pod without one of its own (host network) maps it to 127.0.1.1.
-fn hosts(hostname: &str, pod_ip: Option<&str>) -> String {
-    let ip = pod_ip.unwrap_or("127.0.1.1");
-    format!(
-        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n{ip}\t{hostname}\n"
-    )
+/// The hostname resolves to each of the pod's IPs (both families for a dual-stack pod, as kubelet writes it); a
+/// pod without one of its own (host network) maps it to 127.0.1.1.
+fn hosts(hostname: &str, pod_ips: &[String]) -> String {
+    let mut s = String::from(
+        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n",
+    );
+    if pod_ips.is_empty() {
+        s.push_str(&format!("127.0.1.1\t{hostname}\n"));
+    }
+    for ip in pod_ips {
+        s.push_str(&format!("{ip}\t{hostname}\n"));
+    }
+    s
 }
 
 #[cfg(test)]
@@ -62,7 +69,9 @@ mod tests {
             resolv_conf(&dns),
             "search default.svc.cluster.local svc.cluster.local\nnameserver 10.96.0.10\noptions ndots:5\n"
         );
-        assert!(hosts("web-0", None).ends_with("127.0.1.1\tweb-0\n"));
-        assert!(hosts("web-0", Some("10.88.0.7")).ends_with("10.88.0.7\tweb-0\n"));
+        assert!(hosts("web-0", &[]).ends_with("127.0.1.1\tweb-0\n"));
+        assert!(hosts("web-0", &["10.88.0.7".into()]).ends_with("ip6-allrouters\n10.88.0.7\tweb-0\n"));
+        let dual = hosts("web-0", &["10.88.0.7".into(), "fd00::7".into()]);
+        assert!(dual.ends_with("\n10.88.0.7\tweb-0\nfd00::7\tweb-0\n"), "{dual}");
     }
 }

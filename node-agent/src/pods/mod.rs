@@ -245,8 +245,7 @@ impl Pods {
                 pod.ips =
                     self.network.setup(&spec).map_err(ReefError::Network)?.iter().map(|ip| ip.to_string()).collect();
             }
-            files::write_pod_files(&dir, config, host_network, pod.ips.first().map(String::as_str))
-                .map_err(internal("write pod files"))?;
+            files::write_pod_files(&dir, config, host_network, &pod.ips).map_err(internal("write pod files"))?;
             let share_pid = options.pid == cri::NamespaceMode::Pod as i32;
             let mut monitor = std::process::Command::new(&self.monitor_bin);
             monitor.arg(&dir);

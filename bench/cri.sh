@@ -10,7 +10,7 @@
 #                       less network work than reef does (containerd 1.6 refuses a pod network without eth0)
 # Each runtime gets its own dirs, socket, config and cgroup parent; reef-bench starts each daemon as a child
 # subreaper, measures it and its per-pod processes, and kills all of them by PID at the end. Run as root.
-#   bench/cri.sh [PODS] [PARALLEL] [PARALLEL_PODS]    (env: RUNTIMES, MEMORY_AT, BENCH_JSON, REEFD_WRAP, NO_BUILD, REEF_ROOT_TMPFS)
+#   bench/cri.sh [PODS] [PARALLEL] [PARALLEL_PODS]    (env: RUNTIMES, MEMORY_AT, BENCH_JSON, REEFD, REEFD_WRAP, NO_BUILD, REEF_ROOT_TMPFS)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PODS=${1:-100}; PARALLEL=${2:-10}; PARALLEL_PODS=${3:-100}

@@ -251,8 +251,11 @@ pub fn spawn_exec(plan: &LaunchPlan, target: Pid, stdio: Stdio) -> Result<Pid, L
     joined.new_namespaces = CloneFlags::empty();
     joined.mounts.clear();
     // Mount last: the others are opened by path under /proc, which the mount namespace change would hide.
-    joined.join_namespaces = ["ipc", "uts", "net", "pid", "cgroup", "mnt"]
+    // A container in the pod's user namespace: the exec joins it too (last, see `child::Prepared::new`).
+    let user = plan.join_namespaces.iter().any(|(f, _)| *f == CloneFlags::CLONE_NEWUSER);
+    joined.join_namespaces = ["ipc", "uts", "net", "pid", "cgroup", "mnt", "user"]
         .iter()
+        .filter(|ns| user || **ns != "user")
         .map(|ns| {
             let flag = match *ns {
                 "ipc" => CloneFlags::CLONE_NEWIPC,
@@ -260,6 +263,7 @@ pub fn spawn_exec(plan: &LaunchPlan, target: Pid, stdio: Stdio) -> Result<Pid, L
                 "net" => CloneFlags::CLONE_NEWNET,
                 "pid" => CloneFlags::CLONE_NEWPID,
                 "cgroup" => CloneFlags::CLONE_NEWCGROUP,
+                "user" => CloneFlags::CLONE_NEWUSER,
                 _ => CloneFlags::CLONE_NEWNS,
             };
             (flag, PathBuf::from(format!("/proc/{target}/ns/{ns}")))

@@ -18,6 +18,7 @@ pub mod plan;
 pub mod rootfs;
 pub mod seccomp;
 mod sys;
+pub mod userns;
 pub mod users;
 
 /// The spec crate this runtime is built against; callers use this one so versions cannot mix.

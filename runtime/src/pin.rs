@@ -23,14 +23,18 @@ pub enum PinError {
     },
     #[error("pin namespaces: the helper process failed at {0}")]
     Helper(&'static str),
+    #[error("pin namespaces: write the user namespace's id maps")]
+    IdMaps(#[source] std::io::Error),
 }
 
 /// Which namespaces the pod gets of its own.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PodNamespaceSet {
     pub network: bool,
     pub ipc: bool,
     pub uts: bool,
+    /// A user namespace with these maps (validated by the caller), made first so that the others are owned by it.
+    pub user: Option<crate::userns::IdMappings>,
 }
 
 /// Pinned namespace files, by kind; `None` where the pod uses the host's.
@@ -39,21 +43,29 @@ pub struct Pinned {
     pub network: Option<PathBuf>,
     pub ipc: Option<PathBuf>,
     pub uts: Option<PathBuf>,
+    pub user: Option<PathBuf>,
 }
 
 fn sys_err(step: &'static str) -> impl Fn(nix::errno::Errno) -> PinError {
     move |errno| PinError::Sys { step, errno }
 }
 
-const KINDS: [(&str, CloneFlags); 3] =
-    [("net", CloneFlags::CLONE_NEWNET), ("ipc", CloneFlags::CLONE_NEWIPC), ("uts", CloneFlags::CLONE_NEWUTS)];
+const KINDS: [(&str, CloneFlags); 4] = [
+    ("user", CloneFlags::CLONE_NEWUSER),
+    ("net", CloneFlags::CLONE_NEWNET),
+    ("ipc", CloneFlags::CLONE_NEWIPC),
+    ("uts", CloneFlags::CLONE_NEWUTS),
+];
 
 /// Creates the pod's namespaces and pins them under `dir` (`dir/net`, `dir/ipc`, `dir/uts`). The new UTS namespace
-/// gets `hostname`; the new network namespace has `lo` up. On failure nothing stays pinned.
-pub fn pin(dir: &Path, set: PodNamespaceSet, hostname: &str) -> Result<Pinned, PinError> {
+/// gets `hostname`; the new network namespace has `lo` up. With a user namespace (`dir/user`), the helper
+/// unshares it alone first, waits for this process to write its maps, then unshares the others inside it, so
+/// they are owned by it and the pod's root can administer them. On failure nothing stays pinned.
+pub fn pin(dir: &Path, set: &PodNamespaceSet, hostname: &str) -> Result<Pinned, PinError> {
     let wanted: Vec<(&str, CloneFlags)> = KINDS
         .into_iter()
         .filter(|(name, _)| match *name {
+            "user" => set.user.is_some(),
             "net" => set.network,
             "ipc" => set.ipc,
             _ => set.uts,
@@ -63,7 +75,7 @@ pub fn pin(dir: &Path, set: PodNamespaceSet, hostname: &str) -> Result<Pinned, P
         return Ok(Pinned::default());
     }
     std::fs::create_dir_all(dir).map_err(|e| PinError::Sys { step: "create dir", errno: io_errno(&e) })?;
-    let flags = wanted.iter().fold(CloneFlags::empty(), |acc, (_, f)| acc | *f);
+    let flags = wanted.iter().fold(CloneFlags::empty(), |acc, (_, f)| acc | *f) - CloneFlags::CLONE_NEWUSER;
     let (ready_r, ready_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(sys_err("pipe"))?;
     let (hold_r, hold_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(sys_err("pipe"))?;
     let child = match sys::fork().map_err(sys_err("fork"))? {
@@ -79,6 +91,18 @@ pub fn pin(dir: &Path, set: PodNamespaceSet, hostname: &str) -> Result<Pinned, P
             let report = |code: u8| {
                 let _ = nix::unistd::write(&ready_w, &[code]);
             };
+            if set.user.is_some() {
+                if nix::sched::unshare(CloneFlags::CLONE_NEWUSER).is_err() {
+                    report(4);
+                    sys::exit_now(1);
+                }
+                report(0);
+                // The parent writes the maps, then says go on (a closed pipe means it gave up).
+                let mut b = [0u8; 1];
+                if !matches!(nix::unistd::read(&hold_r, &mut b), Ok(1)) {
+                    sys::exit_now(1);
+                }
+            }
             if nix::sched::unshare(flags).is_err() {
                 report(1);
                 sys::exit_now(1);
@@ -102,11 +126,22 @@ pub fn pin(dir: &Path, set: PodNamespaceSet, hostname: &str) -> Result<Pinned, P
     drop(ready_w);
     drop(hold_r);
     let mut code = [0u8; 1];
-    let outcome = nix::unistd::read(&ready_r, &mut code);
+    let mut outcome = nix::unistd::read(&ready_r, &mut code);
+    if let (Some(maps), Ok(1), 0) = (&set.user, &outcome, code[0]) {
+        if let Err(e) = maps.write(child.as_raw()) {
+            drop(hold_w);
+            let _ = waitpid(child, None);
+            unpin(dir);
+            return Err(PinError::IdMaps(e));
+        }
+        let _ = nix::unistd::write(&hold_w, &[0]);
+        outcome = nix::unistd::read(&ready_r, &mut code);
+    }
     let result = match (outcome, code[0]) {
         (Ok(1), 0) => pin_files(dir, &wanted, child.as_raw()),
         (Ok(1), 1) => Err(PinError::Helper("unshare")),
         (Ok(1), 2) => Err(PinError::Helper("sethostname")),
+        (Ok(1), 4) => Err(PinError::Helper("unshare user namespace")),
         (Ok(1), _) => Err(PinError::Helper("loopback up")),
         _ => Err(PinError::Helper("start")),
     };
@@ -128,6 +163,7 @@ fn pin_files(dir: &Path, wanted: &[(&str, CloneFlags)], pid: i32) -> Result<Pinn
         nix::mount::mount(Some(source.as_str()), &target, None::<&str>, MsFlags::MS_BIND, None::<&str>)
             .map_err(sys_err("bind-mount namespace"))?;
         match *name {
+            "user" => pinned.user = Some(target),
             "net" => pinned.network = Some(target),
             "ipc" => pinned.ipc = Some(target),
             _ => pinned.uts = Some(target),
@@ -191,7 +227,7 @@ mod tests {
         }
         let dir = tempfile::tempdir().unwrap();
         let ns = dir.path().join("ns");
-        let pinned = pin(&ns, PodNamespaceSet { network: true, ipc: true, uts: true }, "pod-a").unwrap();
+        let pinned = pin(&ns, &PodNamespaceSet { network: true, ipc: true, uts: true, user: None }, "pod-a").unwrap();
         struct Unpin<'a>(&'a Path);
         impl Drop for Unpin<'_> {
             fn drop(&mut self) {
@@ -237,6 +273,6 @@ mod tests {
     #[test]
     fn host_namespaces_pin_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        assert_eq!(pin(&dir.path().join("ns"), PodNamespaceSet::default(), "x").unwrap(), Pinned::default());
+        assert_eq!(pin(&dir.path().join("ns"), &PodNamespaceSet::default(), "x").unwrap(), Pinned::default());
     }
 }

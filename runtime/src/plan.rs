@@ -28,6 +28,7 @@ fn clone_flag(t: LinuxNamespaceType) -> Result<CloneFlags, PlanError> {
         LinuxNamespaceType::Ipc => CloneFlags::CLONE_NEWIPC,
         LinuxNamespaceType::Pid => CloneFlags::CLONE_NEWPID,
         LinuxNamespaceType::Network => CloneFlags::CLONE_NEWNET,
+        LinuxNamespaceType::User => CloneFlags::CLONE_NEWUSER,
         other => return Err(PlanError::Unsupported(format!("a {other:?} namespace"))),
     })
 }
@@ -64,6 +65,10 @@ pub fn plan_from_spec(spec: &Spec) -> Result<LaunchPlan, PlanError> {
         let flag = clone_flag(ns.typ())?;
         match ns.path() {
             Some(p) => join_namespaces.push((flag, p.clone())),
+            // A user namespace needs its maps written from outside: only the pod's, pinned with them, is joined.
+            None if flag == CloneFlags::CLONE_NEWUSER => {
+                return Err(PlanError::Unsupported("a user namespace of the container's own".into()));
+            }
             None => new_namespaces |= flag,
         }
     }

@@ -34,6 +34,17 @@ pub struct Overlay {
     pub work: PathBuf,
     pub target: PathBuf,
     pub readonly: bool,
+    /// For a pod with its own user namespace: the layers are seen through idmapped mounts of it, so the image's
+    /// root-owned files belong to the container's root, and the upper and work dirs are given to that root.
+    pub idmap: Option<Idmap>,
+}
+
+/// The pod's user namespace (its pinned nsfs file) and the host ids its root maps to.
+#[derive(Debug, Clone)]
+pub struct Idmap {
+    pub userns: PathBuf,
+    pub root_uid: u32,
+    pub root_gid: u32,
 }
 
 const PAGE: usize = 4096;
@@ -74,9 +85,54 @@ impl Overlay {
                 errno: nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(0)),
             })?;
         }
+        if let Some(idmap) = &self.idmap {
+            return self.mount_idmapped(idmap);
+        }
         let flags = if self.readonly { MsFlags::MS_RDONLY } else { MsFlags::empty() };
         nix::mount::mount(Some("overlay"), &self.target, Some("overlay"), flags, Some(data.as_str()))
             .map_err(|errno| RootfsError::Sys { op: "mount overlay on", path: self.target.clone(), errno })
+    }
+}
+
+impl Overlay {
+    /// Overlay cannot itself be idmapped (mount_setattr gives EINVAL), but since 5.19 its lower layers can be:
+    /// each layer becomes a detached idmapped clone, handed to overlay as a file descriptor (6.13), so no
+    /// per-layer mount is ever attached and the one overlay at `target` is all there is to unmount, as without
+    /// a user namespace. Copy-ups keep the mapped owner, which the upper dir then holds on the host.
+    fn mount_idmapped(&self, idmap: &Idmap) -> Result<(), RootfsError> {
+        let sys_err = |op: &'static str, path: &Path| {
+            let path = path.to_path_buf();
+            move |errno| RootfsError::Sys { op, path: path.clone(), errno }
+        };
+        let cstr = |p: &Path| {
+            std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).map_err(|_| RootfsError::BadLayerPath(p.into()))
+        };
+        let userns = nix::fcntl::open(
+            &idmap.userns,
+            nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .map_err(sys_err("open user namespace", &idmap.userns))?;
+        let mut lowers = Vec::with_capacity(self.layers.len());
+        for layer in self.layers.iter().rev() {
+            lowers.push(crate::sys::idmapped_clone(&cstr(layer)?, &userns).map_err(sys_err("idmap layer", layer))?);
+        }
+        for dir in [&self.upper, &self.work] {
+            nix::unistd::chown(
+                dir.as_path(),
+                Some(nix::unistd::Uid::from_raw(idmap.root_uid)),
+                Some(nix::unistd::Gid::from_raw(idmap.root_gid)),
+            )
+            .map_err(sys_err("chown to the pod's root", dir))?;
+        }
+        crate::sys::mount_overlay_fds(
+            &lowers,
+            &cstr(&self.upper)?,
+            &cstr(&self.work)?,
+            &cstr(&self.target)?,
+            self.readonly,
+        )
+        .map_err(sys_err("mount idmapped overlay on", &self.target))
     }
 }
 
@@ -99,6 +155,7 @@ mod tests {
             work: dir.join("work"),
             target: dir.join("rootfs"),
             readonly: false,
+            idmap: None,
         }
     }
 

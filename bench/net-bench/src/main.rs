@@ -121,7 +121,7 @@ fn run_mode(mode: &str, args: &Args, work: &Path, cleanup: &mut Cleanup) -> anyh
         // The first 13 hex digits name the host veth: unique per pod and per run.
         let id = format!("{:08x}{:05x}{:051x}", i, std::process::id() % 0xfffff, 0);
         let ns_dir = dir.join("ns").join(&id[..13]);
-        let pinned = pin::pin(&ns_dir, PodNamespaceSet { network: true, ipc: false, uts: false }, "")?;
+        let pinned = pin::pin(&ns_dir, &PodNamespaceSet { network: true, ..Default::default() }, "")?;
         let netns = pinned.network.clone().context("pinned netns")?;
         let ports = [PortMapping {
             protocol: Protocol::Tcp,

@@ -21,6 +21,7 @@ use reef_images::store::Store;
 use reef_runtime::monitor::client::MonitorClient;
 use reef_runtime::monitor::protocol::{ContainerState, ErrorKind, ExitRecord, Request, Response, Status};
 use reef_runtime::rootfs::{self, Overlay};
+use reef_runtime::userns::IdMappings;
 use serde::{Deserialize, Serialize};
 
 use self::events::Phase;
@@ -300,6 +301,7 @@ impl Containers {
                 work: self.upper_dir(&id).join("work"),
                 target: self.rootfs_dir(&id),
                 readonly: false,
+                idmap: self.rootfs_idmap(&pod, config)?,
             };
             overlay.mount().map_err(|e| ReefError::Internal(crate::error::chain(&e)))?;
             let mut with_pod_files = config.clone();
@@ -309,6 +311,7 @@ impl Containers {
                 ipc: pod.pinned.ipc.clone(),
                 uts: pod.pinned.uts.clone(),
                 pid: self.pid_namespace_to_join(pods, &pod, config)?,
+                user: pod.pinned.user.clone(),
             };
             let request = spec::user_request(&security_context(config), &image_config)
                 .map_err(|e| ReefError::InvalidArgument(e.to_string()))?;
@@ -334,7 +337,6 @@ impl Containers {
             .map_err(|e| ReefError::InvalidArgument(e.to_string()))?;
             let mut spec = spec;
             let sc = security_context(config);
-            refuse_user_namespace(&sc.namespace_options.clone().unwrap_or_default())?;
             refuse_apparmor_profile(&sc)?;
             let seccomp = spec::seccomp::choice(&sc).map_err(|e| ReefError::InvalidArgument(e.to_string()))?;
             if let spec::seccomp::Seccomp::Localhost(path) = &seccomp {
@@ -697,6 +699,33 @@ fn cgroup_path(parent: &str, default: &str, id: &str) -> String {
     format!("{parent}/reef-{id}")
 }
 
+impl Containers {
+    /// A pod with its own user namespace has all its containers in it, with image layers idmapped to its root.
+    /// A container that asks for the pod's user namespace in a pod without one is refused.
+    fn rootfs_idmap(
+        &self,
+        pod: &crate::pods::PodRecord,
+        config: &cri::ContainerConfig,
+    ) -> Result<Option<rootfs::Idmap>, ReefError> {
+        let asked = user_namespace(&security_context(config).namespace_options.clone().unwrap_or_default())?;
+        let (Some(maps), Some(userns)) = (&pod.userns, &pod.pinned.user) else {
+            if asked.is_some() {
+                return Err(ReefError::InvalidArgument(format!(
+                    "the container asks for the pod's user namespace, but pod {} has none (hostUsers: true)",
+                    pod.id
+                )));
+            }
+            return Ok(None);
+        };
+        let (Some(root_uid), Some(root_gid)) = (maps.host_uid(0), maps.host_gid(0)) else {
+            return Err(ReefError::InvalidArgument(
+                "the pod's user namespace maps no root (container id 0): its rootfs would belong to nobody".into(),
+            ));
+        };
+        Ok(Some(rootfs::Idmap { userns: userns.clone(), root_uid, root_gid }))
+    }
+}
+
 /// runc's systemd form, `<slice>:reef:<id>`: a scope of the container's own under the pod's slice. Pods without a
 /// parent go under the configured one when it is a slice, else `system.slice`.
 fn systemd_cgroup_path(parent: &str, default: &str, id: &str) -> String {
@@ -704,15 +733,32 @@ fn systemd_cgroup_path(parent: &str, default: &str, id: &str) -> String {
     format!("{slice}:reef:{id}")
 }
 
-/// Pods with their own user namespace (hostUsers: false) are refused rather than run in the host's: Status
-/// reports `user_namespaces: false`, so kubelet refuses them first; this is for any other client.
-pub fn refuse_user_namespace(options: &cri::NamespaceOption) -> Result<(), ReefError> {
-    match &options.userns_options {
-        Some(u) if u.mode != cri::NamespaceMode::Node as i32 => Err(ReefError::FailedPrecondition(
-            "user namespaces (hostUsers: false) are not supported by this runtime yet".into(),
-        )),
-        _ => Ok(()),
+/// A pod's own user namespace (hostUsers: false): mode POD with its uid and gid maps, checked here so a bad map
+/// is an InvalidArgument before anything is made. NODE (or nothing) is the host's; CONTAINER and TARGET are not
+/// something kubelet asks for, and are refused rather than run in the host's.
+pub fn user_namespace(options: &cri::NamespaceOption) -> Result<Option<IdMappings>, ReefError> {
+    let Some(u) = &options.userns_options else { return Ok(None) };
+    if u.mode == cri::NamespaceMode::Node as i32 {
+        return Ok(None);
     }
+    if u.mode != cri::NamespaceMode::Pod as i32 {
+        return Err(ReefError::InvalidArgument(format!(
+            "user namespace mode {:?} is not supported; use POD (hostUsers: false) or NODE",
+            cri::NamespaceMode::try_from(u.mode).map(|m| m.as_str_name()).unwrap_or("unknown")
+        )));
+    }
+    let convert = |v: &[cri::IdMapping]| -> Vec<reef_runtime::userns::IdMapping> {
+        v.iter()
+            .map(|m| reef_runtime::userns::IdMapping {
+                container_id: m.container_id,
+                host_id: m.host_id,
+                size: m.length,
+            })
+            .collect()
+    };
+    let maps = IdMappings { uids: convert(&u.uids), gids: convert(&u.gids) };
+    maps.validate().map_err(ReefError::InvalidArgument)?;
+    Ok(Some(maps))
 }
 
 /// AppArmor: Reef loads no profile, so a Localhost profile (a named profile the pod relies on) is refused, and
@@ -777,14 +823,25 @@ mod tests {
     }
 
     #[test]
-    fn user_namespaces_and_apparmor_localhost_profiles_are_refused_not_ignored() {
+    fn user_namespace_maps_are_checked_and_apparmor_localhost_profiles_refused() {
         let userns = |mode: cri::NamespaceMode| cri::NamespaceOption {
             userns_options: Some(cri::UserNamespace { mode: mode as i32, ..Default::default() }),
             ..Default::default()
         };
-        assert!(refuse_user_namespace(&userns(cri::NamespaceMode::Pod)).is_err());
-        assert!(refuse_user_namespace(&userns(cri::NamespaceMode::Node)).is_ok());
-        assert!(refuse_user_namespace(&cri::NamespaceOption::default()).is_ok());
+        assert!(user_namespace(&userns(cri::NamespaceMode::Pod)).is_err(), "a POD user namespace needs maps");
+        assert!(user_namespace(&userns(cri::NamespaceMode::Container)).is_err());
+        assert_eq!(user_namespace(&userns(cri::NamespaceMode::Node)).unwrap(), None);
+        assert_eq!(user_namespace(&cri::NamespaceOption::default()).unwrap(), None);
+        let map = vec![cri::IdMapping { host_id: 100000, container_id: 0, length: 65536 }];
+        let good = cri::NamespaceOption {
+            userns_options: Some(cri::UserNamespace {
+                mode: cri::NamespaceMode::Pod as i32,
+                uids: map.clone(),
+                gids: map,
+            }),
+            ..Default::default()
+        };
+        assert_eq!(user_namespace(&good).unwrap().unwrap().host_uid(0), Some(100000));
         let profile = |t: cri::security_profile::ProfileType| cri::LinuxContainerSecurityContext {
             apparmor: Some(cri::SecurityProfile { profile_type: t as i32, localhost_ref: "p".into() }),
             ..Default::default()

@@ -54,6 +54,9 @@ pub struct PodRecord {
     /// The pod's addresses, primary first; empty for host-network pods and once the pod is stopped.
     #[serde(default)]
     pub ips: Vec<String>,
+    /// The maps of the pod's own user namespace (hostUsers: false).
+    #[serde(default)]
+    pub userns: Option<reef_runtime::userns::IdMappings>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -64,6 +67,8 @@ pub struct PinnedPaths {
     /// The pod's shared PID namespace (pid mode POD), pinned by its monitor, whose init lives in it.
     #[serde(default)]
     pub pid: Option<PathBuf>,
+    #[serde(default)]
+    pub user: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -179,7 +184,7 @@ impl Pods {
             .and_then(|l| l.security_context.as_ref())
             .and_then(|s| s.namespace_options.clone())
             .unwrap_or_default();
-        crate::containers::refuse_user_namespace(&options)?;
+        let userns = crate::containers::user_namespace(&options)?;
         let id = loop {
             let id = crate::records::new_id();
             if !self.pod_dir(&id).exists() {
@@ -215,6 +220,7 @@ impl Pods {
                 .collect(),
             cgroup_parent: config.linux.as_ref().map(|l| l.cgroup_parent.clone()).unwrap_or_default(),
             ips: vec![],
+            userns: userns.clone(),
         };
         self.names.reserve(&pod.reserved_name(), &id).map_err(|holder| {
             ReefError::AlreadyExists(format!("pod name {:?} is reserved for {holder}", pod.reserved_name()))
@@ -227,10 +233,12 @@ impl Pods {
                 network: !host_network,
                 ipc: options.ipc != cri::NamespaceMode::Node as i32,
                 uts: !host_network,
+                user: userns,
             };
-            let pinned = pin::pin(&dir.join("ns"), set, &pod.hostname)
+            let pinned = pin::pin(&dir.join("ns"), &set, &pod.hostname)
                 .map_err(|e| ReefError::Internal(crate::error::chain(&e)))?;
-            pod.pinned = PinnedPaths { network: pinned.network, ipc: pinned.ipc, uts: pinned.uts, pid: None };
+            pod.pinned =
+                PinnedPaths { network: pinned.network, ipc: pinned.ipc, uts: pinned.uts, pid: None, user: pinned.user };
             // The failure path below tears the network down too (netplug records its intent before it starts).
             if let Some(netns) = &pod.pinned.network {
                 let ports = net_ports(&pod.port_mappings)?;

@@ -116,6 +116,7 @@ pub(crate) mod fixture {
             ipc: Some("/run/reef/pods/p/ns/ipc".into()),
             uts: Some("/run/reef/pods/p/ns/uts".into()),
             pid: Some("/proc/42/ns/pid".into()),
+            user: None,
         };
         (container, sandbox, image, pod)
     }

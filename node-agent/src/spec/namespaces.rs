@@ -12,6 +12,8 @@ pub struct PodNamespaces {
     pub ipc: Option<PathBuf>,
     pub uts: Option<PathBuf>,
     pub pid: Option<PathBuf>,
+    /// The pod's user namespace (hostUsers: false), pinned with its maps.
+    pub user: Option<PathBuf>,
 }
 
 fn ns(typ: LinuxNamespaceType, path: Option<PathBuf>) -> Option<LinuxNamespace> {
@@ -46,6 +48,9 @@ pub fn with_namespaces(spec: &mut Spec, sc: &cri::LinuxContainerSecurityContext,
     let uts_mode = if network == cri::NamespaceMode::Node { cri::NamespaceMode::Node } else { cri::NamespaceMode::Pod };
     list.push(join_or_new(LinuxNamespaceType::Uts, uts_mode, &pod.uts));
     list.push(join_or_new(LinuxNamespaceType::Pid, mode(opts.pid), &pod.pid));
+    if let Some(user) = &pod.user {
+        list.push(ns(LinuxNamespaceType::User, Some(user.clone())));
+    }
     if let Some(linux) = spec.linux_mut() {
         linux.set_namespaces(Some(list.into_iter().flatten().collect()));
     }

@@ -72,6 +72,10 @@ impl<'a> Prepared<'a> {
                 .map_err(|e| LaunchError::InvalidPlan(format!("namespace {}: {e}", path.display())))?;
             join.push((*flag, fd));
         }
+        // The user namespace last: until then the intermediate is host root, with rights over every namespace
+        // (the monitor's shared PID namespace belongs to the host's user namespace, and setns into it from the
+        // pod's would be refused). Joined last, it still owns the mount, PID and cgroup namespaces unshared next.
+        join.sort_by_key(|(flag, _)| *flag == CloneFlags::CLONE_NEWUSER);
         if plan.args.is_empty() {
             return Err(LaunchError::InvalidPlan("no command to run".into()));
         }
@@ -161,6 +165,13 @@ pub fn intermediate(p: &Prepared<'_>, reports: i32, start: i32, pid_out: i32) ->
     }
     for (flag, fd) in &p.join {
         check(reports, Step::JoinNamespace, nix::sched::setns(fd, *flag));
+    }
+    if p.join.iter().any(|(flag, _)| *flag == CloneFlags::CLONE_NEWUSER) {
+        // Host root is unmapped in the pod's user namespace: anything it created (devpts's ptmx, a copy-up)
+        // would fail with EOVERFLOW. The namespace's own root it becomes instead, capabilities kept.
+        let (gid, uid) = (Gid::from_raw(0), Uid::from_raw(0));
+        check(reports, Step::Setgid, nix::unistd::setresgid(gid, gid, gid));
+        check(reports, Step::Setuid, nix::unistd::setresuid(uid, uid, uid));
     }
     check(reports, Step::Unshare, nix::sched::unshare(p.plan.new_namespaces));
     if p.exec {
@@ -367,7 +378,16 @@ fn mount_one(root: &OwnedFd, m: &MountPlan) -> nix::Result<()> {
     let none: Option<&str> = None;
     let data = (!m.data.is_empty()).then_some(m.data.as_str());
     let first = if m.is_bind() { m.flags & (MsFlags::MS_BIND | MsFlags::MS_REC) } else { m.flags };
-    mount(Some(m.source.as_str()), target_path.as_str(), Some(m.fstype.as_str()), first, data)?;
+    match mount(Some(m.source.as_str()), target_path.as_str(), Some(m.fstype.as_str()), first, data) {
+        // A fresh sysfs needs the network namespace's owner: in a user namespace that does not own it, the
+        // host's /sys goes in read-only instead, as runc does.
+        Err(Errno::EPERM) if m.fstype == "sysfs" => {
+            mount(Some("/sys"), target_path.as_str(), none, MsFlags::MS_BIND | MsFlags::MS_REC, none)?;
+            let mounted = resolve_in_root(root, &m.destination, OFlag::O_PATH)?;
+            return sys::make_tree_readonly(&mounted);
+        }
+        other => other?,
+    }
     if m.needs_remount() || !m.propagation.is_empty() || m.recursive_readonly {
         // The old fd names the directory under the new mount; remounts and propagation need the mount itself.
         let mounted = resolve_in_root(root, &m.destination, OFlag::O_PATH)?;
@@ -450,6 +470,11 @@ fn create_devices(root: &OwnedFd) -> nix::Result<()> {
             nix::sys::stat::makedev(major, minor),
         ) {
             Ok(()) | Err(Errno::EEXIST) => {}
+            // In a user namespace mknod is refused: the host's node is bind-mounted instead, as runc and crun do.
+            Err(Errno::EPERM) => {
+                bind_host_device(&dev, name)?;
+                continue;
+            }
             Err(e) => return Err(e),
         }
         // mknod honours the umask; the nodes must be usable by any user.
@@ -474,6 +499,22 @@ fn create_devices(root: &OwnedFd) -> nix::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Bind-mounts the host's `/dev/<name>` onto an empty file of that name in the container's /dev (`dev`).
+fn bind_host_device(dev: &OwnedFd, name: &str) -> nix::Result<()> {
+    match nix::fcntl::openat(
+        dev,
+        name,
+        OFlag::O_CREAT | OFlag::O_WRONLY | OFlag::O_CLOEXEC,
+        Mode::from_bits_truncate(0o666),
+    ) {
+        Ok(fd) => drop(fd),
+        Err(e) => return Err(e),
+    }
+    let target = format!("/proc/self/fd/{}/{name}", dev.as_raw_fd());
+    let none: Option<&str> = None;
+    mount(Some(format!("/dev/{name}").as_str()), target.as_str(), none, MsFlags::MS_BIND, none)
 }
 
 /// A device node the spec asks for, created below the root (its parents made as needed) with its owner and mode.

@@ -1,0 +1,181 @@
+//! User namespaces (hostUsers: false): a pod's containers run as root inside a namespace whose ids map to an
+//! unprivileged range of the host, with the image's files idmapped to that root.
+
+use k8s_cri::v1 as cri;
+use reef_tests::pod::{Runtime, Setup, container_config, create, pod_config, run_pod, setup, wait_exited};
+use reef_tests::require_e2e;
+use tonic::Code;
+
+/// A host range of this test process's own, so parallel runs never share one.
+fn host_base() -> u32 {
+    1_000_000 + (std::process::id() % 1000) * 65536
+}
+
+fn userns(uids: Vec<cri::IdMapping>, gids: Vec<cri::IdMapping>) -> cri::NamespaceOption {
+    cri::NamespaceOption {
+        pid: cri::NamespaceMode::Container as i32,
+        userns_options: Some(cri::UserNamespace { mode: cri::NamespaceMode::Pod as i32, uids, gids }),
+        ..Default::default()
+    }
+}
+
+fn range(container_id: u32, host_id: u32, length: u32) -> cri::IdMapping {
+    cri::IdMapping { container_id, host_id, length }
+}
+
+fn pod_with_userns(s: &Setup, name: &str, options: cri::NamespaceOption) -> cri::PodSandboxConfig {
+    let mut sandbox = pod_config(s, name);
+    sandbox.linux = Some(cri::LinuxPodSandboxConfig {
+        security_context: Some(cri::LinuxSandboxSecurityContext {
+            namespace_options: Some(options),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    sandbox
+}
+
+fn in_userns(mut c: cri::ContainerConfig, options: &cri::NamespaceOption) -> cri::ContainerConfig {
+    c.linux.as_mut().unwrap().security_context.as_mut().unwrap().namespace_options = Some(options.clone());
+    c
+}
+
+async fn exec(rt: &mut Runtime, id: &str, script: &str) -> String {
+    let r = rt
+        .exec_sync(cri::ExecSyncRequest {
+            container_id: id.into(),
+            cmd: vec!["sh".into(), "-c".into(), script.into()],
+            timeout: 10,
+        })
+        .await
+        .expect("ExecSync")
+        .into_inner();
+    format!("{}{}", String::from_utf8_lossy(&r.stdout), String::from_utf8_lossy(&r.stderr))
+}
+
+/// The host pid of the process whose command line is exactly `cmdline` (NULs as spaces).
+fn host_pid_of(cmdline: &str) -> Option<i32> {
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid = e.file_name().to_str()?.parse::<i32>().ok()?;
+        let c = std::fs::read(e.path().join("cmdline")).ok()?;
+        (String::from_utf8_lossy(&c).replace('\0', " ").trim() == cmdline).then_some(pid)
+    })
+}
+
+fn host_uid_of(pid: i32) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status.lines().find(|l| l.starts_with("Uid:")).unwrap_or_default().split_whitespace().nth(1).unwrap_or("").into()
+}
+
+fn mounts_under(dir: &std::path::Path) -> usize {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(dir.to_str().unwrap_or("?")))
+        .count()
+}
+
+#[tokio::test]
+async fn a_pod_without_host_users_runs_as_mapped_root_with_its_image_owned_by_that_root() {
+    require_e2e!();
+    let s = setup().await;
+    let mut rt = s.reefd.runtime().await;
+    let base = host_base();
+    let options = userns(vec![range(0, base, 65536)], vec![range(0, base, 65536)]);
+    let sandbox = pod_with_userns(&s, "mapped", options.clone());
+    let pod = run_pod(&mut rt, &sandbox).await;
+    let tag = std::process::id() % 100000 + 1000;
+    let app = in_userns(container_config(&s, "app", &format!("exec sleep {tag}")), &options);
+    let app = create(&mut rt, &pod, &sandbox, app).await.expect("create app");
+    rt.start_container(cri::StartContainerRequest { container_id: app.clone() }).await.expect("start app");
+
+    let maps = exec(&mut rt, &app, "cat /proc/self/uid_map /proc/self/gid_map").await;
+    let want = format!("0 {base} 65536");
+    let lines: Vec<String> = maps.lines().map(|l| l.split_whitespace().collect::<Vec<_>>().join(" ")).collect();
+    assert_eq!(lines, vec![want.clone(), want], "{maps}");
+    assert_eq!(exec(&mut rt, &app, "id -u; id -g").await, "0\n0\n");
+    let pid = host_pid_of(&format!("sleep {tag}")).expect("the container's process on the host");
+    assert_eq!(host_uid_of(pid), base.to_string(), "root inside is the mapped uid on the host");
+    let owners = exec(&mut rt, &app, "stat -c '%u:%g %n' /bin/busybox /etc /").await;
+    assert!(owners.lines().all(|l| l.starts_with("0:0 ")), "the image's files belong to root inside: {owners}");
+    assert_eq!(
+        exec(&mut rt, &app, "echo hi > /new && cat /new && stat -c %u /new").await,
+        "hi\n0\n",
+        "rootfs writable"
+    );
+    assert_eq!(exec(&mut rt, &app, "echo x >> /bin/busybox-copy && stat -c %u /bin/busybox-copy").await, "0\n");
+    let dev = exec(&mut rt, &app, "echo z > /dev/null && head -c 4 /dev/zero | wc -c && ls /sys/class/net").await;
+    assert!(dev.starts_with("4\n"), "/dev nodes usable: {dev}");
+    assert!(dev.contains("lo"), "/sys shows the pod's network: {dev}");
+
+    // A second container is in the same user namespace (and the pod's network namespace is owned by it).
+    let sidecar = in_userns(container_config(&s, "sidecar", "readlink /proc/self/ns/user; id -u"), &options);
+    let sidecar = create(&mut rt, &pod, &sandbox, sidecar).await.expect("create sidecar");
+    rt.start_container(cri::StartContainerRequest { container_id: sidecar.clone() }).await.expect("start sidecar");
+    assert_eq!(wait_exited(&mut rt, &sidecar).await.exit_code, 0);
+    let app_ns = exec(&mut rt, &app, "readlink /proc/self/ns/user").await;
+    assert_eq!(std::fs::read_link(format!("/proc/{pid}/ns/user")).unwrap().to_string_lossy() + "\n", app_ns);
+    assert_ne!(std::fs::read_link("/proc/self/ns/user").unwrap().to_string_lossy() + "\n", app_ns, "not the host's");
+    let log = std::fs::read_to_string(s.logs.path().join("sidecar.log")).unwrap_or_default();
+    assert!(log.contains(app_ns.trim()) && log.contains(" 0\n"), "same user namespace, root there: {log}");
+
+    let verbose = rt
+        .pod_sandbox_status(cri::PodSandboxStatusRequest { pod_sandbox_id: pod.clone(), verbose: true })
+        .await
+        .expect("status")
+        .into_inner();
+    assert!(verbose.info.get("info").is_some_and(|i| i.contains(&format!("\"host_id\":{base}"))), "{:?}", verbose.info);
+    let features = rt.status(cri::StatusRequest { verbose: false }).await.expect("Status").into_inner();
+    assert!(features.runtime_handlers.iter().all(|h| h.features.as_ref().is_some_and(|f| f.user_namespaces)));
+
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod }).await.expect("RemovePodSandbox");
+    assert_eq!(mounts_under(&s.reefd.root()), 0, "no rootfs left mounted");
+    assert_eq!(mounts_under(&s.reefd.socket().parent().unwrap().join("pods")), 0, "no pins left");
+}
+
+#[tokio::test]
+async fn bad_mappings_are_invalid_arguments_and_leave_nothing() {
+    require_e2e!();
+    let s = setup().await;
+    let mut rt = s.reefd.runtime().await;
+    let base = host_base();
+    let bad = [
+        ("empty", userns(vec![], vec![range(0, base, 10)])),
+        ("zero", userns(vec![range(0, base, 0)], vec![range(0, base, 10)])),
+        ("overlap", userns(vec![range(0, base, 10), range(5, base + 100, 10)], vec![range(0, base, 10)])),
+        ("too-far", userns(vec![range(0, u32::MAX - 5, 10)], vec![range(0, base, 10)])),
+    ];
+    for (name, options) in bad {
+        let err = rt
+            .run_pod_sandbox(cri::RunPodSandboxRequest {
+                config: Some(pod_with_userns(&s, name, options)),
+                runtime_handler: String::new(),
+            })
+            .await
+            .expect_err(name);
+        assert_eq!(err.code(), Code::InvalidArgument, "{name}: {err:?}");
+        assert!(err.message().contains("mapping"), "{name}: the message says what is wrong: {}", err.message());
+    }
+    let pods = rt.list_pod_sandbox(cri::ListPodSandboxRequest::default()).await.expect("list").into_inner().items;
+    assert!(pods.is_empty(), "no half-made pod: {pods:?}");
+    let dir = s.reefd.socket().parent().unwrap().join("pods");
+    assert_eq!(mounts_under(&dir), 0);
+    assert_eq!(std::fs::read_dir(&dir).map(|d| d.count()).unwrap_or(0), 0, "no pod dir left");
+
+    // A container asking for the pod's user namespace in a pod that has none is refused, not run as host root.
+    let sandbox = pod_config(&s, "host-users");
+    let pod = run_pod(&mut rt, &sandbox).await;
+    let options = userns(vec![range(0, base, 65536)], vec![range(0, base, 65536)]);
+    let c = in_userns(container_config(&s, "wants-userns", "true"), &options);
+    assert_eq!(create(&mut rt, &pod, &sandbox, c).await.unwrap_err().code(), Code::InvalidArgument);
+    // And one without any runs in the host's user namespace, as before.
+    let plain = create(&mut rt, &pod, &sandbox, container_config(&s, "plain", "readlink /proc/self/ns/user"))
+        .await
+        .expect("create plain");
+    rt.start_container(cri::StartContainerRequest { container_id: plain.clone() }).await.expect("start");
+    assert_eq!(wait_exited(&mut rt, &plain).await.exit_code, 0);
+    let log = std::fs::read_to_string(s.logs.path().join("plain.log")).unwrap_or_default();
+    let host = std::fs::read_link("/proc/self/ns/user").unwrap().to_string_lossy().into_owned();
+    assert!(log.contains(&host), "{log} vs {host}");
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod }).await.expect("RemovePodSandbox");
+}

@@ -271,6 +271,63 @@ mod tests {
     }
 
     #[test]
+    fn a_user_namespace_is_pinned_with_its_maps_and_owns_the_others_and_bad_maps_leave_nothing() {
+        if std::env::var("REEF_E2E").as_deref() != Ok("1") || !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: needs REEF_E2E=1 and root");
+            return;
+        }
+        use crate::userns::{IdMapping, IdMappings};
+        let dir = tempfile::tempdir().unwrap();
+        let ns = dir.path().join("ns");
+        let base = 3_000_000 + std::process::id() % 1000 * 65536;
+        let map = vec![IdMapping { container_id: 0, host_id: base, size: 65536 }];
+        let set = PodNamespaceSet {
+            network: true,
+            ipc: true,
+            uts: true,
+            user: Some(IdMappings { uids: map.clone(), gids: map }),
+        };
+        let pinned = pin(&ns, &set, "userns-pod").unwrap();
+        struct Unpin<'a>(&'a Path);
+        impl Drop for Unpin<'_> {
+            fn drop(&mut self) {
+                unpin(self.0);
+            }
+        }
+        let _guard = Unpin(&ns);
+        let user = pinned.user.clone().unwrap();
+        let maps = Command::new("nsenter")
+            .arg(format!("--user={}", user.display()))
+            .args(["cat", "/proc/self/uid_map"])
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&maps.stdout).split_whitespace().collect::<Vec<_>>(),
+            ["0", &base.to_string(), "65536"]
+        );
+        // CAP_NET_ADMIN counts in the user namespace that owns the network namespace: the pod's root, inside the
+        // pod's user namespace, can bring a link down only because that namespace owns the pod's network.
+        let admin = Command::new("nsenter")
+            .arg(format!("--user={}", user.display()))
+            .arg(format!("--net={}", pinned.network.clone().unwrap().display()))
+            .args(["ip", "link", "set", "lo", "down"])
+            .status()
+            .unwrap();
+        assert!(admin.success(), "the pod's root administers the pod's network namespace");
+        unpin(&ns);
+        assert!(!user.exists());
+
+        // Maps the kernel refuses (overlapping, which the caller's validation would have caught): nothing stays.
+        let overlapping = vec![
+            IdMapping { container_id: 0, host_id: base, size: 10 },
+            IdMapping { container_id: 5, host_id: base + 100, size: 10 },
+        ];
+        let bad = PodNamespaceSet { user: Some(IdMappings { uids: overlapping.clone(), gids: overlapping }), ..set };
+        assert!(matches!(pin(&ns, &bad, "x"), Err(PinError::IdMaps(_))));
+        assert!(!std::fs::read_to_string("/proc/self/mountinfo").unwrap().contains(ns.to_str().unwrap()));
+    }
+
+    #[test]
     fn host_namespaces_pin_nothing() {
         let dir = tempfile::tempdir().unwrap();
         assert_eq!(pin(&dir.path().join("ns"), &PodNamespaceSet::default(), "x").unwrap(), Pinned::default());

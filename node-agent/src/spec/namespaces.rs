@@ -114,4 +114,17 @@ mod tests {
         assert!(!types.contains(&T::Network) && !types.contains(&T::Uts), "{types:?}");
         assert!(types.contains(&T::Ipc), "{types:?}");
     }
+
+    #[test]
+    fn a_pod_with_a_user_namespace_has_its_containers_join_it_and_others_do_not() {
+        let join = |pod: &super::PodNamespaces| {
+            let mut spec = reef_runtime::oci_spec::runtime::Spec::default();
+            super::with_namespaces(&mut spec, &cri::LinuxContainerSecurityContext::default(), pod);
+            let list = spec.linux().as_ref().unwrap().namespaces().clone().unwrap();
+            list.iter().find(|n| n.typ() == T::User).map(|n| n.path().clone())
+        };
+        let user = super::PodNamespaces { user: Some("/run/reef/p/ns/user".into()), ..Default::default() };
+        assert_eq!(join(&user), Some(Some("/run/reef/p/ns/user".into())), "joined by path, never made new");
+        assert_eq!(join(&super::PodNamespaces::default()), None, "the host's");
+    }
 }

@@ -179,3 +179,44 @@ async fn bad_mappings_are_invalid_arguments_and_leave_nothing() {
     assert!(log.contains(&host), "{log} vs {host}");
     rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod }).await.expect("RemovePodSandbox");
 }
+
+#[tokio::test]
+async fn a_user_namespace_pod_outlives_a_reefd_kill_and_one_half_made_is_cleaned_at_the_next_start() {
+    require_e2e!();
+    let mut s = setup().await;
+    let base = host_base();
+    let options = userns(vec![range(0, base, 65536)], vec![range(0, base, 65536)]);
+    let kept = pod_with_userns(&s, "kept", options.clone());
+    let half = pod_with_userns(&s, "half", options.clone());
+    let (kept_pod, app, half_pod, half_container) = {
+        let mut rt = s.reefd.runtime().await;
+        let kept_pod = run_pod(&mut rt, &kept).await;
+        let app = create(&mut rt, &kept_pod, &kept, in_userns(container_config(&s, "app", "exec sleep 300"), &options))
+            .await
+            .expect("create app");
+        rt.start_container(cri::StartContainerRequest { container_id: app.clone() }).await.expect("start");
+        let half_pod = run_pod(&mut rt, &half).await;
+        let c = create(&mut rt, &half_pod, &half, in_userns(container_config(&s, "c", "true"), &options))
+            .await
+            .expect("create half");
+        (kept_pod, app, half_pod, c)
+    };
+    // A crash just before the records were saved: the pins, the idmapped rootfs and the monitor exist, no record.
+    std::fs::remove_file(s.reefd.root().join(format!("pods/{half_pod}.json"))).unwrap();
+    std::fs::remove_file(s.reefd.root().join(format!("containers/records/{half_container}.json"))).unwrap();
+    s.reefd.kill9();
+    s.reefd.spawn();
+    let state = s.reefd.socket().parent().unwrap().to_path_buf();
+    assert!(!state.join("pods").join(&half_pod[..16]).exists(), "the half-made pod's pins and dir are gone");
+    assert!(!state.join("containers").join(&half_container[..16]).exists(), "and its container's rootfs");
+    assert_eq!(mounts_under(&state.join("pods").join(&half_pod[..16])), 0);
+    assert_eq!(mounts_under(&state.join("containers").join(&half_container[..16])), 0);
+
+    let mut rt = s.reefd.runtime().await;
+    assert_eq!(
+        exec(&mut rt, &app, "id -u; cat /proc/self/uid_map").await.split_whitespace().collect::<Vec<_>>(),
+        ["0", "0", &base.to_string(), "65536"]
+    );
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: kept_pod }).await.expect("remove");
+    assert_eq!(mounts_under(&state), 0, "nothing of either pod stays mounted");
+}

@@ -88,6 +88,20 @@ pub fn map_text(maps: &[IdMapping]) -> String {
     s
 }
 
+/// Pod user namespaces hand overlay its idmapped lower layers as mount fds (`fsconfig` `lowerdir+`), which
+/// Linux has taken only since 6.13: on an older kernel Status says so, and kubelet keeps hostUsers: false pods off
+/// the node instead of their failing at CreateContainer.
+pub fn kernel_supports_pod_user_namespaces() -> bool {
+    nix::sys::utsname::uname().ok().and_then(|u| u.release().to_str().map(release_at_least_6_13)).unwrap_or(false)
+}
+
+fn release_at_least_6_13(release: &str) -> bool {
+    let mut parts = release.split(|c: char| !c.is_ascii_digit()).filter(|p| !p.is_empty());
+    let major = parts.next().and_then(|p| p.parse::<u32>().ok()).unwrap_or(0);
+    let minor = parts.next().and_then(|p| p.parse::<u32>().ok()).unwrap_or(0);
+    (major, minor) >= (6, 13)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -120,5 +134,15 @@ mod tests {
         assert!(err(maps(vec![m(u32::MAX, 0, 2)])).contains("32-bit"));
         assert!(err(maps(vec![m(0, 1000, 10), m(5, 9000, 10)])).contains("overlap"), "inside");
         assert!(err(maps(vec![m(0, 1000, 10), m(100, 1005, 10)])).contains("overlap"), "on the host");
+    }
+
+    #[test]
+    fn pod_user_namespaces_need_linux_6_13() {
+        assert!(release_at_least_6_13("6.18.44-fc-v657"));
+        assert!(release_at_least_6_13("6.13.0"));
+        assert!(release_at_least_6_13("7.0.1-arch1"));
+        assert!(!release_at_least_6_13("6.1.0-27-amd64"));
+        assert!(!release_at_least_6_13("5.15.0"));
+        assert!(!release_at_least_6_13("garbage"));
     }
 }

@@ -30,7 +30,10 @@ pub async fn handle(agent: &Agent, req: cri::StatusRequest) -> Result<cri::Statu
         info,
         runtime_handlers: vec![cri::RuntimeHandler {
             name: String::new(),
-            features: Some(cri::RuntimeHandlerFeatures { recursive_read_only_mounts: true, user_namespaces: true }),
+            features: Some(cri::RuntimeHandlerFeatures {
+                recursive_read_only_mounts: true,
+                user_namespaces: reef_runtime::userns::kernel_supports_pod_user_namespaces(),
+            }),
         }],
         // Groups are computed from the image's /etc/group under Merge and left out under Strict.
         features: Some(cri::RuntimeFeatures { supplemental_groups_policy: true }),

@@ -747,11 +747,6 @@ pub fn user_namespace(options: &cri::NamespaceOption) -> Result<Option<IdMapping
             cri::NamespaceMode::try_from(u.mode).map(|m| m.as_str_name()).unwrap_or("unknown")
         )));
     }
-    if !reef_runtime::userns::kernel_supports_pod_user_namespaces() {
-        return Err(ReefError::FailedPrecondition(
-            "user namespaces (hostUsers: false) need Linux 6.13 or later on this node".into(),
-        ));
-    }
     let convert = |v: &[cri::IdMapping]| -> Vec<reef_runtime::userns::IdMapping> {
         v.iter()
             .map(|m| reef_runtime::userns::IdMapping {

@@ -185,6 +185,11 @@ impl Pods {
             .and_then(|s| s.namespace_options.clone())
             .unwrap_or_default();
         let userns = crate::containers::user_namespace(&options)?;
+        if userns.is_some() && !reef_runtime::userns::kernel_supports_pod_user_namespaces() {
+            return Err(ReefError::FailedPrecondition(
+                "user namespaces (hostUsers: false) need Linux 6.13 or later on this node".into(),
+            ));
+        }
         let id = loop {
             let id = crate::records::new_id();
             if !self.pod_dir(&id).exists() {

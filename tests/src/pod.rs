@@ -107,3 +107,24 @@ pub async fn wait_exited(rt: &mut Runtime, id: &str) -> cri::ContainerStatus {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Runs `sh -c script` in the container through ExecSync (10 s timeout).
+pub async fn sh(rt: &mut Runtime, id: &str, script: &str) -> cri::ExecSyncResponse {
+    rt.exec_sync(cri::ExecSyncRequest {
+        container_id: id.into(),
+        cmd: vec!["sh".into(), "-c".into(), script.into()],
+        timeout: 10,
+    })
+    .await
+    .expect("ExecSync")
+    .into_inner()
+}
+
+/// Mounts on this host whose mount point lies under `dir`: what a pod or container may have left behind.
+pub fn mounts_under(dir: &std::path::Path) -> usize {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(dir.to_str().unwrap_or("?")))
+        .count()
+}

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use k8s_cri::v1 as cri;
-use reef_tests::pod::{Runtime, Setup, container_config, create, pod_config, run_pod, setup, wait_exited};
+use reef_tests::pod::{Runtime, Setup, container_config, create, pod_config, run_pod, setup, sh, wait_exited};
 use reef_tests::require_e2e;
 use tonic::Code;
 
@@ -33,16 +33,7 @@ async fn start(rt: &mut Runtime, id: &str) {
 }
 
 async fn exec(rt: &mut Runtime, id: &str, script: &str) -> String {
-    let r = rt
-        .exec_sync(cri::ExecSyncRequest {
-            container_id: id.into(),
-            cmd: vec!["sh".into(), "-c".into(), script.into()],
-            timeout: 10,
-        })
-        .await
-        .expect("ExecSync")
-        .into_inner();
-    String::from_utf8_lossy(&r.stdout).into_owned()
+    String::from_utf8_lossy(&sh(rt, id, script).await.stdout).into_owned()
 }
 
 /// PID 1's name as `id` sees it, once it is `want` or two seconds have passed: a shell that `exec`s its command

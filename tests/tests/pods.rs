@@ -1,6 +1,7 @@
 //! The pod lifecycle: pinned namespaces, a monitor per pod, idempotent stop and remove, names, restarts.
 
 use k8s_cri::v1 as cri;
+use reef_tests::pod::mounts_under;
 use reef_tests::reefd::Reefd;
 use reef_tests::require_e2e;
 use tonic::Code;
@@ -45,14 +46,6 @@ async fn status(reefd: &Reefd, id: &str) -> Result<cri::PodSandboxStatus, tonic:
 
 fn pod_dir(reefd: &Reefd, id: &str) -> std::path::PathBuf {
     reefd.socket().parent().expect("state dir").join("pods").join(&id[..16])
-}
-
-fn mounts_under(dir: &std::path::Path) -> usize {
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| l.contains(dir.to_str().unwrap_or("?")))
-        .count()
 }
 
 #[tokio::test]

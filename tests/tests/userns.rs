@@ -2,7 +2,9 @@
 //! unprivileged range of the host, with the image's files idmapped to that root.
 
 use k8s_cri::v1 as cri;
-use reef_tests::pod::{Runtime, Setup, container_config, create, pod_config, run_pod, setup, wait_exited};
+use reef_tests::pod::{
+    Runtime, Setup, container_config, create, mounts_under, pod_config, run_pod, setup, sh, wait_exited,
+};
 use reef_tests::require_e2e;
 use tonic::Code;
 
@@ -52,15 +54,7 @@ async fn reefd_offers_user_namespaces(rt: &mut Runtime) -> bool {
 }
 
 async fn exec(rt: &mut Runtime, id: &str, script: &str) -> String {
-    let r = rt
-        .exec_sync(cri::ExecSyncRequest {
-            container_id: id.into(),
-            cmd: vec!["sh".into(), "-c".into(), script.into()],
-            timeout: 10,
-        })
-        .await
-        .expect("ExecSync")
-        .into_inner();
+    let r = sh(rt, id, script).await;
     format!("{}{}", String::from_utf8_lossy(&r.stdout), String::from_utf8_lossy(&r.stderr))
 }
 
@@ -76,14 +70,6 @@ fn host_pid_of(cmdline: &str) -> Option<i32> {
 fn host_uid_of(pid: i32) -> String {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status.lines().find(|l| l.starts_with("Uid:")).unwrap_or_default().split_whitespace().nth(1).unwrap_or("").into()
-}
-
-fn mounts_under(dir: &std::path::Path) -> usize {
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| l.contains(dir.to_str().unwrap_or("?")))
-        .count()
 }
 
 #[tokio::test]

@@ -3,7 +3,8 @@
 //!
 //! Split by kernel concern (as youki's libcontainer is): `launch` (forking a container into its namespaces, root
 //! filesystem and user, behind a start gate), `mounts` (OCI mount options to mount(2) flags), `rootfs` (overlay
-//! root filesystems) and `logging` (the CRI log format the pod monitor writes). cgroups and seccomp come next.
+//! root filesystems), `mountpoints` (the shared layer of mount points above an image) and `logging` (the CRI log
+//! format the pod monitor writes).
 
 #![deny(unsafe_code)]
 
@@ -12,6 +13,7 @@ pub mod error;
 pub mod launch;
 pub mod logging;
 pub mod monitor;
+pub mod mountpoints;
 pub mod mounts;
 pub mod pin;
 pub mod plan;

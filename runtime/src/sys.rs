@@ -57,6 +57,23 @@ pub fn loopback_up() -> nix::Result<()> {
 /// at fork time until it execs, which may be long after (it waits at the start gate): any file another thread was
 /// writing then stays open for writing, and exec'ing that file elsewhere fails with ETXTBSY.
 pub fn close_fds_except(keep: &[i32]) {
+    // close_range over the gaps between the kept descriptors: a few syscalls instead of listing /proc/self/fd
+    // (which cost ~0.1 ms of every container start). Older kernels (before 5.9) take the listing.
+    let mut kept: Vec<u32> = keep.iter().filter(|fd| **fd > 2).map(|fd| *fd as u32).collect();
+    kept.sort_unstable();
+    kept.dedup();
+    let mut from = 3u32;
+    let mut ranges_ok = true;
+    for fd in kept.iter().copied().chain([u32::MAX]) {
+        if fd > from && !close_range(from, fd - 1) {
+            ranges_ok = false;
+            break;
+        }
+        from = fd.saturating_add(1);
+    }
+    if ranges_ok {
+        return;
+    }
     let open: Vec<i32> = match std::fs::read_dir("/proc/self/fd") {
         Ok(entries) => entries.flatten().filter_map(|e| e.file_name().to_str().and_then(|n| n.parse().ok())).collect(),
         Err(_) => return,
@@ -70,6 +87,14 @@ pub fn close_fds_except(keep: &[i32]) {
             }
         }
     }
+}
+
+/// close_range(2) of `first..=last`; false when the kernel does not have it.
+fn close_range(first: u32, last: u32) -> bool {
+    // SAFETY: closes only descriptors of this process, none of which the caller uses afterwards (see above);
+    // takes no pointers.
+    let ret = unsafe { nix::libc::syscall(nix::libc::SYS_close_range, first, last, 0u32) };
+    ret == 0
 }
 
 /// clone(CLONE_PARENT) with fork semantics: the child becomes a sibling of the caller, so the caller's parent
@@ -281,4 +306,16 @@ pub fn mount_overlay_fds(
         )
     };
     if ret == 0 { Ok(()) } else { Err(nix::errno::Errno::last()) }
+}
+
+/// Whether a directory of an unpacked layer carries overlay's opaque mark (`trusted.overlay.opaque=y`), which
+/// hides what the layers below hold under it. Any failure (no such xattr, no xattr support) means not opaque.
+pub fn has_opaque_xattr(path: &std::ffi::CStr) -> bool {
+    let mut value = [0u8; 2];
+    // SAFETY: both strings are NUL-terminated and outlive the call; the kernel writes at most `value.len()` bytes
+    // into the buffer, which lives across the call.
+    let n = unsafe {
+        nix::libc::lgetxattr(path.as_ptr(), c"trusted.overlay.opaque".as_ptr(), value.as_mut_ptr().cast(), value.len())
+    };
+    n == 1 && value[0] == b'y'
 }

@@ -20,6 +20,7 @@ use k8s_cri::v1 as cri;
 use reef_images::store::Store;
 use reef_runtime::monitor::client::MonitorClient;
 use reef_runtime::monitor::protocol::{ContainerState, ErrorKind, ExitRecord, Request, Response, Status};
+use reef_runtime::mountpoints::{self, MountpointLayers};
 use reef_runtime::rootfs::{self, Overlay};
 use reef_runtime::userns::IdMappings;
 use serde::{Deserialize, Serialize};
@@ -108,6 +109,8 @@ pub struct Containers {
     exit_watch: ExitWatch,
     /// When this reefd loaded the records (ns): exits after it are this reefd's to publish.
     opened_at: i64,
+    /// The shared layer of mount points above each image's layers (see `reef_runtime::mountpoints`).
+    mountpoints: MountpointLayers,
 }
 
 fn internal(what: &str) -> impl Fn(std::io::Error) -> ReefError + '_ {
@@ -163,6 +166,7 @@ impl Containers {
             event_order: Mutex::default(),
             exit_watch: ExitWatch::new(),
             opened_at: reef_images::pull::now_nanos(),
+            mountpoints: MountpointLayers::open(&root_dir.join("mountpoints"))?,
         };
         containers.sweep_orphans();
         Ok(containers)
@@ -175,6 +179,28 @@ impl Containers {
 
     pub fn exit_watch(&self) -> &ExitWatch {
         &self.exit_watch
+    }
+
+    /// The image's layers with the mount-point layer on top when the image allows it. Without it the container
+    /// still works, only slower to create, so a failure to make it is logged, not returned.
+    fn layers_with_mountpoints(&self, mut layers: Vec<PathBuf>, config: &cri::ContainerConfig) -> Vec<PathBuf> {
+        let etc_files: Vec<&str> = mountpoints::ETC_FILES
+            .into_iter()
+            .filter(|f| {
+                config.mounts.iter().any(|m| {
+                    m.container_path.strip_prefix("/etc/") == Some(f)
+                        && std::fs::metadata(&m.host_path).is_ok_and(|md| md.is_file())
+                })
+            })
+            .collect();
+        match self.mountpoints.layer_for(&layers, &etc_files) {
+            Ok(Some(layer)) => layers.push(layer),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot make the mount-point layer; creating mount points per container")
+            }
+        }
+        layers
     }
 
     fn upper_dir(&self, id: &str) -> PathBuf {
@@ -295,8 +321,13 @@ impl Containers {
         let mut record = record;
         let mut created_in_monitor = false;
         let result = (|| {
+            let mut with_pod_files = config.clone();
+            add_pod_files(&mut with_pod_files, &pods.pod_dir(&pod.id));
             let overlay = Overlay {
-                layers: image.layers.iter().map(|l| store.layer_path(&l.chain_id)).collect(),
+                layers: self.layers_with_mountpoints(
+                    image.layers.iter().map(|l| store.layer_path(&l.chain_id)).collect(),
+                    &with_pod_files,
+                ),
                 upper: self.upper_dir(&id).join("upper"),
                 work: self.upper_dir(&id).join("work"),
                 target: self.rootfs_dir(&id),
@@ -304,8 +335,6 @@ impl Containers {
                 idmap: self.rootfs_idmap(&pod, config)?,
             };
             overlay.mount().map_err(|e| ReefError::Internal(crate::error::chain(&e)))?;
-            let mut with_pod_files = config.clone();
-            add_pod_files(&mut with_pod_files, &pods.pod_dir(&pod.id));
             let pod_ns = PodNamespaces {
                 network: pod.pinned.network.clone(),
                 ipc: pod.pinned.ipc.clone(),

@@ -11,6 +11,14 @@ use cgroups_rs::manager::{FsManager, Manager, SystemdManager};
 
 use crate::launch::CgroupPlan;
 
+mod hierarchies;
+pub use hierarchies::{Hierarchies, V1Mount};
+
+/// The plan's hierarchies when reefd sent them, else this process's own.
+pub(crate) fn hierarchy_of(plan: &CgroupPlan) -> Box<dyn cgroups_rs::fs::Hierarchy> {
+    plan.hierarchies.as_ref().unwrap_or_else(|| Hierarchies::node()).boxed()
+}
+
 /// Open descriptors through which a forked process moves itself into a cgroup by writing `0`: the `tasks` file
 /// of each v1 hierarchy, `cgroup.procs` on v2.
 ///
@@ -22,8 +30,7 @@ pub struct CgroupJoin(Vec<std::os::fd::OwnedFd>);
 
 impl CgroupJoin {
     /// For the existing cgroup at `path` (below each hierarchy's root).
-    pub fn open(path: &str) -> Result<CgroupJoin, String> {
-        let hierarchy = cgroups_rs::fs::hierarchies::auto();
+    pub fn open(path: &str, hierarchy: Box<dyn cgroups_rs::fs::Hierarchy>) -> Result<CgroupJoin, String> {
         let files: Vec<std::path::PathBuf> = if hierarchy.v2() {
             vec![hierarchy.root().join(path.trim_start_matches('/')).join("cgroup.procs")]
         } else {
@@ -67,10 +74,10 @@ impl PendingCgroup {
         if plan.systemd.is_some() {
             return Ok(pending);
         }
-        let cgroup = cgroups_rs::fs::Cgroup::load(cgroups_rs::fs::hierarchies::auto(), &plan.path);
+        let cgroup = cgroups_rs::fs::Cgroup::load(hierarchy_of(plan), &plan.path);
         // Creating also copies cpuset.cpus and cpuset.mems down on v1, without which nothing may join.
         cgroup.create().map_err(|e| format!("cgroup {}: {e}", plan.path))?;
-        match CgroupJoin::open(&plan.path) {
+        match CgroupJoin::open(&plan.path, hierarchy_of(plan)) {
             Ok(join) => Ok(PendingCgroup { join: Some(join), ..pending }),
             Err(e) => {
                 let _ = cgroup.delete();
@@ -235,14 +242,14 @@ pub struct Limits {
 
 /// `None` when the cgroup is gone.
 pub fn limits(path: &str) -> Option<Limits> {
+    use cgroups_rs::fs::Cgroup;
     use cgroups_rs::fs::cpu::CpuController;
     use cgroups_rs::fs::memory::MemController;
-    use cgroups_rs::fs::{Cgroup, hierarchies};
     let manager = FsManager::new(path).ok()?;
     if !manager.exists() {
         return None;
     }
-    let cgroup = Cgroup::load(hierarchies::auto(), path);
+    let cgroup = Cgroup::load(Hierarchies::node().boxed(), path);
     let cpu: Option<&CpuController> = cgroup.controller_of();
     let memory: Option<&MemController> = cgroup.controller_of();
     Some(Limits {

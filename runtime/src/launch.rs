@@ -103,6 +103,10 @@ pub struct CgroupPlan {
     #[serde(default)]
     pub systemd: Option<String>,
     pub resources: oci_spec::runtime::LinuxResources,
+    /// Where the hierarchies are mounted, found once by reefd, so the monitor need not look (see
+    /// `cgroups::Hierarchies`). Absent in plans of older reefds: the monitor then looks itself.
+    #[serde(default)]
+    pub hierarchies: Option<crate::cgroups::Hierarchies>,
 }
 
 /// The five capability sets of the container's process.
@@ -276,7 +280,7 @@ pub fn spawn_exec(plan: &LaunchPlan, target: Pid, stdio: Stdio) -> Result<Pid, L
     let cgroup = plan
         .cgroup
         .as_ref()
-        .map(|c| crate::cgroups::CgroupJoin::open(&c.path))
+        .map(|c| crate::cgroups::CgroupJoin::open(&c.path, crate::cgroups::hierarchy_of(c)))
         .transpose()
         .map_err(LaunchError::InvalidPlan)?;
     let mut prepared = child::Prepared::new(&joined, stdio)?;

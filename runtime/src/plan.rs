@@ -40,9 +40,16 @@ fn cgroup_plan(path: &str, linux: &oci_spec::runtime::Linux) -> Result<crate::la
         let parts: Vec<&str> = path.split(':').collect();
         let (unit, fs_path) =
             crate::cgroups::systemd_paths(parts[0], parts[1], parts[2]).map_err(PlanError::Unsupported)?;
-        return Ok(crate::launch::CgroupPlan { path: fs_path, systemd: Some(unit), resources });
+        let hierarchies = Some(crate::cgroups::Hierarchies::node().clone());
+        return Ok(crate::launch::CgroupPlan { path: fs_path, systemd: Some(unit), resources, hierarchies });
     }
-    Ok(crate::launch::CgroupPlan { path: path.trim_start_matches('/').to_string(), systemd: None, resources })
+    let hierarchies = Some(crate::cgroups::Hierarchies::node().clone());
+    Ok(crate::launch::CgroupPlan {
+        path: path.trim_start_matches('/').to_string(),
+        systemd: None,
+        resources,
+        hierarchies,
+    })
 }
 
 pub fn plan_from_spec(spec: &Spec) -> Result<LaunchPlan, PlanError> {

@@ -17,7 +17,7 @@ PODS=${1:-100}; PARALLEL=${2:-10}; PARALLEL_PODS=${3:-100}
 RUNTIMES=${RUNTIMES:-reef containerd containerd-hostnet}
 MEMORY_AT=${MEMORY_AT:-20,100} # running pod counts at which memory is measured (at most PODS)
 ./scripts/install-deps --bench >/dev/null
-[[ -n ${NO_BUILD:-} ]] || cargo build --release --workspace --bins -q
+[[ -n ${NO_BUILD:-} ]] || ./scripts/build-release -q
 
 work=$(mktemp -d /tmp/reef-bench-cri.XXXXXX)
 tag=$$
@@ -133,7 +133,7 @@ TOML
   # count the wrapper too.
   # shellcheck disable=SC2086
   # REEFD: another reefd build to measure (reef-monitor is taken from its directory), e.g. the commit before a change.
-  bench reef "$run/reef.sock" -- ${REEFD_WRAP:-} "${REEFD:-target/release/reefd}" --config "$d/config.toml"
+  bench reef "$run/reef.sock" -- ${REEFD_WRAP:-} "${REEFD:-target/reef/reefd}" --config "$d/config.toml"
 }
 
 run_containerd() { # name, extra reef-bench args...

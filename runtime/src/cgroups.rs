@@ -245,11 +245,10 @@ pub fn limits(path: &str) -> Option<Limits> {
     use cgroups_rs::fs::Cgroup;
     use cgroups_rs::fs::cpu::CpuController;
     use cgroups_rs::fs::memory::MemController;
-    let manager = FsManager::new(path).ok()?;
-    if !manager.exists() {
+    let cgroup = Cgroup::load(Hierarchies::node().boxed(), path);
+    if !cgroup.exists() {
         return None;
     }
-    let cgroup = Cgroup::load(Hierarchies::node().boxed(), path);
     let cpu: Option<&CpuController> = cgroup.controller_of();
     let memory: Option<&MemController> = cgroup.controller_of();
     Some(Limits {

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use k8s_cri::v1 as cri;
-use reef_tests::pod::{container_config, create, pod_config, run_pod, setup, status, wait_exited};
+use reef_tests::pod::{container_config, create, pod_config, run_pod, setup, sh, status, wait_exited};
 use reef_tests::require_e2e;
 use tonic::Code;
 
@@ -210,6 +210,16 @@ async fn resource_limits_land_in_the_container_cgroup_which_goes_with_it() {
         .into_inner();
     let seen = String::from_utf8_lossy(&exec.stdout).to_string();
     assert!(!seen.is_empty() && seen.lines().all(|l| l.ends_with(":/")), "the container's cgroup is its / : {seen}");
+    // Its /sys/fs/cgroup holds its own cgroup of each hierarchy, read-only, and nothing of the node's others.
+    let view = sh(
+        &mut rt,
+        &id,
+        "cat /sys/fs/cgroup/memory/memory.limit_in_bytes; ls /sys/fs/cgroup/memory | grep -c '^reef-'; \
+         touch /sys/fs/cgroup/memory/x 2>/dev/null || echo read-only; ls /sys/fs/cgroup | grep -c unified",
+    )
+    .await;
+    let view = String::from_utf8_lossy(&view.stdout).to_string();
+    assert_eq!(view.lines().collect::<Vec<_>>(), [&(64u64 << 20).to_string(), "0", "read-only", "0"], "{view}");
     let (mut exec_rt, sleeper_id) = (rt.clone(), id.clone());
     let sleeper = tokio::spawn(async move {
         let cmd = vec!["sleep".into(), "3".into()];

@@ -56,6 +56,50 @@ pub struct Prepared<'a> {
     stdio: Stdio,
     /// Written `0` by the intermediate, which moves it into the container's cgroup (see `cgroups::CgroupJoin`).
     pub cgroup: Vec<i32>,
+    /// On a v1 host, what the container's `/sys/fs/cgroup` holds (see `mount_cgroup`); None elsewhere.
+    cgroup_view: Option<Vec<(CString, CgroupEntry)>>,
+}
+
+/// An entry of the host's `/sys/fs/cgroup` (v1) as the container sees it.
+enum CgroupEntry {
+    /// A co-mounted hierarchy's alias (`cpu -> cpu,cpuacct`).
+    Symlink(CString),
+    /// The container's own directory in a hierarchy, bound in read-only.
+    Bind(CString),
+}
+
+/// The container's v1 view, read from the host before fork: each hierarchy in which the container has a
+/// directory, and the host's aliases. Hierarchies without one (cgroup2's `unified` on a hybrid host, where the
+/// container is not placed) are left out, so nothing of the node's other cgroups is visible.
+fn cgroup_view(plan: &LaunchPlan) -> Option<Vec<(CString, CgroupEntry)>> {
+    let cgroup = plan.cgroup.as_ref()?;
+    if !plan.mounts.iter().any(|m| m.fstype == "cgroup") {
+        return None;
+    }
+    let v2 = nix::sys::statfs::statfs("/sys/fs/cgroup")
+        .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC);
+    if v2 {
+        return None;
+    }
+    let cstr = |p: &std::path::Path| CString::new(p.as_os_str().as_encoded_bytes()).ok();
+    let mut view = Vec::new();
+    for e in std::fs::read_dir("/sys/fs/cgroup").ok()?.flatten() {
+        let Some(name) = cstr(std::path::Path::new(&e.file_name())) else { continue };
+        let Ok(ft) = e.file_type() else { continue };
+        if ft.is_symlink() {
+            if let Some(target) = std::fs::read_link(e.path()).ok().as_deref().and_then(cstr) {
+                view.push((name, CgroupEntry::Symlink(target)));
+            }
+        } else if ft.is_dir() {
+            let own = e.path().join(cgroup.path.trim_start_matches('/'));
+            if own.is_dir()
+                && let Some(own) = cstr(&own)
+            {
+                view.push((name, CgroupEntry::Bind(own)));
+            }
+        }
+    }
+    Some(view)
 }
 
 fn cstrings(field: &str, v: &[String]) -> Result<Vec<CString>, LaunchError> {
@@ -98,6 +142,7 @@ impl<'a> Prepared<'a> {
             env: cstrings("env", &plan.env)?,
             stdio,
             cgroup: Vec::new(),
+            cgroup_view: cgroup_view(plan),
         })
     }
 }
@@ -218,7 +263,7 @@ fn init(p: &Prepared<'_>, reports: i32, start: i32) -> ! {
     );
     let mut dev_is_tmpfs = false;
     for (i, m) in plan.mounts.iter().enumerate() {
-        if let Err(e) = mount_one(&root, m) {
+        if let Err(e) = mount_one(&root, m, p.cgroup_view.as_deref()) {
             send_failed_at(reports, Step::Mount, e, i as u32);
             sys::exit_now(1);
         }
@@ -368,9 +413,12 @@ fn set_stdio(stdio: Stdio) -> nix::Result<()> {
 
 /// Mounts one entry onto its destination resolved inside the root, so a symlink in the image cannot move a
 /// mount (a host bind mount, say) outside the container's filesystem.
-fn mount_one(root: &OwnedFd, m: &MountPlan) -> nix::Result<()> {
+fn mount_one(root: &OwnedFd, m: &MountPlan, cgroup_view: Option<&[(CString, CgroupEntry)]>) -> nix::Result<()> {
     if m.fstype == "cgroup" {
-        return mount_cgroup(root, m);
+        return match cgroup_view {
+            Some(view) => mount_cgroup_v1_view(root, m, view),
+            None => mount_cgroup(root, m),
+        };
     }
     let source_is_file = m.is_bind() && std::fs::metadata(&m.source).is_ok_and(|md| !md.is_dir());
     let target = ensure_target(root, &m.destination, source_is_file)?;
@@ -421,6 +469,31 @@ fn mount_cgroup(root: &OwnedFd, m: &MountPlan) -> nix::Result<()> {
     let mounted = resolve_in_root(root, &m.destination, OFlag::O_PATH)?;
     let mounted_path = format!("/proc/self/fd/{}", mounted.as_raw_fd());
     mount(none, mounted_path.as_str(), none, flags | MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY, none)
+}
+
+/// A v1 "cgroup" mount as runc makes it: a tmpfs holding, read-only, the container's own directory of each
+/// hierarchy (so `/sys/fs/cgroup/memory/memory.limit_in_bytes` is the container's limit) and the host's aliases.
+fn mount_cgroup_v1_view(root: &OwnedFd, m: &MountPlan, view: &[(CString, CgroupEntry)]) -> nix::Result<()> {
+    let none: Option<&str> = None;
+    let target = ensure_target(root, &m.destination, false)?;
+    let target_path = format!("/proc/self/fd/{}", target.as_raw_fd());
+    let base = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    mount(Some("tmpfs"), target_path.as_str(), Some("tmpfs"), base, Some("mode=755"))?;
+    let dir = resolve_in_root(root, &m.destination, OFlag::O_DIRECTORY | OFlag::O_RDONLY)?;
+    for (name, entry) in view {
+        match entry {
+            CgroupEntry::Symlink(to) => nix::unistd::symlinkat(to.as_c_str(), &dir, name.as_c_str())?,
+            CgroupEntry::Bind(own) => {
+                nix::sys::stat::mkdirat(&dir, name.as_c_str(), Mode::from_bits_truncate(0o755))?;
+                let at = format!("/proc/self/fd/{}/{}", dir.as_raw_fd(), name.to_string_lossy());
+                mount(Some(own.as_c_str()), at.as_str(), none, MsFlags::MS_BIND, none)?;
+                let ro = base | MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
+                mount(none, at.as_str(), none, ro, none)?;
+            }
+        }
+    }
+    let mounted = format!("/proc/self/fd/{}", dir.as_raw_fd());
+    mount(none, mounted.as_str(), none, base | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY, Some("mode=755"))
 }
 
 fn resolve_in_root(root: &OwnedFd, path: &str, flags: OFlag) -> nix::Result<OwnedFd> {

@@ -56,7 +56,7 @@ pub struct Prepared<'a> {
     stdio: Stdio,
     /// Written `0` by the intermediate, which moves it into the container's cgroup (see `cgroups::CgroupJoin`).
     pub cgroup: Vec<i32>,
-    /// On a v1 host, what the container's `/sys/fs/cgroup` holds (see `mount_cgroup`); None elsewhere.
+    /// On a v1 host, what the container's `/sys/fs/cgroup` holds (see `mount_cgroup_v1_view`); None elsewhere.
     cgroup_view: Option<Vec<(CString, CgroupEntry)>>,
 }
 
@@ -453,8 +453,9 @@ fn mount_one(root: &OwnedFd, m: &MountPlan, cgroup_view: Option<&[(CString, Cgro
     Ok(())
 }
 
-/// A "cgroup" mount: cgroup2 where the host runs it; on a v1 host a fresh mount of all controllers is refused
-/// (they are already mounted apart), so the host's hierarchy is bind-mounted read-only instead.
+/// A "cgroup" mount: cgroup2 where the host runs it; on a v1 host, for a container without a cgroup of its own
+/// (a fresh mount of all controllers is refused there: they are already mounted apart), the host's hierarchy
+/// bind-mounted read-only. Containers with a cgroup get `mount_cgroup_v1_view` on v1 instead.
 fn mount_cgroup(root: &OwnedFd, m: &MountPlan) -> nix::Result<()> {
     let none: Option<&str> = None;
     let target = ensure_target(root, &m.destination, false)?;

@@ -12,6 +12,7 @@ use cgroups_rs::manager::{FsManager, Manager, SystemdManager};
 use crate::launch::CgroupPlan;
 
 mod hierarchies;
+mod v1_limits;
 pub use hierarchies::{Hierarchies, V1Mount};
 
 /// The plan's hierarchies when reefd sent them, else this process's own.
@@ -113,20 +114,64 @@ impl PendingCgroup {
                 return Err(what(e));
             }
             let fs = FsManager::new(&plan.path).map_err(what)?;
-            return Ok(ContainerCgroup { fs, systemd: Some(unit.clone()) });
+            return Ok(ContainerCgroup { handle: Handle::Manager(fs), systemd: Some(unit.clone()) });
+        }
+        let hierarchy = hierarchy_of(plan);
+        if !hierarchy.v2() && v1_limits::handles(&plan.resources) {
+            let cgroup = cgroups_rs::fs::Cgroup::load(hierarchy, &plan.path);
+            if let Err(e) = v1_limits::apply(&cgroup, &plan.resources) {
+                let _ = Handle::Known(cgroup).destroy();
+                return Err(format!("cgroup {}: {e}", plan.path));
+            }
+            return Ok(ContainerCgroup { handle: Handle::Known(cgroup), systemd: None });
         }
         let mut fs = FsManager::new(&plan.path).map_err(what)?;
         if let Err(e) = fs.set(&plan.resources) {
             let _ = fs.destroy();
             return Err(what(e));
         }
-        Ok(ContainerCgroup { fs, systemd: None })
+        Ok(ContainerCgroup { handle: Handle::Manager(fs), systemd: None })
+    }
+}
+
+/// How a container's cgroup is reached: a handle on the known v1 hierarchies, or cgroups-rs's manager (v2, systemd).
+enum Handle {
+    Known(cgroups_rs::fs::Cgroup),
+    Manager(FsManager),
+}
+
+impl Handle {
+    fn pids(&self) -> Vec<i32> {
+        let pids = match self {
+            Handle::Known(cgroup) => cgroup
+                .controller_of::<cgroups_rs::fs::memory::MemController>()
+                .map(cgroups_rs::fs::Controller::tasks)
+                .unwrap_or_default(),
+            Handle::Manager(fs) => fs.pids().unwrap_or_default(),
+        };
+        pids.into_iter().map(|p| p.pid as i32).collect()
+    }
+
+    /// Moves any thread left out to the root (rmdir refuses a populated cgroup) and removes the directories.
+    fn destroy(&mut self) -> Result<(), String> {
+        match self {
+            Handle::Known(cgroup) => {
+                if !cgroup.exists() {
+                    return Ok(());
+                }
+                for pid in cgroup.tasks() {
+                    let _ = cgroup.remove_task(pid);
+                }
+                cgroup.delete().map_err(|e| e.to_string())
+            }
+            Handle::Manager(fs) => fs.destroy().map_err(|e| e.to_string()),
+        }
     }
 }
 
 /// The cgroup of a running container, held by the monitor.
 pub struct ContainerCgroup {
-    fs: FsManager,
+    handle: Handle,
     /// The systemd unit path (`slice:prefix:name`) when systemd manages it.
     systemd: Option<String>,
 }
@@ -134,14 +179,14 @@ pub struct ContainerCgroup {
 impl ContainerCgroup {
     /// Processes still in it.
     pub fn pids(&self) -> Vec<i32> {
-        self.fs.pids().unwrap_or_default().into_iter().map(|p| p.pid as i32).collect()
+        self.handle.pids()
     }
 
     /// Removes it (stops the scope under systemd). Its processes must be gone.
     pub fn destroy(&mut self) -> Result<(), String> {
         match &self.systemd {
             Some(unit) => SystemdManager::new(unit).and_then(|mut m| m.destroy()).map_err(|e| e.to_string()),
-            None => self.fs.destroy().map_err(|e| e.to_string()),
+            None => self.handle.destroy(),
         }
     }
 }

@@ -199,6 +199,11 @@ async fn resource_limits_land_in_the_container_cgroup_which_goes_with_it() {
     assert_eq!(read(cpu, "cpu.shares"), "512");
     assert_eq!(read(cpu, "cpu.cfs_quota_us"), "50000");
     assert!(!read("memory", "cgroup.procs").is_empty(), "the container's process is in its cgroup");
+    let devices = read("devices", "devices.list");
+    assert!(
+        !devices.contains("a *:* rwm") && devices.contains("c 1:3 rwm"),
+        "default deny, /dev/null allowed: {devices}"
+    );
     let exec = rt
         .exec_sync(cri::ExecSyncRequest {
             container_id: id.clone(),

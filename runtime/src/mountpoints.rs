@@ -21,9 +21,12 @@ const DIRS: [&str; 3] = ["proc", "dev", "sys"];
 pub const ETC_FILES: [&str; 3] = ["hostname", "hosts", "resolv.conf"];
 
 /// Where the variants live: one directory per variant, made under a temporary name and renamed into place.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct MountpointLayers {
     dir: PathBuf,
+    /// What each image (by its top layer, which names the whole chain) got, so the image is looked at once, not
+    /// on every CreateContainer: unpacked layers never change.
+    chosen: std::sync::Mutex<std::collections::HashMap<(PathBuf, String), Option<PathBuf>>>,
 }
 
 /// The attributes of the image's `/etc` that show through the layer.
@@ -45,13 +48,26 @@ impl MountpointLayers {
                 let _ = std::fs::remove_dir_all(e.path());
             }
         }
-        Ok(MountpointLayers { dir: dir.to_path_buf() })
+        Ok(MountpointLayers { dir: dir.to_path_buf(), chosen: Default::default() })
     }
 
     /// The layer to put above `layers` (lowest first) for a container that mounts over `/proc`, `/dev`, `/sys`
     /// and the given `/etc` files, or None when the image has something else than a directory or a regular file
     /// at one of those names.
     pub fn layer_for(&self, layers: &[PathBuf], etc_files: &[&str]) -> io::Result<Option<PathBuf>> {
+        let key = (layers.last().cloned().unwrap_or_default(), etc_files.join("+"));
+        let cached = self.chosen.lock().unwrap_or_else(|p| p.into_inner()).get(&key).cloned();
+        match cached {
+            Some(None) => return Ok(None),
+            Some(Some(path)) if path.is_dir() => return Ok(Some(path)),
+            _ => {}
+        }
+        let chosen = self.choose(layers, etc_files)?;
+        self.chosen.lock().unwrap_or_else(|p| p.into_inner()).insert(key, chosen.clone());
+        Ok(chosen)
+    }
+
+    fn choose(&self, layers: &[PathBuf], etc_files: &[&str]) -> io::Result<Option<PathBuf>> {
         let Some(etc) = image_allows(layers, etc_files)? else {
             return Ok(None);
         };

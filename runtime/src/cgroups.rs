@@ -13,11 +13,15 @@ use crate::launch::CgroupPlan;
 
 mod hierarchies;
 mod v1_limits;
-pub use hierarchies::{Hierarchies, V1Mount};
+pub use hierarchies::{Hierarchies, V1Mount, ViewEntry};
 
 /// The plan's hierarchies when reefd sent them, else this process's own.
+pub(crate) fn hierarchies_of(plan: &CgroupPlan) -> &Hierarchies {
+    plan.hierarchies.as_ref().unwrap_or_else(|| Hierarchies::node())
+}
+
 pub(crate) fn hierarchy_of(plan: &CgroupPlan) -> Box<dyn cgroups_rs::fs::Hierarchy> {
-    plan.hierarchies.as_ref().unwrap_or_else(|| Hierarchies::node()).boxed()
+    hierarchies_of(plan).boxed()
 }
 
 /// Open descriptors through which a forked process moves itself into a cgroup by writing `0`: the `tasks` file

@@ -36,14 +36,14 @@ fn clone_flag(t: LinuxNamespaceType) -> Result<CloneFlags, PlanError> {
 /// A cgroupfs path (`kubepods/pod1/reef-x`), or runc's systemd form (`<slice>:<prefix>:<name>`).
 fn cgroup_plan(path: &str, linux: &oci_spec::runtime::Linux) -> Result<crate::launch::CgroupPlan, PlanError> {
     let resources = linux.resources().clone().unwrap_or_default();
+    // Found once per reefd: the monitor, which makes the cgroup, need not look again.
+    let hierarchies = Some(crate::cgroups::Hierarchies::node().clone());
     if cgroups_rs::manager::is_systemd_cgroup(path) {
         let parts: Vec<&str> = path.split(':').collect();
         let (unit, fs_path) =
             crate::cgroups::systemd_paths(parts[0], parts[1], parts[2]).map_err(PlanError::Unsupported)?;
-        let hierarchies = Some(crate::cgroups::Hierarchies::node().clone());
         return Ok(crate::launch::CgroupPlan { path: fs_path, systemd: Some(unit), resources, hierarchies });
     }
-    let hierarchies = Some(crate::cgroups::Hierarchies::node().clone());
     Ok(crate::launch::CgroupPlan {
         path: path.trim_start_matches('/').to_string(),
         systemd: None,

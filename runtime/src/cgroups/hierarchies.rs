@@ -67,6 +67,29 @@ impl Hierarchies {
         })
     }
 
+    /// What a container whose cgroup is at `path` sees in its `/sys/fs/cgroup` on v1, as runc lays it out: each
+    /// hierarchy's directory (named as on the host, `cpu,cpuacct` for co-mounted ones) holding the container's own
+    /// cgroup of it, and an alias per co-mounted controller (`cpu -> cpu,cpuacct`). None on v2, where the
+    /// container mounts cgroup2 itself. cgroup2's `unified` dir of a hybrid host is not a v1 hierarchy, and the
+    /// container has no cgroup there, so it is left out.
+    pub fn v1_view(&self, path: &str) -> Option<Vec<(String, ViewEntry)>> {
+        let Hierarchies::V1(mounts) = self else {
+            return None;
+        };
+        let mut view: Vec<(String, ViewEntry)> = Vec::new();
+        for m in mounts {
+            let Some(dir) = m.point.file_name().map(|n| n.to_string_lossy().into_owned()) else { continue };
+            if !view.iter().any(|(name, _)| *name == dir) {
+                view.push((dir.clone(), ViewEntry::Own(m.point.join(path.trim_start_matches('/')))));
+            }
+            let alias = &m.controller;
+            if *alias != dir && dir.split(',').any(|c| c == alias) && !view.iter().any(|(name, _)| name == alias) {
+                view.push((alias.clone(), ViewEntry::Alias(dir)));
+            }
+        }
+        Some(view)
+    }
+
     /// A cgroups-rs hierarchy that answers from this layout instead of parsing mountinfo.
     pub fn boxed(&self) -> Box<dyn fs::Hierarchy> {
         match self {
@@ -74,6 +97,15 @@ impl Hierarchies {
             Hierarchies::V1(mounts) => Box::new(Known(mounts.clone())),
         }
     }
+}
+
+/// An entry of a container's v1 `/sys/fs/cgroup` (see `Hierarchies::v1_view`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ViewEntry {
+    /// The container's own directory in a hierarchy, bound in read-only.
+    Own(PathBuf),
+    /// A symlink to the hierarchy's directory, for a controller mounted together with others.
+    Alias(String),
 }
 
 #[derive(Debug, Clone)]
@@ -144,6 +176,33 @@ mod tests {
         };
         assert_eq!(paths(&known), paths(&parsed));
         assert!(!paths(&known).is_empty());
+    }
+
+    #[test]
+    fn a_container_s_v1_view_holds_its_own_cgroup_of_each_hierarchy_and_aliases_for_co_mounted_controllers() {
+        let mount = |controller: &str, dir: &str| V1Mount {
+            controller: controller.into(),
+            point: PathBuf::from("/sys/fs/cgroup").join(dir),
+            root: "/".into(),
+        };
+        let v1 = Hierarchies::V1(vec![
+            mount("memory", "memory"),
+            mount("cpuacct", "cpu,cpuacct"),
+            mount("cpu", "cpu,cpuacct"),
+            mount("name=systemd", "systemd"),
+        ]);
+        let own = |dir: &str| ViewEntry::Own(PathBuf::from("/sys/fs/cgroup").join(dir).join("kubepods/reef-c1"));
+        assert_eq!(
+            v1.v1_view("/kubepods/reef-c1").unwrap(),
+            vec![
+                ("memory".to_string(), own("memory")),
+                ("cpu,cpuacct".to_string(), own("cpu,cpuacct")),
+                ("cpuacct".to_string(), ViewEntry::Alias("cpu,cpuacct".into())),
+                ("cpu".to_string(), ViewEntry::Alias("cpu,cpuacct".into())),
+                ("systemd".to_string(), own("systemd")),
+            ]
+        );
+        assert_eq!(Hierarchies::Unified.v1_view("x"), None);
     }
 
     #[test]

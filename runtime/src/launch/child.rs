@@ -13,6 +13,7 @@ use nix::unistd::{ForkResult, Gid, Uid};
 
 use super::protocol::{LaunchError, Step, send_failed, send_failed_at, send_pid, send_ready};
 use super::{LaunchPlan, Stdio};
+use crate::cgroups::ViewEntry;
 use crate::mounts::MountPlan;
 use crate::sys;
 
@@ -60,46 +61,32 @@ pub struct Prepared<'a> {
     cgroup_view: Option<Vec<(CString, CgroupEntry)>>,
 }
 
-/// An entry of the host's `/sys/fs/cgroup` (v1) as the container sees it.
+/// An entry of the container's v1 `/sys/fs/cgroup` (`cgroups::Hierarchies::v1_view`), ready for the child.
 enum CgroupEntry {
-    /// A co-mounted hierarchy's alias (`cpu -> cpu,cpuacct`).
     Symlink(CString),
-    /// The container's own directory in a hierarchy, bound in read-only.
     Bind(CString),
 }
 
-/// The container's v1 view, read from the host before fork: each hierarchy in which the container has a
-/// directory, and the host's aliases. Hierarchies without one (cgroup2's `unified` on a hybrid host, where the
-/// container is not placed) are left out, so nothing of the node's other cgroups is visible.
+/// The container's v1 view, from the hierarchies reefd found (no look at the host per container); None when the
+/// container mounts no cgroup filesystem, has no cgroup, or the host runs v2.
 fn cgroup_view(plan: &LaunchPlan) -> Option<Vec<(CString, CgroupEntry)>> {
     let cgroup = plan.cgroup.as_ref()?;
     if !plan.mounts.iter().any(|m| m.fstype == "cgroup") {
         return None;
     }
-    let v2 = nix::sys::statfs::statfs("/sys/fs/cgroup")
-        .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC);
-    if v2 {
-        return None;
-    }
-    let cstr = |p: &std::path::Path| CString::new(p.as_os_str().as_encoded_bytes()).ok();
-    let mut view = Vec::new();
-    for e in std::fs::read_dir("/sys/fs/cgroup").ok()?.flatten() {
-        let Some(name) = cstr(std::path::Path::new(&e.file_name())) else { continue };
-        let Ok(ft) = e.file_type() else { continue };
-        if ft.is_symlink() {
-            if let Some(target) = std::fs::read_link(e.path()).ok().as_deref().and_then(cstr) {
-                view.push((name, CgroupEntry::Symlink(target)));
-            }
-        } else if ft.is_dir() {
-            let own = e.path().join(cgroup.path.trim_start_matches('/'));
-            if own.is_dir()
-                && let Some(own) = cstr(&own)
-            {
-                view.push((name, CgroupEntry::Bind(own)));
-            }
-        }
-    }
-    Some(view)
+    let cstr = |s: &[u8]| CString::new(s).ok();
+    let view = crate::cgroups::hierarchies_of(cgroup).v1_view(&cgroup.path)?;
+    Some(
+        view.into_iter()
+            .filter_map(|(name, entry)| {
+                let entry = match entry {
+                    ViewEntry::Own(dir) => CgroupEntry::Bind(cstr(dir.as_os_str().as_encoded_bytes())?),
+                    ViewEntry::Alias(to) => CgroupEntry::Symlink(cstr(to.as_bytes())?),
+                };
+                Some((cstr(name.as_bytes())?, entry))
+            })
+            .collect(),
+    )
 }
 
 fn cstrings(field: &str, v: &[String]) -> Result<Vec<CString>, LaunchError> {

@@ -98,10 +98,8 @@ impl PendingCgroup {
 
     /// Removes what `new` made, after a launch that failed.
     pub fn abandon(self) {
-        if self.plan.systemd.is_none()
-            && let Ok(mut fs) = FsManager::new(&self.plan.path)
-        {
-            let _ = fs.destroy();
+        if self.plan.systemd.is_none() {
+            let _ = Handle::Known(cgroups_rs::fs::Cgroup::load(hierarchy_of(&self.plan), &self.plan.path)).destroy();
         }
     }
 
@@ -138,7 +136,8 @@ impl PendingCgroup {
     }
 }
 
-/// How a container's cgroup is reached: a handle on the known v1 hierarchies, or cgroups-rs's manager (v2, systemd).
+/// How a container's cgroup is reached: a handle on the known hierarchies, or cgroups-rs's manager (for limits on
+/// v2 and under systemd).
 enum Handle {
     Known(cgroups_rs::fs::Cgroup),
     Manager(FsManager),

@@ -323,7 +323,7 @@ impl Containers {
         let result = (|| {
             let mut with_pod_files = config.clone();
             add_pod_files(&mut with_pod_files, &pods.pod_dir(&pod.id));
-            let overlay = Overlay {
+            let mut overlay = Overlay {
                 layers: self.layers_with_mountpoints(
                     image.layers.iter().map(|l| store.layer_path(&l.chain_id)).collect(),
                     &with_pod_files,
@@ -334,6 +334,12 @@ impl Containers {
                 readonly: false,
                 idmap: self.rootfs_idmap(&pod, config)?,
             };
+            // The extra layer must not cost an image that is near mount(2)'s one-page limit its containers.
+            if overlay.layers.len() > image.layers.len()
+                && matches!(overlay.options(), Err(rootfs::RootfsError::TooManyLayers(_)))
+            {
+                overlay.layers.pop();
+            }
             overlay.mount().map_err(|e| ReefError::Internal(crate::error::chain(&e)))?;
             let pod_ns = PodNamespaces {
                 network: pod.pinned.network.clone(),

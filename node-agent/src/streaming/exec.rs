@@ -103,6 +103,19 @@ async fn exec(agent: Arc<Agent>, req: &ExecRequest, session: &mut Session) -> Re
         .map_err(|e| crate::error::chain(&e))?;
     plan.terminal = req.opts.tty;
     let io = stdio(req.opts).map_err(|e| format!("set up the exec's stdio: {e}"))?;
+    // A size the client sent before the process starts (rctl's start message, an early resize) is the terminal's
+    // from its first instruction on: a shell reading type-ahead must not see a 0x0 terminal.
+    let mut early_sizes = Vec::new();
+    if let (Some(tty), Some(rx)) = (&io.tty, session.resize.as_mut()) {
+        while let Ok(data) = rx.try_recv() {
+            early_sizes.extend_from_slice(&data);
+        }
+        for (rows, cols) in terminal_sizes(&mut early_sizes) {
+            if let Err(e) = reef_runtime::launch::set_window_size(std::os::fd::AsFd::as_fd(tty), rows, cols) {
+                tracing::debug!(error = %e, "size the exec's terminal");
+            }
+        }
+    }
     let fds = io.fds;
     let pid = tokio::task::spawn_blocking(move || reef_runtime::launch::spawn_exec(&plan, target, fds))
         .await
@@ -141,7 +154,7 @@ async fn exec(agent: Arc<Agent>, req: &ExecRequest, session: &mut Session) -> Re
         feeders.spawn(pump_in(fd, rx));
     }
     if let (Some(tty), Some(rx)) = (tty, session.resize.take()) {
-        feeders.spawn(resize(tty, rx));
+        feeders.spawn(resize(tty, rx, early_sizes));
     }
 
     let gone = tokio::select! {
@@ -216,8 +229,7 @@ struct TerminalSize {
 }
 
 /// Resize events into the pty.
-async fn resize(tty: Fd, mut rx: mpsc::Receiver<Bytes>) {
-    let mut pending: Vec<u8> = Vec::new();
+async fn resize(tty: Fd, mut rx: mpsc::Receiver<Bytes>, mut pending: Vec<u8>) {
     while let Some(data) = rx.recv().await {
         pending.extend_from_slice(&data);
         for (rows, cols) in terminal_sizes(&mut pending) {

@@ -99,7 +99,7 @@ impl PendingCgroup {
     /// Removes what `new` made, after a launch that failed.
     pub fn abandon(self) {
         if self.plan.systemd.is_none() {
-            let _ = Handle::Known(cgroups_rs::fs::Cgroup::load(hierarchy_of(&self.plan), &self.plan.path)).destroy();
+            let _ = remove_dirs(&cgroups_rs::fs::Cgroup::load(hierarchy_of(&self.plan), &self.plan.path));
         }
     }
 
@@ -107,6 +107,11 @@ impl PendingCgroup {
     pub fn finish(self, pid: i32) -> Result<ContainerCgroup, String> {
         let plan = &self.plan;
         let what = |e: cgroups_rs::manager::Error| format!("cgroup {}: {e}", plan.path);
+        let made = ContainerCgroup {
+            path: plan.path.clone(),
+            systemd: plan.systemd.clone(),
+            hierarchies: hierarchies_of(plan).clone(),
+        };
         let pid = cgroups_rs::CgroupPid { pid: pid as u64 };
         if let Some(unit) = &plan.systemd {
             let mut manager = SystemdManager::new(unit).map_err(what)?;
@@ -115,82 +120,72 @@ impl PendingCgroup {
                 let _ = manager.destroy();
                 return Err(what(e));
             }
-            let fs = FsManager::new(&plan.path).map_err(what)?;
-            return Ok(ContainerCgroup { handle: Handle::Manager(fs), systemd: Some(unit.clone()) });
+            return Ok(made);
         }
         let hierarchy = hierarchy_of(plan);
         if !hierarchy.v2() && v1_limits::handles(&plan.resources) {
             let cgroup = cgroups_rs::fs::Cgroup::load(hierarchy, &plan.path);
             if let Err(e) = v1_limits::apply(&cgroup, &plan.resources) {
-                let _ = Handle::Known(cgroup).destroy();
+                let _ = remove_dirs(&cgroup);
                 return Err(format!("cgroup {}: {e}", plan.path));
             }
-            return Ok(ContainerCgroup { handle: Handle::Known(cgroup), systemd: None });
+            return Ok(made);
         }
         let mut fs = FsManager::new(&plan.path).map_err(what)?;
         if let Err(e) = fs.set(&plan.resources) {
             let _ = fs.destroy();
             return Err(what(e));
         }
-        Ok(ContainerCgroup { handle: Handle::Manager(fs), systemd: None })
+        Ok(made)
     }
 }
 
-/// How a container's cgroup is reached: a handle on the known hierarchies, or cgroups-rs's manager (for limits on
-/// v2 and under systemd).
-enum Handle {
-    Known(cgroups_rs::fs::Cgroup),
-    Manager(FsManager),
+/// Moves any thread left out to the root (rmdir refuses a populated cgroup) and removes the directories.
+fn remove_dirs(cgroup: &cgroups_rs::fs::Cgroup) -> Result<(), String> {
+    if !cgroup.exists() {
+        return Ok(());
+    }
+    for pid in cgroup.tasks() {
+        let _ = cgroup.remove_task(pid);
+    }
+    cgroup.delete().map_err(|e| e.to_string())
 }
 
-impl Handle {
-    fn pids(&self) -> Vec<i32> {
-        let pids = match self {
-            Handle::Known(cgroup) => cgroup
-                .controller_of::<cgroups_rs::fs::memory::MemController>()
-                .map(cgroups_rs::fs::Controller::tasks)
-                .unwrap_or_default(),
-            Handle::Manager(fs) => fs.pids().unwrap_or_default(),
-        };
-        pids.into_iter().map(|p| p.pid as i32).collect()
-    }
-
-    /// Moves any thread left out to the root (rmdir refuses a populated cgroup) and removes the directories.
-    fn destroy(&mut self) -> Result<(), String> {
-        match self {
-            Handle::Known(cgroup) => {
-                if !cgroup.exists() {
-                    return Ok(());
-                }
-                for pid in cgroup.tasks() {
-                    let _ = cgroup.remove_task(pid);
-                }
-                cgroup.delete().map_err(|e| e.to_string())
-            }
-            Handle::Manager(fs) => fs.destroy().map_err(|e| e.to_string()),
-        }
-    }
-}
-
-/// The cgroup of a running container, held by the monitor.
+/// The cgroup of a running container, as the monitor keeps it: plain data, so it crosses from the short-lived
+/// process that made it to the monitor, and a handle is built only when the cgroup is removed.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ContainerCgroup {
-    handle: Handle,
+    path: String,
     /// The systemd unit path (`slice:prefix:name`) when systemd manages it.
     systemd: Option<String>,
+    hierarchies: Hierarchies,
 }
 
 impl ContainerCgroup {
-    /// Processes still in it.
+    /// Relative to each hierarchy's root, as in the plan.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// Processes still in it, from the file the kernel lists them in.
     pub fn pids(&self) -> Vec<i32> {
-        self.handle.pids()
+        std::fs::read_to_string(self.hierarchies.procs_file(&self.path))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect()
     }
 
     /// Removes it (stops the scope under systemd). Its processes must be gone.
-    pub fn destroy(&mut self) -> Result<(), String> {
-        match &self.systemd {
-            Some(unit) => SystemdManager::new(unit).and_then(|mut m| m.destroy()).map_err(|e| e.to_string()),
-            None => self.handle.destroy(),
+    pub fn destroy(&self) -> Result<(), String> {
+        if let Some(unit) = &self.systemd {
+            return SystemdManager::new(unit).and_then(|mut m| m.destroy()).map_err(|e| e.to_string());
         }
+        let hierarchy = self.hierarchies.boxed();
+        if hierarchy.v2() {
+            return FsManager::new(&self.path).and_then(|mut fs| fs.destroy()).map_err(|e| e.to_string());
+        }
+        remove_dirs(&cgroups_rs::fs::Cgroup::load(hierarchy, &self.path))
     }
 }
 

@@ -188,26 +188,66 @@ pub fn launch(plan: &LaunchPlan, stdio: Stdio) -> Result<Launched, LaunchError> 
 /// As `launch`, with the container's first process writing itself into a cgroup through `cgroup` (from
 /// `cgroups::PendingCgroup::join_fds`) before it unshares anything.
 pub fn launch_into(plan: &LaunchPlan, stdio: Stdio, cgroup: &[RawFd]) -> Result<Launched, LaunchError> {
+    let (gate, init_ends) = gate()?;
+    let pid = launch_through(plan, stdio, cgroup, &gate, init_ends)?;
+    Ok(gate.launched(pid))
+}
+
+/// The caller's ends of the pipes to a container's init: the start gate it opens, and the reports it reads (Ready,
+/// a failure, or end-of-file once the command exec'd).
+///
+/// Made apart from the launch so that a caller can hand the launch itself to a short-lived child process and keep
+/// these ends: the pod monitor does, so the code that builds a container never runs in the long-lived monitor and
+/// never stays resident there.
+pub struct Gate {
+    start: OwnedFd,
+    reports: OwnedFd,
+}
+
+/// Init's ends of the same pipes, given up by whoever forks the container.
+pub struct InitEnds {
+    start: OwnedFd,
+    reports: OwnedFd,
+}
+
+pub fn gate() -> Result<(Gate, InitEnds), LaunchError> {
     let (reports_rx, reports_tx) =
         pipe2(OFlag::O_CLOEXEC).map_err(|e| LaunchError::Protocol { step: Step::Pipe, errno: e })?;
     let (start_rx, start_tx) =
         pipe2(OFlag::O_CLOEXEC).map_err(|e| LaunchError::Protocol { step: Step::Pipe, errno: e })?;
+    Ok((Gate { start: start_tx, reports: reports_rx }, InitEnds { start: start_rx, reports: reports_tx }))
+}
+
+impl Gate {
+    /// The container launched through this gate as `pid`, waiting for `Launched::start`.
+    pub fn launched(self, pid: Pid) -> Launched {
+        Launched { pid, start: Some(self.start), reports: self.reports }
+    }
+}
+
+/// Forks the container with `init` as its ends of `gate`, and returns its pid (in the caller's PID namespace)
+/// once it is ready at the gate. A caller that is not the pod's subreaper (the monitor's launch child) may exit
+/// right after: the container is reparented to the subreaper, which keeps `gate`.
+pub fn launch_through(
+    plan: &LaunchPlan,
+    stdio: Stdio,
+    cgroup: &[RawFd],
+    gate: &Gate,
+    init: InitEnds,
+) -> Result<Pid, LaunchError> {
     let (pid_rx, pid_tx) = pipe2(OFlag::O_CLOEXEC).map_err(|e| LaunchError::Protocol { step: Step::Pipe, errno: e })?;
     let mut prepared = child::Prepared::new(plan, stdio)?;
     prepared.cgroup = cgroup.to_vec();
 
     let intermediate = match sys::fork() {
         Ok(ForkResult::Child) => {
-            drop(reports_rx);
-            drop(start_tx);
-            drop(pid_rx);
-            child::intermediate(&prepared, reports_tx.as_raw_fd(), start_rx.as_raw_fd(), pid_tx.as_raw_fd())
+            child::intermediate(&prepared, init.reports.as_raw_fd(), init.start.as_raw_fd(), pid_tx.as_raw_fd())
         }
         Ok(ForkResult::Parent { child }) => child,
         Err(e) => return Err(LaunchError::Protocol { step: Step::Fork, errno: e }),
     };
-    drop(reports_tx);
-    drop(start_rx);
+    // Only init may hold its ends: the reports read end-of-file when it execs or dies.
+    drop(init);
     drop(pid_tx);
 
     let pid = protocol::read_pid(&pid_rx);
@@ -216,14 +256,15 @@ pub fn launch_into(plan: &LaunchPlan, stdio: Stdio, cgroup: &[RawFd]) -> Result<
     let pid = match (pid, intermediate_status) {
         (Ok(Some(pid)), _) => pid,
         _ => {
-            return Err(match protocol::read_report(&reports_rx)? {
+            return Err(match protocol::read_report(&gate.reports)? {
                 Some(protocol::Report::Failed { step, errno, index }) => child_error(plan, step, errno, index),
                 _ => LaunchError::Unexpected("the intermediate process exited without a pid"),
             });
         }
     };
-    match protocol::read_report(&reports_rx)? {
-        Some(protocol::Report::Ready) => Ok(Launched { pid, start: Some(start_tx), reports: reports_rx }),
+    // A failed init is reaped by its subreaper: here when the caller is one, else by the monitor's reaper.
+    match protocol::read_report(&gate.reports)? {
+        Some(protocol::Report::Ready) => Ok(pid),
         Some(protocol::Report::Failed { step, errno, index }) => {
             let _ = waitpid(pid, None);
             Err(child_error(plan, step, errno, index))

@@ -42,11 +42,11 @@ pub fn loopback_up() -> nix::Result<()> {
         let mut req: nix::libc::ifreq = std::mem::zeroed();
         req.ifr_name[0] = b'l' as nix::libc::c_char;
         req.ifr_name[1] = b'o' as nix::libc::c_char;
-        if nix::libc::ioctl(sock.as_raw_fd(), nix::libc::SIOCGIFFLAGS, &mut req) < 0 {
+        if nix::libc::ioctl(sock.as_raw_fd(), nix::libc::SIOCGIFFLAGS as nix::libc::Ioctl, &mut req) < 0 {
             return Err(nix::errno::Errno::last());
         }
         req.ifr_ifru.ifru_flags |= nix::libc::IFF_UP as nix::libc::c_short;
-        if nix::libc::ioctl(sock.as_raw_fd(), nix::libc::SIOCSIFFLAGS, &req) < 0 {
+        if nix::libc::ioctl(sock.as_raw_fd(), nix::libc::SIOCSIFFLAGS as nix::libc::Ioctl, &req) < 0 {
             return Err(nix::errno::Errno::last());
         }
     }

@@ -41,8 +41,8 @@ pub async fn connect(agent: &Arc<Agent>, req: &AttachRequest) -> Result<Monitor,
     let stream = UnixStream::connect(&socket).await.map_err(|e| format!("connect to the pod monitor: {e}"))?;
     let (rd, mut wr) = stream.into_split();
     let mut rd = BufReader::new(rd);
-    let mut line =
-        serde_json::to_vec(&Request::Attach { id: c.id.clone(), stdin: req.opts.stdin }).map_err(|e| e.to_string())?;
+    let request: Request = Request::Attach { id: c.id.clone(), stdin: req.opts.stdin };
+    let mut line = serde_json::to_vec(&request).map_err(|e| e.to_string())?;
     line.push(b'\n');
     wr.write_all(&line).await.map_err(|e| format!("talk to the pod monitor: {e}"))?;
     let mut reply = String::new();

@@ -90,6 +90,19 @@ impl Hierarchies {
         Some(view)
     }
 
+    /// The file listing the processes of the cgroup at `path`: `cgroup.procs` on v2; on v1 the `tasks` of the
+    /// memory hierarchy (every container has a memory cgroup), else of the first one.
+    pub fn procs_file(&self, path: &str) -> PathBuf {
+        let path = path.trim_start_matches('/');
+        match self {
+            Hierarchies::Unified => Path::new("/sys/fs/cgroup").join(path).join("cgroup.procs"),
+            Hierarchies::V1(mounts) => {
+                let point = mounts.iter().find(|m| m.controller == "memory").or(mounts.first()).map(|m| &m.point);
+                point.map(|p| p.join(path).join("tasks")).unwrap_or_default()
+            }
+        }
+    }
+
     /// A cgroups-rs hierarchy that answers from this layout instead of parsing mountinfo.
     pub fn boxed(&self) -> Box<dyn fs::Hierarchy> {
         match self {
@@ -203,6 +216,20 @@ mod tests {
             ]
         );
         assert_eq!(Hierarchies::Unified.v1_view("x"), None);
+    }
+
+    #[test]
+    fn a_cgroup_s_processes_are_read_from_cgroup_procs_on_v2_and_from_the_memory_hierarchy_s_tasks_on_v1() {
+        let mount = |controller: &str| V1Mount {
+            controller: controller.into(),
+            point: PathBuf::from("/sys/fs/cgroup").join(controller),
+            root: "/".into(),
+        };
+        let v1 = Hierarchies::V1(vec![mount("blkio"), mount("memory"), mount("pids")]);
+        assert_eq!(v1.procs_file("/kubepods/reef-c1"), PathBuf::from("/sys/fs/cgroup/memory/kubepods/reef-c1/tasks"));
+        let no_memory = Hierarchies::V1(vec![mount("pids")]);
+        assert_eq!(no_memory.procs_file("a/b"), PathBuf::from("/sys/fs/cgroup/pids/a/b/tasks"));
+        assert_eq!(Hierarchies::Unified.procs_file("/a/b"), PathBuf::from("/sys/fs/cgroup/a/b/cgroup.procs"));
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! Files in its directory: `monitor.sock` (requests), `<id>.started` and `<id>.exit` (JSON, written atomically).
 
 pub mod attach;
+mod build;
 pub mod client;
 mod pod_init;
 pub mod protocol;
@@ -26,9 +27,9 @@ use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
-use protocol::{ContainerState, ErrorKind, ExitRecord, Request, Response, Status};
+use protocol::{ContainerState, ErrorKind, ExitRecord, PlanHead, Request, Response, Status};
 
-use crate::launch::{Launched, launch_into};
+use crate::launch::Launched;
 use crate::logging::{LogWriter, Stream};
 
 pub const SOCKET: &str = "monitor.sock";
@@ -52,7 +53,6 @@ pub enum MonitorError {
 struct Container {
     pid: Pid,
     cgroup: Option<crate::cgroups::ContainerCgroup>,
-    cgroup_path: Option<String>,
     launched: Option<Launched>,
     stdout: Option<File>,
     stderr: Option<File>,
@@ -258,7 +258,7 @@ impl Monitor {
             Ok(0) | Err(_) => return false,
             Ok(_) => {}
         }
-        let response = match serde_json::from_str::<Request>(&line) {
+        let response = match serde_json::from_str::<Request<PlanHead>>(&line) {
             Ok(Request::Attach { id, stdin }) => match self.containers.get(&id) {
                 None => Response::error(ErrorKind::NotFound, format!("container {id} not found")),
                 // A created container may be attached before it starts (docker run -it does), so nothing is missed.
@@ -280,6 +280,9 @@ impl Monitor {
                     return false;
                 }
             },
+            Ok(Request::Create { id, plan, log_path, stdin, stdin_once }) => {
+                self.create(id, &line, plan.terminal, &log_path, stdin, stdin_once)
+            }
             Ok(req) => self.handle(req),
             Err(e) => Response::error(ErrorKind::BadRequest, e.to_string()),
         };
@@ -288,11 +291,9 @@ impl Monitor {
         self.conns[i].writer.write_all(&out).is_ok()
     }
 
-    fn handle(&mut self, req: Request) -> Response {
+    fn handle(&mut self, req: Request<PlanHead>) -> Response {
         match req {
-            Request::Create { id, plan, log_path, stdin, stdin_once } => {
-                self.create(id, &plan, &log_path, stdin, stdin_once)
-            }
+            Request::Create { .. } => Response::error(ErrorKind::BadRequest, "create is answered on its own"),
             Request::Attach { .. } => Response::error(ErrorKind::BadRequest, "attach is answered on its connection"),
             Request::Start { id } => self.start(&id),
             Request::Signal { id, signal } => match self.containers.get(&id) {
@@ -332,10 +333,8 @@ impl Monitor {
                         drop(c.launched.take());
                         let _ = waitpid(c.pid, None);
                     }
-                    if let Some(mut cgroup) = c.cgroup.take()
-                        && let Err(e) = cgroup.destroy()
-                    {
-                        let _ = writeln!(std::io::stderr(), "reef-monitor: remove the cgroup of {id}: {e}");
+                    if let Some(cgroup) = c.cgroup.take() {
+                        build::remove_cgroups(&[(id.clone(), cgroup)]);
                     }
                 }
                 for ext in ["started", "exit"] {
@@ -354,10 +353,14 @@ impl Monitor {
         }
     }
 
+    /// Sets a container up behind its start gate. The monitor makes what it keeps (the log, the container's
+    /// stdio, the gate's pipes); a child of its own decodes the plan from the request `line` and builds the
+    /// container (see `build`).
     fn create(
         &mut self,
         id: String,
-        plan: &crate::launch::LaunchPlan,
+        line: &str,
+        terminal: bool,
         log_path: &Path,
         stdin: bool,
         stdin_once: bool,
@@ -369,49 +372,28 @@ impl Monitor {
             Ok(l) => l,
             Err(e) => return Response::error(ErrorKind::Io, crate::error_chain(&e)),
         };
-        let io = match attach::container_io(plan.terminal, stdin) {
+        let io = match attach::container_io(terminal, stdin) {
             Ok(io) => io,
             Err(e) => {
                 return Response::Error { kind: ErrorKind::Io, errno: Some(e as i32), message: "create stdio".into() };
             }
         };
-        let stdio = io.stdio;
-        let pending = match plan.cgroup.as_ref().map(crate::cgroups::PendingCgroup::new).transpose() {
-            Ok(p) => p,
-            Err(message) => return Response::error(ErrorKind::Launch, message),
+        let (gate, init_ends) = match crate::launch::gate() {
+            Ok(g) => g,
+            Err(e) => return Response::error(ErrorKind::Launch, crate::error_chain(&e)),
         };
-        let join = pending.as_ref().map(|p| p.join_fds()).unwrap_or_default();
-        let launched = match launch_into(plan, stdio, &join) {
-            Ok(l) => l,
-            Err(e) => {
-                if let Some(p) = pending {
-                    p.abandon();
-                }
-                let errno = match &e {
-                    crate::launch::LaunchError::Child { errno, .. }
-                    | crate::launch::LaunchError::Protocol { errno, .. } => Some(*errno as i32),
-                    _ => None,
-                };
-                return Response::Error { kind: ErrorKind::Launch, errno, message: crate::error_chain(&e) };
-            }
+        let made = match build::in_child(line, io.stdio, &gate, init_ends) {
+            Ok(made) => made,
+            // A container that was made but failed after (its limits): closing the gate ends it; reap() collects it.
+            Err(response) => return response,
         };
         // Only the container keeps the write ends: their closing is how its output ends.
         drop(io.theirs);
-        // Limits applied while it waits at the gate, so everything it ever runs is accounted and limited.
-        let cgroup = match pending.map(|p| p.finish(launched.pid().as_raw())).transpose() {
-            Ok(c) => c,
-            Err(message) => {
-                let pid = launched.pid();
-                drop(launched);
-                let _ = waitpid(pid, None);
-                return Response::error(ErrorKind::Launch, message);
-            }
-        };
+        let pid = Pid::from_raw(made.pid);
         let c = Container {
-            pid: launched.pid(),
-            cgroup,
-            cgroup_path: plan.cgroup.as_ref().map(|g| g.path.clone()),
-            launched: Some(launched),
+            pid,
+            cgroup: made.cgroup,
+            launched: Some(gate.launched(pid)),
             stdout: Some(io.stdout),
             stderr: io.stderr,
             stdin: io.stdin,
@@ -422,7 +404,7 @@ impl Monitor {
             started_at: None,
             exit: None,
             pending_exit: None,
-            own_pid_namespace: plan.new_namespaces.contains(nix::sched::CloneFlags::CLONE_NEWPID),
+            own_pid_namespace: made.own_pid_namespace,
         };
         let state = state_of(&c);
         self.containers.insert(id, c);
@@ -530,7 +512,7 @@ impl Monitor {
             if !c.own_pid_namespace {
                 kill_leftovers(c.cgroup.as_ref());
             }
-            let oom_killed = c.cgroup_path.as_deref().is_some_and(oom_kills);
+            let oom_killed = c.cgroup.as_ref().is_some_and(|g| oom_kills(g.path()));
             let record = ExitRecord { code, signal, finished_at, oom_killed };
             let _ = write_atomic(&self.dir.join(format!("{id}.exit")), &record);
             c.exit = Some(record);
@@ -617,16 +599,16 @@ impl Monitor {
     /// Before exiting: close the gates of containers never started (their inits exit), reap them, and remove every
     /// cgroup this monitor created, so a pod torn down with containers still listed leaves no cgroup behind.
     fn release_all(&mut self) {
+        let mut cgroups = Vec::new();
         for (id, mut c) in self.containers.drain() {
             if c.launched.take().is_some() {
                 let _ = waitpid(c.pid, None);
             }
-            if let Some(mut cgroup) = c.cgroup.take()
-                && let Err(e) = cgroup.destroy()
-            {
-                let _ = writeln!(std::io::stderr(), "reef-monitor: remove the cgroup of {id}: {e}");
+            if let Some(cgroup) = c.cgroup.take() {
+                cgroups.push((id, cgroup));
             }
         }
+        build::remove_cgroups(&cgroups);
         if let Some(ns) = self.pod_init.take() {
             let _ = nix::sys::signal::kill(ns.init, Signal::SIGKILL);
             let _ = waitpid(ns.init, None);

@@ -8,14 +8,17 @@ use serde::{Deserialize, Serialize};
 use crate::launch::LaunchPlan;
 
 // Requests are decoded one at a time and never stored, so the size of the Create variant costs nothing.
+//
+// The plan's type is a parameter so that the monitor can decode a Create without its plan (`PlanHead`): the plan
+// is decoded, and the container built, in a short-lived child of the monitor (see `monitor::build`).
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
-pub enum Request {
+pub enum Request<P = LaunchPlan> {
     /// Sets a container up behind its start gate, its output going to `log_path`.
     Create {
         id: String,
-        plan: LaunchPlan,
+        plan: P,
         log_path: PathBuf,
         /// The container's stdin is a pipe (or its pty) that attach clients write; otherwise /dev/null.
         #[serde(default)]
@@ -49,6 +52,13 @@ pub enum Request {
     },
     /// Exit once no container is running.
     Shutdown,
+}
+
+/// What the monitor itself reads of a Create's plan: only what it needs before the plan's own child takes over.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct PlanHead {
+    #[serde(default)]
+    pub terminal: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,0 +1,127 @@
+//! Building a container, in a short-lived child of the monitor.
+//!
+//! Why a child: the code that builds a container (decoding the plan's OCI types, cgroups-rs, systemd's D-Bus
+//! client, the launch) is most of the monitor binary. Run in the monitor, its pages would stay mapped in every
+//! pod's monitor for the pod's life, once per pod: the kernel maps a binary's text in 64 KiB runs around each
+//! page first touched. Run in a forked child, they are mapped in the child only and go with it. The monitor keeps
+//! what it needs later: the gate's ends, the container's stdio, the cgroup as plain data.
+//!
+//! The container's init is reparented to the monitor when its intermediate exits (the monitor is the pod's child
+//! subreaper; this child is not), so the monitor is its parent and reaper as before.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+
+use nix::sys::wait::waitpid;
+use nix::unistd::ForkResult;
+use serde::{Deserialize, Serialize};
+
+use super::protocol::{ErrorKind, Request, Response};
+use crate::cgroups::{ContainerCgroup, PendingCgroup};
+use crate::launch::{Gate, InitEnds, LaunchError, Stdio};
+use crate::sys;
+
+/// A container built and waiting at its gate.
+#[derive(Debug, Serialize, Deserialize)]
+pub(super) struct Made {
+    pub pid: i32,
+    /// PID 1 of a PID namespace of its own (its exit ends every process of the container).
+    pub own_pid_namespace: bool,
+    pub cgroup: Option<ContainerCgroup>,
+}
+
+/// Forks a child that builds the container the Create request `line` describes, through `gate`, and returns
+/// what it made, or the response that says why it could not.
+pub(super) fn in_child(line: &str, stdio: Stdio, gate: &Gate, init: InitEnds) -> Result<Made, Response> {
+    let (mut ours, theirs) = UnixStream::pair().map_err(|e| Response::Error {
+        kind: ErrorKind::Io,
+        errno: e.raw_os_error(),
+        message: "socketpair".into(),
+    })?;
+    let child = match sys::fork() {
+        Ok(ForkResult::Child) => {
+            drop(ours);
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| build(line, stdio, gate, init)));
+            let result = result.unwrap_or_else(|_| Err(Response::error(ErrorKind::Launch, "building panicked")));
+            let _ = (&theirs).write_all(&serde_json::to_vec(&result).unwrap_or_default());
+            sys::exit_now(0)
+        }
+        Ok(ForkResult::Parent { child }) => child,
+        Err(e) => {
+            return Err(Response::Error { kind: ErrorKind::Launch, errno: Some(e as i32), message: "fork".into() });
+        }
+    };
+    // Its ends now live in the child and the container only: the gate's reports end when they are gone.
+    drop(init);
+    drop(theirs);
+    let mut out = Vec::new();
+    let _ = ours.read_to_end(&mut out);
+    let _ = waitpid(child, None);
+    serde_json::from_slice::<Result<Made, Response>>(&out)
+        .unwrap_or_else(|_| Err(Response::error(ErrorKind::Launch, "the process building the container died")))
+}
+
+/// In the child: the plan, the cgroup, the launch, the limits.
+fn build(line: &str, stdio: Stdio, gate: &Gate, init: InitEnds) -> Result<Made, Response> {
+    let plan = match serde_json::from_str::<Request>(line) {
+        Ok(Request::Create { plan, .. }) => plan,
+        Ok(_) => return Err(Response::error(ErrorKind::BadRequest, "not a create request")),
+        Err(e) => return Err(Response::error(ErrorKind::BadRequest, e.to_string())),
+    };
+    let pending = plan
+        .cgroup
+        .as_ref()
+        .map(PendingCgroup::new)
+        .transpose()
+        .map_err(|message| Response::error(ErrorKind::Launch, message))?;
+    let join = pending.as_ref().map(|p| p.join_fds()).unwrap_or_default();
+    let pid = match crate::launch::launch_through(&plan, stdio, &join, gate, init) {
+        Ok(pid) => pid,
+        Err(e) => {
+            if let Some(p) = pending {
+                p.abandon();
+            }
+            let errno = match &e {
+                LaunchError::Child { errno, .. } | LaunchError::Protocol { errno, .. } => Some(*errno as i32),
+                _ => None,
+            };
+            return Err(Response::Error { kind: ErrorKind::Launch, errno, message: crate::error_chain(&e) });
+        }
+    };
+    // Limits applied while it waits at the gate, so everything it ever runs is accounted and limited.
+    let cgroup = pending
+        .map(|p| p.finish(pid.as_raw()))
+        .transpose()
+        .map_err(|message| Response::error(ErrorKind::Launch, message))?;
+    Ok(Made {
+        pid: pid.as_raw(),
+        own_pid_namespace: plan.new_namespaces.contains(nix::sched::CloneFlags::CLONE_NEWPID),
+        cgroup,
+    })
+}
+
+/// Removes containers' cgroups, in a child for the same reason as `in_child`: the handles are cgroups-rs's (and,
+/// under systemd, D-Bus's). Failures go to the monitor's log; the removal is not retried.
+pub(super) fn remove_cgroups(cgroups: &[(String, ContainerCgroup)]) {
+    if cgroups.is_empty() {
+        return;
+    }
+    match sys::fork() {
+        Ok(ForkResult::Child) => {
+            let _ = std::panic::catch_unwind(|| {
+                for (id, cgroup) in cgroups {
+                    if let Err(e) = cgroup.destroy() {
+                        let _ = writeln!(std::io::stderr(), "reef-monitor: remove the cgroup of {id}: {e}");
+                    }
+                }
+            });
+            sys::exit_now(0)
+        }
+        Ok(ForkResult::Parent { child }) => {
+            let _ = waitpid(child, None);
+        }
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "reef-monitor: fork to remove cgroups: {e}");
+        }
+    }
+}

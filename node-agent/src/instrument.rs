@@ -14,6 +14,7 @@ pub async fn call<T>(
 ) -> Result<tonic::Response<T>, tonic::Status> {
     let span = tracing::info_span!("rpc", method);
     async move {
+        let _counted = crate::heap::CallGuard::enter();
         let start = Instant::now();
         let result = handler.await;
         let elapsed_ms = start.elapsed().as_secs_f64() * 1e3;

@@ -7,6 +7,7 @@ mod containers;
 mod cri;
 mod error;
 mod events;
+mod heap;
 mod instrument;
 mod pods;
 mod records;
@@ -73,20 +74,8 @@ fn init_logging(level: &str) {
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
 }
 
-/// glibc gives threads that allocate arenas of their own, up to eight per core; reefd's blocking threads come and
-/// go, and the arenas they leave keep their pages. Two arenas bound that, as `MALLOC_ARENA_MAX=2` would, however
-/// reefd is started.
-#[cfg(target_env = "gnu")]
-fn limit_malloc_arenas() {
-    // SAFETY: mallopt takes two integers and touches only the allocator's settings; it runs before any thread.
-    unsafe { nix::libc::mallopt(nix::libc::M_ARENA_MAX, 2) };
-}
-
-#[cfg(not(target_env = "gnu"))]
-fn limit_malloc_arenas() {}
-
 fn run(config: Config) -> anyhow::Result<()> {
-    limit_malloc_arenas();
+    heap::limit_arenas();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         // Two workers keep idle memory low; the heavy work (unpacking) runs on blocking threads anyway.
@@ -137,6 +126,7 @@ fn run(config: Config) -> anyhow::Result<()> {
             .name("reefd-exits".into())
             .spawn(move || watcher.containers.exit_watch().run(|id| watcher.containers.exited(&watcher.pods, id)))
             .context("start the exit watch")?;
+        heap::spawn_trimmer();
         let socket = lock.bind()?;
         server::serve(agent, socket, signals).await
     })

@@ -10,7 +10,8 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 command -v gdb >/dev/null || apt-get install -y -qq gdb >/dev/null
 tracing=/sys/kernel/tracing
-[[ -e $tracing/uprobe_events ]] || mount -t tracefs nodev "$tracing"
+mounted=""
+[[ -e $tracing/uprobe_events ]] || { mount -t tracefs nodev "$tracing"; mounted=1; }
 host=$(rustc -vV | sed -n 's/^host: //p')
 musl="${host%%-*}-unknown-linux-musl"
 # Built as scripts/build-release builds them (the same cargo invocations, so the same features and symbol
@@ -18,7 +19,7 @@ musl="${host%%-*}-unknown-linux-musl"
 env -u REEF_LAYOUT cargo build -q --release --workspace --bins
 env -u REEF_LAYOUT cargo build -q --release -p reef-runtime --bin reef-monitor --target "$musl"
 work=$(mktemp -d /tmp/reef-layout.XXXXXX)
-trap 'python3 scripts/layout/uprobes.py remove; rm -rf "$work"' EXIT
+trap 'python3 scripts/layout/uprobes.py remove; rm -rf "$work"; [[ -z $mounted ]] || umount "$tracing"' EXIT
 cp target/release/reefd "$work/"
 cp "target/$musl/release/reef-monitor" "$work/reef-monitor.real"
 cp scripts/layout/reef-monitor scripts/layout/trace-monitor.py "$work/"

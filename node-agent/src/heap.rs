@@ -9,8 +9,12 @@
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use tokio::sync::Notify;
+
 static CALLS: AtomicU64 = AtomicU64::new(0);
 static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
+/// Told when the last call in flight ends: the trimmer sleeps on it, so an idle reefd does not wake up.
+static CALLS_DONE: Notify = Notify::const_new();
 
 /// Counts an RPC for as long as it runs (see `instrument::call`).
 pub struct CallGuard(());
@@ -25,7 +29,9 @@ impl CallGuard {
 
 impl Drop for CallGuard {
     fn drop(&mut self) {
-        IN_FLIGHT.fetch_sub(1, Ordering::Relaxed);
+        if IN_FLIGHT.fetch_sub(1, Ordering::Relaxed) == 1 {
+            CALLS_DONE.notify_one();
+        }
     }
 }
 
@@ -36,17 +42,16 @@ const QUIET: Duration = Duration::from_millis(400);
 /// Trims the heap whenever calls came and then stopped for `QUIET`.
 pub fn spawn_trimmer() {
     tokio::spawn(async {
-        let mut seen = CALLS.load(Ordering::Relaxed);
-        let mut dirty = false;
         loop {
-            tokio::time::sleep(QUIET).await;
-            let now = CALLS.load(Ordering::Relaxed);
-            if now != seen {
-                (seen, dirty) = (now, true);
-            } else if dirty && IN_FLIGHT.load(Ordering::Relaxed) == 0 {
-                dirty = false;
-                let _ = tokio::task::spawn_blocking(trim).await;
+            CALLS_DONE.notified().await;
+            loop {
+                let seen = CALLS.load(Ordering::Relaxed);
+                tokio::time::sleep(QUIET).await;
+                if CALLS.load(Ordering::Relaxed) == seen && IN_FLIGHT.load(Ordering::Relaxed) == 0 {
+                    break;
+                }
             }
+            let _ = tokio::task::spawn_blocking(trim).await;
         }
     });
 }

@@ -6,8 +6,9 @@ use std::os::fd::{AsRawFd as _, BorrowedFd};
 use nix::unistd::ForkResult;
 
 /// fork(2). Sound here because the children only run code that is safe after fork: syscalls, and allocation
-/// through glibc malloc, whose fork handlers leave it usable in the child. No child ever returns into the
-/// caller's code: each ends in exec or `exit_now`.
+/// through glibc malloc, whose fork handlers leave it usable in the child, or through the monitor's dlmalloc,
+/// whose lock no other thread can hold (the monitor and the children it forks are single-threaded when they
+/// fork). No child ever returns into the caller's code: each ends in exec or `exit_now`.
 pub fn fork() -> nix::Result<ForkResult> {
     // SAFETY: see above.
     unsafe { nix::unistd::fork() }

@@ -11,7 +11,7 @@ use cgroups_rs::fs::hugetlb::HugeTlbController;
 use cgroups_rs::fs::memory::MemController;
 use cgroups_rs::fs::pid::PidController;
 use cgroups_rs::fs::{Controller, MaxValue};
-use oci_spec::runtime::{LinuxMemory, LinuxResources};
+use oci_spec::runtime::{LinuxDeviceCgroup, LinuxMemory, LinuxResources};
 
 /// Whether `apply` writes everything `resources` asks for.
 pub fn handles(resources: &LinuxResources) -> bool {
@@ -77,7 +77,7 @@ pub fn apply(cgroup: &Cgroup, r: &LinuxResources) -> Result<(), String> {
                 .ok_or_else(|| format!("device rule type {:?}", rule.typ()))?;
             let access: Vec<DevicePermissions> =
                 rule.access().as_deref().unwrap_or_default().chars().filter_map(DevicePermissions::from_char).collect();
-            let (major, minor) = (rule.major().unwrap_or(0), rule.minor().unwrap_or(0));
+            let (major, minor) = numbers_of(rule);
             if rule.allow() {
                 d.allow_device(kind, major, minor, &access).map_err(err)?;
             } else {
@@ -86,6 +86,12 @@ pub fn apply(cgroup: &Cgroup, r: &LinuxResources) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// A rule's major and minor as cgroups-rs writes them: -1 is `*`. A rule without numbers covers every device of
+/// its type (`c *:* m` lets init make any node, `c 136:* rwm` is every pty); 0 would name the unused device 0.
+fn numbers_of(rule: &LinuxDeviceCgroup) -> (i64, i64) {
+    (rule.major().unwrap_or(-1), rule.minor().unwrap_or(-1))
 }
 
 fn controller<'a, T>(cgroup: &'a Cgroup, name: &str) -> Result<&'a T, String>
@@ -130,4 +136,21 @@ fn set_memory(m: &MemController, memory: &LinuxMemory) -> Result<(), String> {
         m.set_swappiness(swappiness).map_err(err)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use oci_spec::runtime::{LinuxDeviceCgroupBuilder, LinuxDeviceType};
+
+    #[test]
+    fn a_device_rule_without_numbers_covers_every_device_of_its_type() {
+        let any = LinuxDeviceCgroupBuilder::default().allow(true).typ(LinuxDeviceType::C).access("m").build().unwrap();
+        assert_eq!(numbers_of(&any), (-1, -1));
+        let ptys =
+            LinuxDeviceCgroupBuilder::default().allow(true).typ(LinuxDeviceType::C).major(136).access("rwm").build();
+        assert_eq!(numbers_of(&ptys.unwrap()), (136, -1));
+        let null = LinuxDeviceCgroupBuilder::default().typ(LinuxDeviceType::C).major(1).minor(3).build().unwrap();
+        assert_eq!(numbers_of(&null), (1, 3));
+    }
 }

@@ -103,25 +103,29 @@ impl PendingCgroup {
         }
     }
 
+    /// Whether the limits wait for the container's pid: under systemd, the scope is made around it.
+    pub fn needs_pid(&self) -> bool {
+        self.plan.systemd.is_some()
+    }
+
     /// Once `pid` runs (and, under cgroupfs, has joined): puts it in under systemd, then applies the limits.
     pub fn finish(self, pid: i32) -> Result<ContainerCgroup, String> {
         let plan = &self.plan;
+        let Some(unit) = &plan.systemd else { return self.limit() };
         let what = |e: cgroups_rs::manager::Error| format!("cgroup {}: {e}", plan.path);
-        let made = ContainerCgroup {
-            path: plan.path.clone(),
-            systemd: plan.systemd.clone(),
-            hierarchies: hierarchies_of(plan).clone(),
-        };
-        let pid = cgroups_rs::CgroupPid { pid: pid as u64 };
-        if let Some(unit) = &plan.systemd {
-            let mut manager = SystemdManager::new(unit).map_err(what)?;
-            manager.add_proc(pid).map_err(what)?;
-            if let Err(e) = manager.set(&plan.resources) {
-                let _ = manager.destroy();
-                return Err(what(e));
-            }
-            return Ok(made);
+        let mut manager = SystemdManager::new(unit).map_err(what)?;
+        manager.add_proc(cgroups_rs::CgroupPid { pid: pid as u64 }).map_err(what)?;
+        if let Err(e) = manager.set(&plan.resources) {
+            let _ = manager.destroy();
+            return Err(what(e));
         }
+        Ok(self.made())
+    }
+
+    /// Under cgroupfs, the limits, before or after a process joins.
+    pub fn limit(&self) -> Result<ContainerCgroup, String> {
+        let plan = &self.plan;
+        let what = |e: cgroups_rs::manager::Error| format!("cgroup {}: {e}", plan.path);
         let hierarchy = hierarchy_of(plan);
         if !hierarchy.v2() && v1_limits::handles(&plan.resources) {
             let cgroup = cgroups_rs::fs::Cgroup::load(hierarchy, &plan.path);
@@ -129,14 +133,22 @@ impl PendingCgroup {
                 let _ = remove_dirs(&cgroup);
                 return Err(format!("cgroup {}: {e}", plan.path));
             }
-            return Ok(made);
+            return Ok(self.made());
         }
         let mut fs = FsManager::new(&plan.path).map_err(what)?;
         if let Err(e) = fs.set(&plan.resources) {
             let _ = fs.destroy();
             return Err(what(e));
         }
-        Ok(made)
+        Ok(self.made())
+    }
+
+    fn made(&self) -> ContainerCgroup {
+        ContainerCgroup {
+            path: self.plan.path.clone(),
+            systemd: self.plan.systemd.clone(),
+            hierarchies: hierarchies_of(&self.plan).clone(),
+        }
     }
 }
 

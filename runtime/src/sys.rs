@@ -20,6 +20,18 @@ pub fn exit_now(code: i32) -> ! {
     unsafe { nix::libc::_exit(code) }
 }
 
+/// Lowers the calling process to SCHED_IDLE, for a short-lived helper that has handed over its result and only
+/// exits: the process it woke then runs at once on this core instead of waiting out the exit's teardown of the
+/// helper's memory. Best effort: a refusal only costs that wait.
+pub fn yield_to_waker() {
+    // SAFETY: sched_param is plain integers (musl adds fields glibc lacks, hence zeroed rather than a literal),
+    // all-zero is priority 0, which SCHED_IDLE requires; the call only reads it while it lives.
+    let _ = unsafe {
+        let param: nix::libc::sched_param = std::mem::zeroed();
+        nix::libc::sched_setscheduler(0, nix::libc::SCHED_IDLE, &param)
+    };
+}
+
 /// A pipe end the child inherited as a raw number across fork.
 pub fn borrow(fd: i32) -> BorrowedFd<'static> {
     // SAFETY: the launch code passes only descriptors it opened (pipe ends, cgroup files) and keeps open until
@@ -319,4 +331,26 @@ pub fn has_opaque_xattr(path: &std::ffi::CStr) -> bool {
         nix::libc::lgetxattr(path.as_ptr(), c"trusted.overlay.opaque".as_ptr(), value.as_mut_ptr().cast(), value.len())
     };
     n == 1 && value[0] == b'y'
+}
+
+#[cfg(test)]
+mod tests {
+    /// The scheduling policy of the calling thread, as the kernel reports it (field 41 of its stat).
+    fn policy_of_this_thread() -> u32 {
+        let stat = std::fs::read_to_string("/proc/thread-self/stat").expect("stat");
+        let after_comm = &stat[stat.rfind(')').expect("comm") + 1..];
+        after_comm.split_whitespace().nth(38).and_then(|f| f.parse().ok()).expect("policy field")
+    }
+
+    #[test]
+    fn a_helper_that_has_handed_over_its_result_runs_only_when_nothing_else_would() {
+        // On a thread of its own: the policy is per thread, and the test runner's must not change.
+        let policy = std::thread::spawn(|| {
+            super::yield_to_waker();
+            policy_of_this_thread()
+        })
+        .join()
+        .expect("thread");
+        assert_eq!(policy, nix::libc::SCHED_IDLE as u32);
+    }
 }

@@ -191,38 +191,56 @@ pub fn intermediate(p: &Prepared<'_>, reports: i32, start: i32, pid_out: i32) ->
     keep.extend(p.join.iter().map(|(_, fd)| fd.as_raw_fd()));
     keep.extend(&p.cgroup);
     sys::close_fds_except(&keep);
-    // First, so the cgroup namespace unshared below is rooted at the container's own cgroup.
-    for fd in &p.cgroup {
-        check(reports, Step::JoinCgroup, nix::unistd::write(sys::borrow(*fd), b"0").map(|_| ()));
+    if let Err((step, e)) = enter(p) {
+        fail(reports, step, e)
     }
-    for (flag, fd) in &p.join {
-        check(reports, Step::JoinNamespace, nix::sched::setns(fd, *flag));
-    }
-    if p.join.iter().any(|(flag, _)| *flag == CloneFlags::CLONE_NEWUSER) {
-        // Host root is unmapped in the pod's user namespace: anything it created (devpts's ptmx, a copy-up)
-        // would fail with EOVERFLOW. The namespace's own root it becomes instead, capabilities kept.
-        let (gid, uid) = (Gid::from_raw(0), Uid::from_raw(0));
-        check(reports, Step::Setgid, nix::unistd::setresgid(gid, gid, gid));
-        check(reports, Step::Setuid, nix::unistd::setresuid(uid, uid, uid));
-    }
-    check(reports, Step::Unshare, nix::sched::unshare(p.plan.new_namespaces));
     if p.exec {
         match sys::fork_sibling() {
             Ok(None) => exec_child(p, reports),
             Ok(Some(child)) => {
+                sys::yield_to_waker();
                 send_pid(pid_out, child);
                 sys::exit_now(0)
             }
             Err(e) => fail(reports, Step::ForkInit, e),
         }
     }
-    match sys::fork() {
-        Ok(ForkResult::Child) => init(p, reports, start),
-        Ok(ForkResult::Parent { child }) => {
+    match fork_init(p, reports, start) {
+        Ok(child) => {
+            sys::yield_to_waker();
             send_pid(pid_out, child);
             sys::exit_now(0)
         }
         Err(e) => fail(reports, Step::ForkInit, e),
+    }
+}
+
+/// What the process that forks init does first: into the container's cgroup, into the pod's namespaces, the new
+/// ones unshared (a new PID namespace takes effect for init, its next child). The intermediate does it, or the
+/// monitor's build child in its place (`launch::fork_here`), which exits once init is ready.
+pub fn enter(p: &Prepared<'_>) -> Result<(), (Step, Errno)> {
+    // First, so the cgroup namespace unshared below is rooted at the container's own cgroup.
+    for fd in &p.cgroup {
+        nix::unistd::write(sys::borrow(*fd), b"0").map_err(|e| (Step::JoinCgroup, e))?;
+    }
+    for (flag, fd) in &p.join {
+        nix::sched::setns(fd, *flag).map_err(|e| (Step::JoinNamespace, e))?;
+    }
+    if p.join.iter().any(|(flag, _)| *flag == CloneFlags::CLONE_NEWUSER) {
+        // Host root is unmapped in the pod's user namespace: anything it created (devpts's ptmx, a copy-up)
+        // would fail with EOVERFLOW. The namespace's own root it becomes instead, capabilities kept.
+        let (gid, uid) = (Gid::from_raw(0), Uid::from_raw(0));
+        nix::unistd::setresgid(gid, gid, gid).map_err(|e| (Step::Setgid, e))?;
+        nix::unistd::setresuid(uid, uid, uid).map_err(|e| (Step::Setuid, e))?;
+    }
+    nix::sched::unshare(p.plan.new_namespaces).map_err(|e| (Step::Unshare, e))
+}
+
+/// Forks the container's init from a process that has `enter`ed; returns its pid.
+pub fn fork_init(p: &Prepared<'_>, reports: i32, start: i32) -> Result<nix::unistd::Pid, Errno> {
+    match sys::fork()? {
+        ForkResult::Child => init(p, reports, start),
+        ForkResult::Parent { child } => Ok(child),
     }
 }
 

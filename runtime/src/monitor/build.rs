@@ -6,10 +6,18 @@
 //! page first touched. Run in a forked child, they are mapped in the child only and go with it. The monitor keeps
 //! what it needs later: the gate's ends, the container's stdio, the cgroup as plain data.
 //!
-//! The container's init is reparented to the monitor when its intermediate exits (the monitor is the pod's child
-//! subreaper; this child is not), so the monitor is its parent and reaper as before.
+//! Under cgroupfs (or without a cgroup) this child is also the launch's intermediate (`launch::fork_here`): it
+//! makes the cgroup and sets its limits while still in the host's namespaces, joins the cgroup and the pod's
+//! namespaces, unshares the new ones and forks init itself. A separate intermediate would cost one more fork, and
+//! on a 2-core VM every fork of a process whose memory is live on the other core pays TLB-flush IPIs: measured,
+//! that was most of the 2 ms this child first added to a Create. Under systemd, where the scope is made around
+//! the pid over D-Bus, an intermediate forks init and this child stays in the host's namespaces.
+//!
+//! Either way init is reparented to the monitor when this child exits (the monitor is the pod's child subreaper),
+//! so the monitor is its parent and reaper as before. The child hands its result over as one line and then lets
+//! the monitor run first (`sys::yield_to_waker`): the reply to reefd does not wait for the child's exit.
 
-use std::io::{Read, Write};
+use std::io::{BufRead, Write};
 use std::os::unix::net::UnixStream;
 
 use nix::sys::wait::waitpid;
@@ -33,30 +41,34 @@ pub(super) struct Made {
 /// Forks a child that builds the container the Create request `line` describes, through `gate`, and returns
 /// what it made, or the response that says why it could not.
 pub(super) fn in_child(line: &str, stdio: Stdio, gate: &Gate, init: InitEnds) -> Result<Made, Response> {
-    let (mut ours, theirs) = UnixStream::pair().map_err(|e| Response::Error {
+    let (ours, theirs) = UnixStream::pair().map_err(|e| Response::Error {
         kind: ErrorKind::Io,
         errno: e.raw_os_error(),
         message: "socketpair".into(),
     })?;
-    let child = match sys::fork() {
+    match sys::fork() {
         Ok(ForkResult::Child) => {
             drop(ours);
             let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| build(line, stdio, gate, init)));
             let result = result.unwrap_or_else(|_| Err(Response::error(ErrorKind::Launch, "building panicked")));
-            let _ = (&theirs).write_all(&serde_json::to_vec(&result).unwrap_or_default());
+            let mut out = serde_json::to_vec(&result).unwrap_or_default();
+            out.push(b'\n');
+            sys::yield_to_waker();
+            let _ = (&theirs).write_all(&out);
             sys::exit_now(0)
         }
-        Ok(ForkResult::Parent { child }) => child,
+        Ok(ForkResult::Parent { .. }) => {}
         Err(e) => {
             return Err(Response::Error { kind: ErrorKind::Launch, errno: Some(e as i32), message: "fork".into() });
         }
-    };
+    }
     // Its ends now live in the child and the container only: the gate's reports end when they are gone.
     drop(init);
     drop(theirs);
+    // Up to the newline, not to end-of-file: the socket closes only once the child's exit has torn its memory
+    // down, a third of a millisecond the reply need not wait for. The monitor's reaper collects the child.
     let mut out = Vec::new();
-    let _ = ours.read_to_end(&mut out);
-    let _ = waitpid(child, None);
+    let _ = std::io::BufReader::new(&ours).read_until(b'\n', &mut out);
     serde_json::from_slice::<Result<Made, Response>>(&out)
         .unwrap_or_else(|_| Err(Response::error(ErrorKind::Launch, "the process building the container died")))
 }
@@ -75,29 +87,63 @@ fn build(line: &str, stdio: Stdio, gate: &Gate, init: InitEnds) -> Result<Made, 
         .transpose()
         .map_err(|message| Response::error(ErrorKind::Launch, message))?;
     let join = pending.as_ref().map(|p| p.join_fds()).unwrap_or_default();
-    let pid = match crate::launch::launch_through(&plan, stdio, &join, gate, init) {
-        Ok(pid) => pid,
-        Err(e) => {
-            if let Some(p) = pending {
-                p.abandon();
-            }
-            let errno = match &e {
-                LaunchError::Child { errno, .. } | LaunchError::Protocol { errno, .. } => Some(*errno as i32),
-                _ => None,
+    let (pid, cgroup) = match pending {
+        // Under systemd the scope is made around the pid: an intermediate forks init, and this process stays in
+        // the host's namespaces to talk to systemd while init sets itself up (on the other core).
+        Some(p) if p.needs_pid() => {
+            let pid = match crate::launch::fork_through(&plan, stdio, &join, gate, init) {
+                Ok(pid) => pid,
+                Err(e) => {
+                    p.abandon();
+                    return Err(launch_error(&e));
+                }
             };
-            return Err(Response::Error { kind: ErrorKind::Launch, errno, message: crate::error_chain(&e) });
+            // On an error here init finds its gate closed (the monitor drops it) and exits.
+            let cgroup = p.finish(pid.as_raw()).map_err(|message| Response::error(ErrorKind::Launch, message))?;
+            (pid, Some(cgroup))
+        }
+        // Else the limits go on first, while this process is still in the host's namespaces, and it forks init
+        // itself: still before init runs anything of its own, so everything it ever runs is accounted and limited.
+        // Its device nodes are made under the device rules, which allow mknod.
+        pending => {
+            let cgroup = pending
+                .as_ref()
+                .map(PendingCgroup::limit)
+                .transpose()
+                .map_err(|message| Response::error(ErrorKind::Launch, message))?;
+            // `pending` holds the descriptors `join` names until init is forked.
+            let forked = crate::launch::fork_here(&plan, stdio, &join, init);
+            drop(pending);
+            match forked {
+                Ok(pid) => (pid, cgroup),
+                Err(e) => {
+                    if let Some(c) = &cgroup {
+                        let _ = c.destroy();
+                    }
+                    return Err(launch_error(&e));
+                }
+            }
         }
     };
-    // Limits applied while it waits at the gate, so everything it ever runs is accounted and limited.
-    let cgroup = pending
-        .map(|p| p.finish(pid.as_raw()))
-        .transpose()
-        .map_err(|message| Response::error(ErrorKind::Launch, message))?;
+    if let Err(e) = gate.wait_ready(&plan, pid) {
+        if let Some(c) = &cgroup {
+            let _ = c.destroy();
+        }
+        return Err(launch_error(&e));
+    }
     Ok(Made {
         pid: pid.as_raw(),
         own_pid_namespace: plan.new_namespaces.contains(nix::sched::CloneFlags::CLONE_NEWPID),
         cgroup,
     })
+}
+
+fn launch_error(e: &LaunchError) -> Response {
+    let errno = match e {
+        LaunchError::Child { errno, .. } | LaunchError::Protocol { errno, .. } => Some(*errno as i32),
+        _ => None,
+    };
+    Response::Error { kind: ErrorKind::Launch, errno, message: crate::error_chain(e) }
 }
 
 /// Removes containers' cgroups, in a child for the same reason as `in_child`: the handles are cgroups-rs's (and,

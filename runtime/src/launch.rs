@@ -244,7 +244,7 @@ pub fn launch_through(
 
 /// The first half of `launch_through`: forks the container and returns its init's pid as soon as it is known,
 /// while init still sets itself up. What the caller does before `Gate::wait_ready` (the cgroup's limits, in the
-/// monitor) overlaps with init's mounts, on another core.
+/// monitor's build child) overlaps with init's mounts, on another core.
 pub fn fork_through(
     plan: &LaunchPlan,
     stdio: Stdio,

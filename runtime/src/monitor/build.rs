@@ -11,7 +11,8 @@
 //! namespaces, unshares the new ones and forks init itself. A separate intermediate would cost one more fork, and
 //! on a 2-core VM every fork of a process whose memory is live on the other core pays TLB-flush IPIs: measured,
 //! that was most of the 2 ms this child first added to a Create. Under systemd, where the scope is made around
-//! the pid over D-Bus, an intermediate forks init and this child stays in the host's namespaces.
+//! the pid over D-Bus, and for a pod with a user namespace (whose root has no rights over the host's cgroupfs), an
+//! intermediate forks init and this child stays in the host's namespaces.
 //!
 //! Either way init is reparented to the monitor when this child exits (the monitor is the pod's child subreaper),
 //! so the monitor is its parent and reaper as before. The child hands its result over as one line and then lets
@@ -20,6 +21,7 @@
 use std::io::{BufRead, Write};
 use std::os::unix::net::UnixStream;
 
+use nix::sched::CloneFlags;
 use nix::sys::wait::waitpid;
 use nix::unistd::ForkResult;
 use serde::{Deserialize, Serialize};
@@ -87,10 +89,13 @@ fn build(line: &str, stdio: Stdio, gate: &Gate, init: InitEnds) -> Result<Made, 
         .transpose()
         .map_err(|message| Response::error(ErrorKind::Launch, message))?;
     let join = pending.as_ref().map(|p| p.join_fds()).unwrap_or_default();
+    // In a pod's user namespace this process would lose its rights over the host's cgroupfs, which a failed
+    // launch still needs to remove the cgroup.
+    let joins_user_namespace = plan.join_namespaces.iter().any(|(flag, _)| *flag == CloneFlags::CLONE_NEWUSER);
     let (pid, cgroup) = match pending {
         // Under systemd the scope is made around the pid: an intermediate forks init, and this process stays in
         // the host's namespaces to talk to systemd while init sets itself up (on the other core).
-        Some(p) if p.needs_pid() => {
+        Some(p) if p.needs_pid() || joins_user_namespace => {
             let pid = match crate::launch::fork_through(&plan, stdio, &join, gate, init) {
                 Ok(pid) => pid,
                 Err(e) => {
@@ -131,11 +136,7 @@ fn build(line: &str, stdio: Stdio, gate: &Gate, init: InitEnds) -> Result<Made, 
         }
         return Err(launch_error(&e));
     }
-    Ok(Made {
-        pid: pid.as_raw(),
-        own_pid_namespace: plan.new_namespaces.contains(nix::sched::CloneFlags::CLONE_NEWPID),
-        cgroup,
-    })
+    Ok(Made { pid: pid.as_raw(), own_pid_namespace: plan.new_namespaces.contains(CloneFlags::CLONE_NEWPID), cgroup })
 }
 
 fn launch_error(e: &LaunchError) -> Response {

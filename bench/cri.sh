@@ -187,7 +187,7 @@ TOML
 }
 
 # On an ext4 without a journal, the inode allocator skips every inode freed in the last 60 s (360 s while its
-# inode table block is dirty, which the next file made in that block makes it), at one buffer-cache lookup each.
+# inode table block is dirty, and each file made in that block dirties it again), at one buffer-cache lookup each.
 # So each file a runtime creates costs more after a burst of deletions, and a previous run's teardown can double
 # reef's CreateContainer (bench/README.md, "The filesystem drift"). The allocator only checks inode table blocks
 # still in the buffer cache: writing them back and dropping the clean cache before each runtime gives each one

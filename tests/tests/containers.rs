@@ -273,6 +273,58 @@ async fn resource_limits_land_in_the_container_cgroup_which_goes_with_it() {
 }
 
 #[tokio::test]
+async fn a_create_that_fails_inside_the_container_leaves_no_cgroup_rootfs_record_or_log() {
+    require_e2e!();
+    if !std::path::Path::new("/sys/fs/cgroup/memory").exists() {
+        eprintln!("skipped: this test reads cgroup v1 files");
+        return;
+    }
+    let parent = CgroupParent(format!("reef-e2e-failed-create-{}", std::process::id()));
+    let s = setup().await;
+    let mut rt = s.reefd.runtime().await;
+    let mut sandbox = pod_config(&s, "failing");
+    sandbox.linux =
+        Some(cri::LinuxPodSandboxConfig { cgroup_parent: format!("/{}/pod1", parent.0), ..Default::default() });
+    let pod = run_pod(&mut rt, &sandbox).await;
+    // The bind mount fails inside the new container, after its cgroup is made, limited and joined.
+    let mut config = container_config(&s, "unmountable", "exec sleep 300");
+    config.mounts = vec![cri::Mount {
+        container_path: "/data".into(),
+        host_path: s.logs.path().join("no-such-dir").display().to_string(),
+        ..Default::default()
+    }];
+    config.linux.as_mut().unwrap().resources =
+        Some(cri::LinuxContainerResources { memory_limit_in_bytes: 64 << 20, ..Default::default() });
+    let err = create(&mut rt, &pod, &sandbox, config).await.unwrap_err();
+    assert!(err.message().contains("/data"), "the error names the mount: {}", err.message());
+
+    let pod_cgroup = |ctrl: &str| std::path::PathBuf::from(format!("/sys/fs/cgroup/{ctrl}/{}/pod1", parent.0));
+    for ctrl in ["memory", "pids", "devices", "freezer"] {
+        let left: Vec<_> = std::fs::read_dir(pod_cgroup(ctrl))
+            .map(|d| d.flatten().filter(|e| e.file_name().to_string_lossy().starts_with("reef-")).collect())
+            .unwrap_or_default();
+        assert!(left.is_empty(), "no container cgroup left in {ctrl}: {left:?}");
+    }
+    let containers = s.reefd.root().join("containers");
+    let upper: Vec<_> = std::fs::read_dir(&containers)
+        .map(|d| d.flatten().map(|e| e.file_name()).filter(|n| n != "records").collect())
+        .unwrap_or_default();
+    assert!(upper.is_empty(), "no upper dir left: {upper:?}");
+    let records = std::fs::read_dir(containers.join("records")).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(records, 0, "no container record left");
+    assert!(!s.logs.path().join("unmountable.log").exists(), "no empty log file left");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(s.reefd.root().to_str().unwrap()), "no rootfs left mounted");
+    let listed = rt.list_containers(cri::ListContainersRequest { filter: None }).await.unwrap().into_inner();
+    assert!(listed.containers.is_empty(), "{:?}", listed.containers);
+
+    // The name was given back: the same container without the mount is made.
+    let id = create(&mut rt, &pod, &sandbox, container_config(&s, "unmountable", "exec sleep 300")).await;
+    assert!(id.is_ok(), "{id:?}");
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod }).await.unwrap();
+}
+
+#[tokio::test]
 async fn exec_sync_runs_in_the_container_and_its_timeout_always_holds() {
     require_e2e!();
     let s = setup().await;

@@ -368,24 +368,34 @@ impl Monitor {
         if self.containers.contains_key(&id) {
             return Response::error(ErrorKind::AlreadyExists, format!("container {id} exists"));
         }
+        // A failed Create takes back the log file it made, empty: one kubelet made, or an earlier attempt wrote
+        // to, stays.
+        let new_log = !log_path.exists();
+        let failed = |response: Response| {
+            if new_log {
+                let _ = std::fs::remove_file(log_path);
+            }
+            response
+        };
         let log = match LogWriter::open(log_path, crate::logging::DEFAULT_MAX_LINE) {
             Ok(l) => l,
-            Err(e) => return Response::error(ErrorKind::Io, crate::error_chain(&e)),
+            Err(e) => return failed(Response::error(ErrorKind::Io, crate::error_chain(&e))),
         };
         let io = match attach::container_io(terminal, stdin) {
             Ok(io) => io,
             Err(e) => {
-                return Response::Error { kind: ErrorKind::Io, errno: Some(e as i32), message: "create stdio".into() };
+                let message = "create stdio".into();
+                return failed(Response::Error { kind: ErrorKind::Io, errno: Some(e as i32), message });
             }
         };
         let (gate, init_ends) = match crate::launch::gate() {
             Ok(g) => g,
-            Err(e) => return Response::error(ErrorKind::Launch, crate::error_chain(&e)),
+            Err(e) => return failed(Response::error(ErrorKind::Launch, crate::error_chain(&e))),
         };
         let made = match build::in_child(line, io.stdio, &gate, init_ends) {
             Ok(made) => made,
             // A container that was made but failed after (its limits): closing the gate ends it; reap() collects it.
-            Err(response) => return response,
+            Err(response) => return failed(response),
         };
         // Only the container keeps the write ends: their closing is how its output ends.
         drop(io.theirs);

@@ -198,7 +198,6 @@ pub fn intermediate(p: &Prepared<'_>, reports: i32, start: i32, pid_out: i32) ->
         match sys::fork_sibling() {
             Ok(None) => exec_child(p, reports),
             Ok(Some(child)) => {
-                sys::yield_to_waker();
                 send_pid(pid_out, child);
                 sys::exit_now(0)
             }
@@ -207,7 +206,8 @@ pub fn intermediate(p: &Prepared<'_>, reports: i32, start: i32, pid_out: i32) ->
     }
     match fork_init(p, reports, start) {
         Ok(child) => {
-            sys::yield_to_waker();
+            // No lowering to the idle class here, unlike the build child: the caller waits for this exit
+            // (waitpid), and an idle-class process on a busy core may wait long for its turn.
             send_pid(pid_out, child);
             sys::exit_now(0)
         }

@@ -55,8 +55,10 @@ pub(super) fn in_child(line: &str, stdio: Stdio, gate: &Gate, init: InitEnds) ->
             let result = result.unwrap_or_else(|_| Err(Response::error(ErrorKind::Launch, "building panicked")));
             let mut out = serde_json::to_vec(&result).unwrap_or_default();
             out.push(b'\n');
-            sys::yield_to_waker();
             let _ = (&theirs).write_all(&out);
+            // After the write, not before: an idle-class process on a busy core may wait long for its turn, and
+            // the reply waits on this write. Nothing waits on the exit (the monitor's reaper collects it).
+            sys::yield_to_waker();
             sys::exit_now(0)
         }
         Ok(ForkResult::Parent { .. }) => {}

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# What a new mount namespace costs as the caller's mount table grows. A container's build child unshares its
-# mount namespace from reefd's, which holds each pod's namespace pins and each container's rootfs (about five
-# mounts per pod), so this is the part of CreateContainer that grows with the pods already running
-# (bench/README.md, "Where reef's Create+Start goes now"). Runs in a private mount namespace of its own: the
-# tmpfs mounts it makes vanish with it. As root:  bench/mntns-copy.sh
+# What a new mount namespace costs as the caller's mount table grows. A container's mount namespace starts as a
+# copy of the table its builder is in. That used to be reefd's, which held each pod's namespace pins and each
+# container's rootfs (about four mounts per pod), so CreateContainer grew with the pods already running; since
+# runtime/src/mount_ns.rs it is the node's, which those mounts no longer reach (bench/README.md, "reefd's own
+# mount namespace"). Runs in a private mount namespace of its own: the tmpfs mounts it makes vanish with it.
+# As root:  bench/mntns-copy.sh
 set -euo pipefail
 if [[ ${1:-} != --inside ]]; then exec unshare -m "$0" --inside; fi
 dir=$(mktemp -d /tmp/reef-mntns-copy.XXXXXX)

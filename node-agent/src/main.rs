@@ -76,6 +76,27 @@ fn init_logging(level: &str) {
 
 fn run(config: Config) -> anyhow::Result<()> {
     heap::limit_arenas();
+    std::fs::create_dir_all(&config.state_dir)
+        .with_context(|| format!("create state dir {}", config.state_dir.display()))?;
+    // Before the async runtime starts its threads: a mount namespace is entered by a single-threaded process.
+    let pin = config.state_dir.join(reef_runtime::mount_ns::PIN);
+    let node_mounts = match reef_runtime::mount_ns::enter_own(&pin, || !pods::live_monitors(&config.state_dir)) {
+        Ok(Some(node)) => Some(node),
+        Ok(None) => {
+            tracing::info!(
+                "pods of a reefd without a mount namespace of its own are running: staying in the node's until \
+                 they are gone, so that their monitors see the rootfs of their new containers"
+            );
+            None
+        }
+        Err(e) => {
+            tracing::warn!(
+                error = %error::chain(&e),
+                "pins and rootfs mounts stay in the node's mount namespace: each Create then copies them all"
+            );
+            None
+        }
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         // Two workers keep idle memory low; the heavy work (unpacking) runs on blocking threads anyway.
@@ -88,8 +109,6 @@ fn run(config: Config) -> anyhow::Result<()> {
         // The lock comes first: a second reefd must stop before it touches the store. The socket comes last:
         // clients only ever talk to a recovered reefd.
         let lock = server::SocketLock::acquire(&config.socket)?;
-        std::fs::create_dir_all(&config.state_dir)
-            .with_context(|| format!("create state dir {}", config.state_dir.display()))?;
         let root = config.root_dir.clone();
         let store = tokio::task::spawn_blocking(move || Store::open(&root))
             .await
@@ -108,7 +127,7 @@ fn run(config: Config) -> anyhow::Result<()> {
         let (pods, containers) = tokio::task::spawn_blocking(move || {
             let network = reef_netplug::Network::open(net_config)
                 .map_err(|e| std::io::Error::other(format!("pod network: {}", error::chain(&e))))?;
-            let pods = pods::Pods::open(&root, &state, monitor, network)?;
+            let pods = pods::Pods::open(&root, &state, monitor, node_mounts, network)?;
             let containers = containers::Containers::open(&root, &state, &cgroup_parent, systemd_cgroups, bus)?;
             for pod in pods.list() {
                 containers.watch_pod(&pods, &pod.id);

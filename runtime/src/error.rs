@@ -21,6 +21,9 @@ pub enum RuntimeError {
     Pin(#[from] crate::pin::PinError),
 
     #[error(transparent)]
+    MountNs(#[from] crate::mount_ns::MountNsError),
+
+    #[error(transparent)]
     Monitor(#[from] crate::monitor::MonitorError),
 
     #[error("{op} {path}")]

@@ -21,6 +21,7 @@ use crate::sys;
 
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
+use std::sync::OnceLock;
 
 use nix::fcntl::OFlag;
 use nix::sched::CloneFlags;
@@ -82,6 +83,22 @@ pub struct LaunchPlan {
     /// of its own.
     #[serde(default)]
     pub terminal: bool,
+}
+
+/// The mount namespace every container's is copied from, when it is not the caller's own: the node's, for a pod
+/// monitor in reefd's namespace (`mount_ns`), whose pins and rootfs mounts a container has no use for.
+static COPY_MOUNTS_FROM: OnceLock<OwnedFd> = OnceLock::new();
+
+/// Sets, once per process, the mount namespace (`ns`, an nsfs descriptor) containers' mount namespaces are
+/// copied from. The rootfs, mounted in the caller's namespace, is carried over as a detached tree.
+pub fn copy_mounts_from(ns: OwnedFd) {
+    let _ = COPY_MOUNTS_FROM.set(ns);
+}
+
+/// As `copy_mounts_from`, with the namespace inherited as descriptor `fd` (from reefd, which starts the monitor).
+pub fn copy_mounts_from_inherited(fd: RawFd) -> nix::Result<()> {
+    copy_mounts_from(sys::take_inherited(fd)?);
+    Ok(())
 }
 
 /// A device node inside the container, as the OCI spec's `linux.devices` describes it.

@@ -13,6 +13,7 @@ pub mod error;
 pub mod launch;
 pub mod logging;
 pub mod monitor;
+pub mod mount_ns;
 pub mod mountpoints;
 pub mod mounts;
 pub mod pin;

@@ -160,8 +160,13 @@ fn pin_files(dir: &Path, wanted: &[(&str, CloneFlags)], pid: i32) -> Result<Pinn
         let target = dir.join(name);
         std::fs::File::create(&target).map_err(|e| PinError::Sys { step: "create pin file", errno: io_errno(&e) })?;
         let source = format!("/proc/{pid}/ns/{name}");
-        nix::mount::mount(Some(source.as_str()), &target, None::<&str>, MsFlags::MS_BIND, None::<&str>)
-            .map_err(sys_err("bind-mount namespace"))?;
+        let bind = || nix::mount::mount(Some(source.as_str()), &target, None::<&str>, MsFlags::MS_BIND, None::<&str>);
+        bind().map_err(sys_err("bind-mount namespace"))?;
+        // The network pin in the node's namespace too, where tools and CNI agents outside reefd can open it by
+        // its path (`mount_ns`).
+        if *name == "net" && crate::mount_ns::apart() {
+            crate::mount_ns::in_node(bind).map_err(sys_err("bind-mount namespace in the node's mount namespace"))?;
+        }
         match *name {
             "user" => pinned.user = Some(target),
             "net" => pinned.network = Some(target),
@@ -174,13 +179,10 @@ fn pin_files(dir: &Path, wanted: &[(&str, CloneFlags)], pid: i32) -> Result<Pinn
 
 /// Releases the pins in `dir` (the namespaces die with their last user). Idempotent: pins already gone are fine.
 pub fn unpin(dir: &Path) {
-    for (name, _) in KINDS {
-        unpin_one(dir, name);
-    }
     // The pod's shared PID namespace, pinned by its monitor. A monitor that died (killed, OOM) left the pod's init
     // running with nobody to stop it: it goes here, and the kernel takes whatever else is in the namespace.
     kill_pid_namespace(&dir.join("pid"));
-    unpin_one(dir, "pid");
+    release(dir, &["user", "net", "ipc", "uts", "pid"]);
 }
 
 /// SIGKILLs every process in the PID namespace pinned at `pin` (found by the namespace's inode under /proc).
@@ -203,9 +205,26 @@ fn kill_pid_namespace(pin: &Path) {
 
 /// Releases one pin (`net`, `ipc` or `uts`): StopPodSandbox lets the network go before the pod is removed.
 pub fn unpin_one(dir: &Path, name: &str) {
-    let target = dir.join(name);
-    let _ = nix::mount::umount2(&target, MntFlags::MNT_DETACH);
-    let _ = std::fs::remove_file(&target);
+    release(dir, &[name]);
+}
+
+fn release(dir: &Path, names: &[&str]) {
+    let targets: Vec<PathBuf> = names.iter().map(|n| dir.join(n)).collect();
+    let unmount = || {
+        for target in &targets {
+            let _ = nix::mount::umount2(target, MntFlags::MNT_DETACH);
+        }
+        Ok(())
+    };
+    // The node's first: the network pin is there, and so is every pin of a reefd that had no namespace of its
+    // own. Where the node's mounts are shared, its pin also propagated onto reefd's, whose unmount follows it.
+    if crate::mount_ns::apart() {
+        let _ = crate::mount_ns::in_node(unmount);
+    }
+    let _ = unmount();
+    for target in &targets {
+        let _ = std::fs::remove_file(target);
+    }
 }
 
 fn io_errno(e: &std::io::Error) -> nix::errno::Errno {

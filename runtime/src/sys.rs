@@ -32,6 +32,15 @@ pub fn yield_to_waker() {
     };
 }
 
+/// Takes ownership of a descriptor inherited across exec, under a number its parent gave on the command line,
+/// once it is known to be open; it is then close-on-exec, like every other descriptor of this process.
+pub fn take_inherited(fd: i32) -> nix::Result<std::os::fd::OwnedFd> {
+    use nix::fcntl::{FcntlArg, FdFlag, fcntl};
+    fcntl(borrow(fd), FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))?;
+    // SAFETY: fcntl succeeded, so `fd` is open; the command line names it once, so nothing else owns it.
+    Ok(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
+}
+
 /// A pipe end the child inherited as a raw number across fork.
 pub fn borrow(fd: i32) -> BorrowedFd<'static> {
     // SAFETY: the launch code passes only descriptors it opened (pipe ends, cgroup files) and keeps open until
@@ -224,12 +233,10 @@ fn owned_or_errno(ret: nix::libc::c_long) -> nix::Result<std::os::fd::OwnedFd> {
     Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(ret as i32) })
 }
 
-/// A detached copy of the mount tree at `path` (open_tree(2) with OPEN_TREE_CLONE | AT_RECURSIVE), whose user
-/// mapping can still be set because it is attached nowhere yet, then idmapped through the user namespace `userns`:
-/// files owned by host uid N appear owned by whatever N maps to in that namespace's uid_map, read backwards.
-pub fn idmapped_clone(path: &std::ffi::CStr, userns: &impl std::os::fd::AsRawFd) -> nix::Result<std::os::fd::OwnedFd> {
+/// A detached copy of the mount tree at `path` (open_tree(2) with OPEN_TREE_CLONE | AT_RECURSIVE): attached
+/// nowhere, so its attributes can still change, and it can be attached in another mount namespace.
+pub fn clone_tree(path: &std::ffi::CStr) -> nix::Result<std::os::fd::OwnedFd> {
     const OPEN_TREE_CLONE: u32 = 1;
-    const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
     // SAFETY: `path` is NUL-terminated and outlives the call; the flags are plain integers.
     let ret = unsafe {
         nix::libc::syscall(
@@ -239,7 +246,36 @@ pub fn idmapped_clone(path: &std::ffi::CStr, userns: &impl std::os::fd::AsRawFd)
             OPEN_TREE_CLONE | nix::libc::O_CLOEXEC as u32 | nix::libc::AT_RECURSIVE as u32,
         )
     };
-    let tree = owned_or_errno(ret)?;
+    owned_or_errno(ret)
+}
+
+/// Attaches the detached tree `tree` (from `clone_tree`) at `target`, in the caller's mount namespace.
+pub fn attach_tree(tree: &impl std::os::fd::AsRawFd, target: &std::ffi::CStr) -> nix::Result<()> {
+    move_mount_fd(tree.as_raw_fd(), target)
+}
+
+/// move_mount(2) of the mount `fd` names onto `target`.
+fn move_mount_fd(fd: i32, target: &std::ffi::CStr) -> nix::Result<()> {
+    const MOVE_MOUNT_F_EMPTY_PATH: u32 = 4;
+    // SAFETY: empty NUL-terminated source path with MOVE_MOUNT_F_EMPTY_PATH (the fd itself), NUL-terminated target.
+    let ret = unsafe {
+        nix::libc::syscall(
+            nix::libc::SYS_move_mount,
+            fd,
+            c"".as_ptr(),
+            nix::libc::AT_FDCWD,
+            target.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    };
+    if ret == 0 { Ok(()) } else { Err(nix::errno::Errno::last()) }
+}
+
+/// A copy of the mount tree at `path` (`clone_tree`), idmapped through the user namespace `userns`: files owned
+/// by host uid N appear owned by whatever N maps to in that namespace's uid_map, read backwards.
+pub fn idmapped_clone(path: &std::ffi::CStr, userns: &impl std::os::fd::AsRawFd) -> nix::Result<std::os::fd::OwnedFd> {
+    const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
+    let tree = clone_tree(path)?;
     let attr = MountAttrIdmap {
         attr_set: MOUNT_ATTR_IDMAP,
         attr_clr: 0,
@@ -278,7 +314,6 @@ pub fn mount_overlay_fds(
     const FSCONFIG_CMD_CREATE: u32 = 6;
     const FSMOUNT_CLOEXEC: u32 = 1;
     const MOUNT_ATTR_RDONLY: u32 = 1;
-    const MOVE_MOUNT_F_EMPTY_PATH: u32 = 4;
     // SAFETY: a NUL-terminated filesystem name and a plain flag.
     let fs = owned_or_errno(unsafe { nix::libc::syscall(nix::libc::SYS_fsopen, c"overlay".as_ptr(), 1u32) })?;
     let config = |cmd: u32, key: Option<&std::ffi::CStr>, value: *const nix::libc::c_void, aux: i32| {
@@ -307,18 +342,7 @@ pub fn mount_overlay_fds(
     // SAFETY: `fs` is a created fs context; flags are plain integers.
     let mnt =
         owned_or_errno(unsafe { nix::libc::syscall(nix::libc::SYS_fsmount, fs.as_raw_fd(), FSMOUNT_CLOEXEC, attrs) })?;
-    // SAFETY: empty NUL-terminated source path with MOVE_MOUNT_F_EMPTY_PATH (the fd itself), NUL-terminated target.
-    let ret = unsafe {
-        nix::libc::syscall(
-            nix::libc::SYS_move_mount,
-            mnt.as_raw_fd(),
-            c"".as_ptr(),
-            nix::libc::AT_FDCWD,
-            target.as_ptr(),
-            MOVE_MOUNT_F_EMPTY_PATH,
-        )
-    };
-    if ret == 0 { Ok(()) } else { Err(nix::errno::Errno::last()) }
+    move_mount_fd(mnt.as_raw_fd(), target)
 }
 
 /// Whether a directory of an unpacked layer carries overlay's opaque mark (`trusted.overlay.opaque=y`), which

@@ -120,11 +120,35 @@ pub async fn sh(rt: &mut Runtime, id: &str, script: &str) -> cri::ExecSyncRespon
     .into_inner()
 }
 
-/// Mounts on this host whose mount point lies under `dir`: what a pod or container may have left behind.
+/// Every mount table a test's reefd may have left something in: the node's, then that of each reefd mount
+/// namespace pinned on this machine (`<state>/ns/mnt`), where reefd keeps pod pins and container rootfs mounts.
+pub fn mountinfo() -> String {
+    let node = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut all = node.clone();
+    for pin in node.lines().filter_map(|l| l.split(' ').nth(4)).filter(|m| is_reefd_mount_namespace(m)) {
+        let inside = std::process::Command::new("nsenter")
+            .arg(format!("--mount={pin}"))
+            .args(["cat", "/proc/self/mountinfo"])
+            .output();
+        if let Ok(out) = inside {
+            all.push_str(&String::from_utf8_lossy(&out.stdout));
+        }
+    }
+    all
+}
+
+fn is_reefd_mount_namespace(mount_point: &str) -> bool {
+    mount_point.ends_with("/ns/mnt")
+}
+
+/// reefd's namespace pin, or the private mount of its directory (`<state>/ns`; pods' `ns` dirs are not mounts).
+fn is_reefds_own(mount_point: &str) -> bool {
+    is_reefd_mount_namespace(mount_point) || (mount_point.ends_with("/ns") && !mount_point.contains("/pods/"))
+}
+
+/// Mounts under `dir`, in the node's table or a reefd's: what a pod or container may have left behind. reefd's
+/// own namespace pin is not: it lives as long as the state dir.
 pub fn mounts_under(dir: &std::path::Path) -> usize {
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| l.contains(dir.to_str().unwrap_or("?")))
-        .count()
+    let dir = dir.to_str().unwrap_or("?");
+    mountinfo().lines().filter(|l| l.contains(dir) && !l.split(' ').nth(4).is_some_and(is_reefds_own)).count()
 }

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use k8s_cri::v1 as cri;
-use reef_tests::pod::{container_config, create, pod_config, run_pod, setup, sh, status, wait_exited};
+use reef_tests::pod::{container_config, create, mounts_under, pod_config, run_pod, setup, sh, status, wait_exited};
 use reef_tests::require_e2e;
 use tonic::Code;
 
@@ -83,8 +83,7 @@ async fn stop_falls_back_to_sigkill_and_pod_removal_takes_its_containers() {
 
     rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod }).await.expect("remove pod");
     assert_eq!(status(&mut rt, &id).await.unwrap_err().code(), Code::NotFound, "the pod's containers went with it");
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    assert!(!mounts.contains(s.reefd.root().parent().unwrap().to_str().unwrap()), "no rootfs or pin left mounted");
+    assert_eq!(mounts_under(s.reefd.root().parent().unwrap()), 0, "no rootfs or pin left mounted");
 }
 
 #[tokio::test]
@@ -122,6 +121,49 @@ async fn running_containers_survive_a_sigkill_of_reefd() {
     rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod }).await.unwrap();
 }
 
+/// Mount points under `dir` in the node's own table, as `mount` on the node lists them.
+fn node_mount_points_under(dir: &std::path::Path) -> Vec<String> {
+    let node = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    node.lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|m| m.starts_with(dir.to_str().unwrap()))
+        .map(str::to_string)
+        .collect()
+}
+
+#[tokio::test]
+async fn pins_and_rootfs_mounts_stay_in_reefds_mount_namespace_across_a_restart() {
+    require_e2e!();
+    let mut s = setup().await;
+    let sandbox = pod_config(&s, "quiet-host");
+    let state = s.reefd.socket().parent().unwrap().to_path_buf();
+    let mut rt = s.reefd.runtime().await;
+    let pod = run_pod(&mut rt, &sandbox).await;
+    let first = create(&mut rt, &pod, &sandbox, container_config(&s, "first", "exec sleep 300")).await.unwrap();
+    rt.start_container(cri::StartContainerRequest { container_id: first.clone() }).await.unwrap();
+
+    // In the node's table: reefd's namespace, and the network pin, which CNI agents may open by path.
+    let pod_ns = state.join("pods").join(&pod[..16]).join("ns");
+    let own = state.join("ns");
+    let node_table = [own.clone(), own.join("mnt"), pod_ns.join("net")].map(|p| p.display().to_string()).to_vec();
+    assert_eq!(node_mount_points_under(&state), node_table);
+    let reefds = reef_tests::pod::mountinfo();
+    let rootfs = state.join("containers").join(&first[..16]).join("rootfs");
+    assert!(reefds.contains(&format!(" {} ", rootfs.display())), "reefd's namespace holds the rootfs");
+    assert!(reefds.contains(&format!(" {} ", pod_ns.join("uts").display())), "and the other pins");
+
+    s.reefd.kill9();
+    s.reefd.spawn();
+    let mut rt = s.reefd.runtime().await;
+    assert_eq!(node_mount_points_under(&state), node_table, "the restarted reefd entered the same namespace");
+    let second = create(&mut rt, &pod, &sandbox, container_config(&s, "second", "echo joined")).await.unwrap();
+    rt.start_container(cri::StartContainerRequest { container_id: second.clone() }).await.unwrap();
+    assert_eq!(wait_exited(&mut rt, &second).await.exit_code, 0, "a new container still finds the pod's pins");
+    assert_eq!(sh(&mut rt, &first, "echo alive").await.stdout, b"alive\n", "the old one kept its rootfs");
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod }).await.unwrap();
+    assert_eq!(mounts_under(&state), 0, "its pins and rootfs went with the pod");
+}
+
 #[tokio::test]
 async fn objects_half_made_when_reefd_died_are_cleaned_at_the_next_start() {
     require_e2e!();
@@ -142,8 +184,7 @@ async fn objects_half_made_when_reefd_died_are_cleaned_at_the_next_start() {
     assert!(!state.join("pods").join(&pod[..16]).exists(), "the pod's dir, pins and monitor are gone");
     assert!(!state.join("containers").join(&container[..16]).exists(), "the container's rootfs is gone");
     assert!(!s.reefd.root().join("containers").join(&container).exists());
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    assert!(!mounts.contains(state.to_str().unwrap()), "nothing stays mounted");
+    assert_eq!(mounts_under(&state), 0, "nothing stays mounted");
     let cgroup = format!("/sys/fs/cgroup/memory/{}/reef-{container}", s.reefd.cgroup_parent());
     let deadline = Instant::now() + Duration::from_secs(5);
     while std::path::Path::new(&cgroup).exists() && Instant::now() < deadline {
@@ -313,8 +354,7 @@ async fn a_create_that_fails_inside_the_container_leaves_no_cgroup_rootfs_record
     let records = std::fs::read_dir(containers.join("records")).map(|d| d.count()).unwrap_or(0);
     assert_eq!(records, 0, "no container record left");
     assert!(!s.logs.path().join("unmountable.log").exists(), "no empty log file left");
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    assert!(!mounts.contains(s.reefd.root().to_str().unwrap()), "no rootfs left mounted");
+    assert_eq!(mounts_under(&s.reefd.root()), 0, "no rootfs left mounted");
     let listed = rt.list_containers(cri::ListContainersRequest { filter: None }).await.unwrap().into_inner();
     assert!(listed.containers.is_empty(), "{:?}", listed.containers);
 

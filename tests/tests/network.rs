@@ -192,9 +192,8 @@ fn assert_nothing_left(reefd: &Reefd) {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert!(!has_dnat(), "no hostPort rule left: {}", table(reefd));
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let dir = reefd.root().parent().map(|p| p.display().to_string()).unwrap_or_default();
-    assert!(!mounts.contains(&dir), "no pinned namespace left");
+    let dir = reefd.root().parent().map(|p| p.to_path_buf()).unwrap_or_default();
+    assert_eq!(reef_tests::pod::mounts_under(&dir), 0, "no pinned namespace left");
 }
 
 #[tokio::test]

@@ -65,7 +65,11 @@ async fn a_pod_runs_with_pinned_namespaces_and_is_stopped_and_removed_idempotent
         std::fs::read_to_string(dir.join("resolv.conf")).unwrap(),
         "search svc.cluster.local\nnameserver 10.96.0.10\n"
     );
+    // The UTS pin is in reefd's own mount namespace; only the network pin is in the node's.
+    let reefds_mounts = reefd.socket().parent().unwrap().join("ns/mnt");
     let uts = std::process::Command::new("nsenter")
+        .arg(format!("--mount={}", reefds_mounts.display()))
+        .arg("nsenter")
         .arg(format!("--uts={}", dir.join("ns/uts").display()))
         .arg("hostname")
         .output()

@@ -88,6 +88,8 @@ impl PodRecord {
 pub struct Pods {
     state_dir: PathBuf,
     monitor_bin: PathBuf,
+    /// reefd's descriptor of the node's mount namespace (`reef_runtime::mount_ns`), which monitors inherit.
+    node_mounts: Option<i32>,
     records: Records,
     names: Names,
     pods: RwLock<HashMap<String, PodRecord>>,
@@ -121,6 +123,15 @@ fn pod_dir(state_dir: &Path, id: &str) -> PathBuf {
     state_dir.join("pods").join(&id[..id.len().min(16)])
 }
 
+/// Whether any pod monitor under `state_dir` answers on its socket. Asked at start when reefd has no mount
+/// namespace of its own yet: monitors already running then live in the node's, and build their containers from the
+/// rootfs mounts they see there.
+pub fn live_monitors(state_dir: &Path) -> bool {
+    let Ok(pods) = std::fs::read_dir(state_dir.join("pods")) else { return false };
+    pods.flatten()
+        .any(|pod| std::os::unix::net::UnixStream::connect(pod.path().join(reef_runtime::monitor::SOCKET)).is_ok())
+}
+
 fn internal(what: &str) -> impl Fn(std::io::Error) -> ReefError + '_ {
     move |e| ReefError::Internal(format!("{what}: {e}"))
 }
@@ -128,7 +139,13 @@ fn internal(what: &str) -> impl Fn(std::io::Error) -> ReefError + '_ {
 impl Pods {
     /// Loads every pod record and re-reserves their names; pods whose monitor is gone load as NotReady. Then the
     /// network is reconciled: only Ready pods keep one, everything else of it (veths, leases, rules) goes.
-    pub fn open(root_dir: &Path, state_dir: &Path, monitor_bin: PathBuf, network: Network) -> std::io::Result<Pods> {
+    pub fn open(
+        root_dir: &Path,
+        state_dir: &Path,
+        monitor_bin: PathBuf,
+        node_mounts: Option<i32>,
+        network: Network,
+    ) -> std::io::Result<Pods> {
         let records = Records::open(&root_dir.join("pods"))?;
         let names = Names::default();
         let mut pods = HashMap::new();
@@ -148,8 +165,15 @@ impl Pods {
         let ready: Vec<String> =
             pods.values().filter(|p: &&PodRecord| p.state == PodState::Ready).map(|p| p.id.clone()).collect();
         network.reconcile(&|id| ready.iter().any(|r| r == id));
-        let pods =
-            Pods { state_dir: state_dir.to_path_buf(), monitor_bin, records, names, pods: RwLock::new(pods), network };
+        let pods = Pods {
+            state_dir: state_dir.to_path_buf(),
+            monitor_bin,
+            node_mounts,
+            records,
+            names,
+            pods: RwLock::new(pods),
+            network,
+        };
         pods.sweep_orphans();
         Ok(pods)
     }
@@ -264,6 +288,9 @@ impl Pods {
             monitor.arg(&dir);
             if share_pid {
                 monitor.arg("--share-pid-namespace");
+            }
+            if let Some(fd) = self.node_mounts {
+                monitor.arg("--node-mounts").arg(fd.to_string());
             }
             let status = monitor
                 .status()

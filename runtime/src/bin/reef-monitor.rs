@@ -1,4 +1,6 @@
-//! `reef-monitor DIR [--share-pid-namespace]`: the per-pod monitor (see `reef_runtime::monitor`).
+//! `reef-monitor DIR [--share-pid-namespace] [--node-mounts FD]`: the per-pod monitor (see
+//! `reef_runtime::monitor`). `--node-mounts` names an inherited descriptor of the node's mount namespace, which
+//! containers' mount namespaces are copied from (`reef_runtime::mount_ns`).
 //!
 //! It daemonizes: the process reefd starts exits as soon as the monitor listens on `DIR/monitor.sock`, so reefd
 //! neither waits on the monitor nor has to reap it, and the monitor lives on in its own session when reefd dies.
@@ -17,12 +19,28 @@ use reef_runtime::monitor::Monitor;
 static ALLOCATOR: dlmalloc::GlobalDlmalloc = dlmalloc::GlobalDlmalloc;
 
 fn main() -> ExitCode {
+    const USAGE: &str = "usage: reef-monitor DIR [--share-pid-namespace] [--node-mounts FD]";
     let mut args = std::env::args_os().skip(1);
     let Some(dir) = args.next().map(PathBuf::from) else {
-        eprintln!("usage: reef-monitor DIR [--share-pid-namespace]");
+        eprintln!("{USAGE}");
         return ExitCode::from(2);
     };
-    let share_pid_namespace = args.next().is_some_and(|a| a == "--share-pid-namespace");
+    let mut share_pid_namespace = false;
+    while let Some(arg) = args.next() {
+        if arg == "--share-pid-namespace" {
+            share_pid_namespace = true;
+        } else if arg == "--node-mounts"
+            && let Some(fd) = args.next().and_then(|fd| fd.to_str().and_then(|fd| fd.parse().ok()))
+        {
+            // Without it containers are still right, only their mount namespaces are copied from this one.
+            if let Err(e) = reef_runtime::launch::copy_mounts_from_inherited(fd) {
+                eprintln!("reef-monitor: the node's mount namespace (descriptor {fd}): {e}");
+            }
+        } else {
+            eprintln!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    }
     let Ok((ready_r, ready_w)) = nix::unistd::pipe() else {
         eprintln!("reef-monitor: cannot create a pipe");
         return ExitCode::FAILURE;

@@ -59,6 +59,10 @@ pub struct Prepared<'a> {
     pub cgroup: Vec<i32>,
     /// On a v1 host, what the container's `/sys/fs/cgroup` holds (see `mount_cgroup_v1_view`); None elsewhere.
     cgroup_view: Option<Vec<(CString, CgroupEntry)>>,
+    /// The mount namespace the container's is copied from, when not the caller's (`launch::copy_mounts_from`);
+    /// the rootfs then comes along as a detached tree, attached at `rootfs` in the copy.
+    mounts_from: Option<i32>,
+    rootfs_tree: Option<OwnedFd>,
 }
 
 /// An entry of the container's v1 `/sys/fs/cgroup` (`cgroups::Hierarchies::v1_view`), ready for the child.
@@ -113,6 +117,15 @@ impl<'a> Prepared<'a> {
         let rootfs = CString::new(plan.rootfs.as_os_str().as_encoded_bytes())
             .map_err(|_| LaunchError::InvalidPlan("rootfs path has a NUL byte".into()))?;
         let caps = plan.capabilities.as_ref().map(parse_caps).transpose()?;
+        let (mounts_from, rootfs_tree) = match super::COPY_MOUNTS_FROM.get() {
+            Some(ns) if plan.new_namespaces.contains(CloneFlags::CLONE_NEWNS) => match sys::clone_tree(&rootfs) {
+                Ok(tree) => (Some(ns.as_raw_fd()), Some(tree)),
+                // No open_tree (before 5.2), or no rootfs (which the launch then reports): the copy is made of
+                // the caller's namespace, as without `copy_mounts_from`.
+                Err(_) => (None, None),
+            },
+            _ => (None, None),
+        };
         let rlimits = plan
             .rlimits
             .iter()
@@ -130,6 +143,8 @@ impl<'a> Prepared<'a> {
             stdio,
             cgroup: Vec::new(),
             cgroup_view: cgroup_view(plan),
+            mounts_from,
+            rootfs_tree,
         })
     }
 }
@@ -190,6 +205,8 @@ pub fn intermediate(p: &Prepared<'_>, reports: i32, start: i32, pid_out: i32) ->
     let mut keep = vec![reports, start, pid_out, p.stdio.stdin, p.stdio.stdout, p.stdio.stderr];
     keep.extend(p.join.iter().map(|(_, fd)| fd.as_raw_fd()));
     keep.extend(&p.cgroup);
+    keep.extend(p.mounts_from);
+    keep.extend(p.rootfs_tree.as_ref().map(|t| t.as_raw_fd()));
     sys::close_fds_except(&keep);
     if let Err((step, e)) = enter(p) {
         fail(reports, step, e)
@@ -223,6 +240,10 @@ pub fn enter(p: &Prepared<'_>) -> Result<(), (Step, Errno)> {
     for fd in &p.cgroup {
         nix::unistd::write(sys::borrow(*fd), b"0").map_err(|e| (Step::JoinCgroup, e))?;
     }
+    // Before the pod's user namespace, while still host root: the node's namespace belongs to the host's.
+    if let Some(ns) = p.mounts_from {
+        nix::sched::setns(sys::borrow(ns), CloneFlags::CLONE_NEWNS).map_err(|e| (Step::JoinNamespace, e))?;
+    }
     for (flag, fd) in &p.join {
         nix::sched::setns(fd, *flag).map_err(|e| (Step::JoinNamespace, e))?;
     }
@@ -252,15 +273,22 @@ fn init(p: &Prepared<'_>, reports: i32, start: i32) -> ! {
         check(reports, Step::Stdio, nix::unistd::setsid().map(|_| ()));
         check(reports, Step::Stdio, sys::set_controlling_terminal(0));
     }
-    sys::close_fds_except(&[reports, start]);
+    let mut keep = vec![reports, start];
+    keep.extend(p.rootfs_tree.as_ref().map(|t| t.as_raw_fd()));
+    sys::close_fds_except(&keep);
     let none: Option<&str> = None;
     // Slave, not private: unmounts on the host still reach the container, nothing of the container leaks out.
+    // First: the rootfs attached below must not propagate back to the namespace this one was copied from.
     check(reports, Step::MakeRootPrivate, mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_SLAVE, none));
-    check(
-        reports,
-        Step::BindRootfs,
-        mount(Some(p.rootfs.as_c_str()), p.rootfs.as_c_str(), none, MsFlags::MS_BIND | MsFlags::MS_REC, none),
-    );
+    let rootfs = p.rootfs.as_c_str();
+    match &p.rootfs_tree {
+        Some(tree) => check(reports, Step::BindRootfs, sys::attach_tree(tree, rootfs)),
+        None => check(
+            reports,
+            Step::BindRootfs,
+            mount(Some(rootfs), rootfs, none, MsFlags::MS_BIND | MsFlags::MS_REC, none),
+        ),
+    }
     let root = check(
         reports,
         Step::BindRootfs,

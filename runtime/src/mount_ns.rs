@@ -69,6 +69,11 @@ pub fn apart() -> bool {
     NODE.get().is_some()
 }
 
+/// The node's mount namespace, when this process is apart from it.
+pub fn node() -> Option<std::os::fd::BorrowedFd<'static>> {
+    NODE.get().map(|n| n.as_fd())
+}
+
 /// Runs `f` in the node's mount namespace: in a child that enters it, when this process is in reefd's own
 /// (`enter_own`); else here. `f` runs after fork in a copy of a possibly threaded process: syscalls only.
 pub fn in_node(f: impl FnOnce() -> nix::Result<()>) -> nix::Result<()> {

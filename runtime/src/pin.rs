@@ -6,7 +6,7 @@ use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::OFlag;
-use nix::mount::{MntFlags, MsFlags};
+use nix::mount::{MntFlags, MsFlags, mount};
 use nix::sched::CloneFlags;
 use nix::sys::wait::waitpid;
 use nix::unistd::ForkResult;
@@ -78,13 +78,28 @@ pub fn pin(dir: &Path, set: &PodNamespaceSet, hostname: &str) -> Result<Pinned, 
     let flags = wanted.iter().fold(CloneFlags::empty(), |acc, (_, f)| acc | *f) - CloneFlags::CLONE_NEWUSER;
     let (ready_r, ready_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(sys_err("pipe"))?;
     let (hold_r, hold_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(sys_err("pipe"))?;
+    // Without a user namespace the helper, still host root, binds the network pin in the node's mount namespace
+    // itself (`mount_ns`): one fork of reefd fewer per pod.
+    let node_pin = match crate::mount_ns::node() {
+        Some(node) if set.network && set.user.is_none() => {
+            let target = dir.join("net");
+            std::fs::File::create(&target)
+                .map_err(|e| PinError::Sys { step: "create pin file", errno: io_errno(&e) })?;
+            let target = std::ffi::CString::new(target.into_os_string().into_encoded_bytes())
+                .map_err(|_| PinError::Sys { step: "pin path", errno: nix::errno::Errno::EINVAL })?;
+            Some((node, target))
+        }
+        _ => None,
+    };
     let child = match sys::fork().map_err(sys_err("fork"))? {
         ForkResult::Child => {
             // reefd pins pods on several threads at once: a helper that kept another pod's hold pipe open (fds
             // are inherited at fork whatever O_CLOEXEC says) would keep that helper from seeing EOF, and two
             // helpers holding each other's pipes would wait forever. The socket lock goes too: a killed reefd's
             // successor must not find it held by an orphaned helper.
-            sys::close_fds_except(&[ready_w.as_raw_fd(), hold_r.as_raw_fd()]);
+            let mut keep = vec![ready_w.as_raw_fd(), hold_r.as_raw_fd()];
+            keep.extend(node_pin.as_ref().map(|(node, _)| node.as_raw_fd()));
+            sys::close_fds_except(&keep);
             std::mem::forget(ready_r);
             std::mem::forget(hold_w);
             // One byte per outcome: 0 ready, else the failed step's number.
@@ -115,6 +130,14 @@ pub fn pin(dir: &Path, set: &PodNamespaceSet, hostname: &str) -> Result<Pinned, 
                 report(3);
                 sys::exit_now(1);
             }
+            if let Some((node, target)) = &node_pin {
+                let none: Option<&str> = None;
+                let bind = || mount(Some("/proc/self/ns/net"), target.as_c_str(), none, MsFlags::MS_BIND, none);
+                if nix::sched::setns(node, CloneFlags::CLONE_NEWNS).and_then(|()| bind()).is_err() {
+                    report(5);
+                    sys::exit_now(1);
+                }
+            }
             report(0);
             // Stay until the parent has pinned everything (it writes a byte, or closes the hold pipe).
             let mut b = [0u8; 1];
@@ -138,7 +161,8 @@ pub fn pin(dir: &Path, set: &PodNamespaceSet, hostname: &str) -> Result<Pinned, 
         outcome = nix::unistd::read(&ready_r, &mut code);
     }
     let result = match (outcome, code[0]) {
-        (Ok(1), 0) => pin_files(dir, &wanted, child.as_raw()),
+        (Ok(1), 0) => pin_files(dir, &wanted, child.as_raw(), node_pin.is_some()),
+        (Ok(1), 5) => Err(PinError::Helper("pin the network namespace in the node's mount namespace")),
         (Ok(1), 1) => Err(PinError::Helper("unshare")),
         (Ok(1), 2) => Err(PinError::Helper("sethostname")),
         (Ok(1), 4) => Err(PinError::Helper("unshare user namespace")),
@@ -154,17 +178,24 @@ pub fn pin(dir: &Path, set: &PodNamespaceSet, hostname: &str) -> Result<Pinned, 
     result
 }
 
-fn pin_files(dir: &Path, wanted: &[(&str, CloneFlags)], pid: i32) -> Result<Pinned, PinError> {
+/// Pins the helper's namespaces (`pid`) here; the network one in the node's namespace too, unless the helper
+/// already did (`node_pinned`).
+fn pin_files(dir: &Path, wanted: &[(&str, CloneFlags)], pid: i32, node_pinned: bool) -> Result<Pinned, PinError> {
     let mut pinned = Pinned::default();
     for (name, _) in wanted {
         let target = dir.join(name);
-        std::fs::File::create(&target).map_err(|e| PinError::Sys { step: "create pin file", errno: io_errno(&e) })?;
+        // Already there, and perhaps already a mount: the helper's network pin in the node's namespace, which a
+        // node with shared mounts propagates here.
+        if std::fs::symlink_metadata(&target).is_err() {
+            std::fs::File::create(&target)
+                .map_err(|e| PinError::Sys { step: "create pin file", errno: io_errno(&e) })?;
+        }
         let source = format!("/proc/{pid}/ns/{name}");
         let bind = || nix::mount::mount(Some(source.as_str()), &target, None::<&str>, MsFlags::MS_BIND, None::<&str>);
         bind().map_err(sys_err("bind-mount namespace"))?;
         // The network pin in the node's namespace too, where tools and CNI agents outside reefd can open it by
         // its path (`mount_ns`).
-        if *name == "net" && crate::mount_ns::apart() {
+        if *name == "net" && crate::mount_ns::apart() && !node_pinned {
             crate::mount_ns::in_node(bind).map_err(sys_err("bind-mount namespace in the node's mount namespace"))?;
         }
         match *name {
@@ -210,14 +241,20 @@ pub fn unpin_one(dir: &Path, name: &str) {
 
 fn release(dir: &Path, names: &[&str]) {
     let targets: Vec<PathBuf> = names.iter().map(|n| dir.join(n)).collect();
+    // Until none is left: where the node's mounts are shared, its network pin also propagates into reefd's
+    // namespace, stacked with reefd's own bind of the same file.
     let unmount = || {
         for target in &targets {
-            let _ = nix::mount::umount2(target, MntFlags::MNT_DETACH);
+            for _ in 0..4 {
+                if nix::mount::umount2(target, MntFlags::MNT_DETACH).is_err() {
+                    break;
+                }
+            }
         }
         Ok(())
     };
     // The node's first: the network pin is there, and so is every pin of a reefd that had no namespace of its
-    // own. Where the node's mounts are shared, its pin also propagated onto reefd's, whose unmount follows it.
+    // own.
     if crate::mount_ns::apart() {
         let _ = crate::mount_ns::in_node(unmount);
     }

@@ -24,10 +24,13 @@ cp target/release/reefd "$work/"
 cp "target/$musl/release/reef-monitor" "$work/reef-monitor.real"
 cp scripts/layout/reef-monitor scripts/layout/trace-monitor.py "$work/"
 
-# A monitor's start, up to its first poll (the traced daemons below are attached only once they listen).
+# A monitor's start, up to its first poll (the traced daemons below are attached only once they listen), given
+# the node's mount namespace as reefd gives it.
 mkdir "$work/start"
 TRACE_BINARY="$work/reef-monitor.real" TRACE_OUT="$work/monitor-start.hits" \
-  gdb -batch -nx -x "$work/trace-monitor.py" --args "$work/reef-monitor.real" "$work/start" >"$work/gdb-start.log" 2>&1
+  gdb -batch -nx -x "$work/trace-monitor.py" --args "$work/reef-monitor.real" "$work/start" --node-mounts 3 \
+  >"$work/gdb-start.log" 2>&1 3</proc/self/ns/mnt
+[[ -s "$work/monitor-start.hits" ]] || { echo "the monitor's start was not traced; see $work/gdb-start.log" >&2; exit 1; }
 python3 scripts/layout/uprobes.py add "$work/reefd" "$work/reefd.probes"
 NO_BUILD=1 RUNTIMES=reef MEMORY_AT=5 REEFD="$work/reefd" bench/cri.sh 10 2 6 >"$work/bench.out" 2>&1 ||
   { cat "$work/bench.out" >&2; exit 1; }

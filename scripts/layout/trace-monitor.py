@@ -54,12 +54,15 @@ def arm(pid):
     at = {}
     for off, name in functions():
         at.setdefault(off, []).append(name)
-    poll_once = None
+    poll_once = run = None
     for off, names in at.items():
         Hit(base + off, names)
         if any("7Monitor9poll_once" in n for n in names):
             poll_once = base + off
-    return poll_once
+        if any("7Monitor3run" in n for n in names):
+            run = base + off
+    # Where the compiler inlined the poll into the loop, the loop's entry is as far as the start goes.
+    return poll_once or run
 
 
 gdb.execute("set pagination off")

@@ -19,7 +19,7 @@
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::path::Path;
-use std::sync::OnceLock;
+use std::sync::{OnceLock, mpsc};
 
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
@@ -74,13 +74,33 @@ pub fn node() -> Option<std::os::fd::BorrowedFd<'static>> {
     NODE.get().map(|n| n.as_fd())
 }
 
-/// Runs `f` in the node's mount namespace: in a child that enters it, when this process is in reefd's own
-/// (`enter_own`); else here. `f` runs after fork in a copy of a possibly threaded process: syscalls only.
-pub fn in_node(f: impl FnOnce() -> nix::Result<()>) -> nix::Result<()> {
-    match NODE.get() {
-        Some(node) => in_namespace(node, f),
-        None => f(),
-    }
+type Job = Box<dyn FnOnce() -> nix::Result<()> + Send>;
+
+/// The thread that runs `in_node`'s jobs, started at the first.
+static NODE_THREAD: OnceLock<mpsc::Sender<(Job, mpsc::SyncSender<nix::Result<()>>)>> = OnceLock::new();
+
+/// Runs `f` in the node's mount namespace: on a thread of this process that lives there, when this process is in
+/// reefd's own (`enter_own`); else here. A thread rather than a forked child: a fork of reefd and its wait cost
+/// 1-2 ms, on every StopPodSandbox and RemovePodSandbox.
+pub fn in_node(f: impl FnOnce() -> nix::Result<()> + Send + 'static) -> nix::Result<()> {
+    let Some(node) = node() else { return f() };
+    let jobs = NODE_THREAD.get_or_init(|| {
+        let (jobs, queue) = mpsc::channel::<(Job, mpsc::SyncSender<nix::Result<()>>)>();
+        let spawned = std::thread::Builder::new().name("reefd-node-mnt".into()).spawn(move || {
+            // Its own filesystem context first: the kernel lets a thread change mount namespace only alone in it.
+            let entered = nix::sched::unshare(CloneFlags::CLONE_FS)
+                .and_then(|()| nix::sched::setns(node, CloneFlags::CLONE_NEWNS));
+            for (job, reply) in queue {
+                let _ = reply.send(entered.and_then(|()| job()));
+            }
+        });
+        // Without the thread the queue is dropped, and every job fails below.
+        drop(spawned);
+        jobs
+    });
+    let (reply, outcome) = mpsc::sync_channel(1);
+    jobs.send((Box::new(f), reply)).map_err(|_| Errno::ESRCH)?;
+    outcome.recv().unwrap_or(Err(Errno::ESRCH))
 }
 
 fn enter(pin: &Path, may_make: impl FnOnce() -> bool) -> Result<Option<OwnedFd>, MountNsError> {

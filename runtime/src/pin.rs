@@ -191,12 +191,16 @@ fn pin_files(dir: &Path, wanted: &[(&str, CloneFlags)], pid: i32, node_pinned: b
                 .map_err(|e| PinError::Sys { step: "create pin file", errno: io_errno(&e) })?;
         }
         let source = format!("/proc/{pid}/ns/{name}");
-        let bind = || nix::mount::mount(Some(source.as_str()), &target, None::<&str>, MsFlags::MS_BIND, None::<&str>);
-        bind().map_err(sys_err("bind-mount namespace"))?;
+        let bind = move |source: &str, target: &Path| {
+            nix::mount::mount(Some(source), target, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+        };
+        bind(&source, &target).map_err(sys_err("bind-mount namespace"))?;
         // The network pin in the node's namespace too, where tools and CNI agents outside reefd can open it by
         // its path (`mount_ns`).
         if *name == "net" && crate::mount_ns::apart() && !node_pinned {
-            crate::mount_ns::in_node(bind).map_err(sys_err("bind-mount namespace in the node's mount namespace"))?;
+            let (source, target) = (source.clone(), target.clone());
+            crate::mount_ns::in_node(move || bind(&source, &target))
+                .map_err(sys_err("bind-mount namespace in the node's mount namespace"))?;
         }
         match *name {
             "user" => pinned.user = Some(target),
@@ -243,8 +247,8 @@ fn release(dir: &Path, names: &[&str]) {
     let targets: Vec<PathBuf> = names.iter().map(|n| dir.join(n)).collect();
     // Until none is left: where the node's mounts are shared, its network pin also propagates into reefd's
     // namespace, stacked with reefd's own bind of the same file.
-    let unmount = || {
-        for target in &targets {
+    let unmount = |targets: &[PathBuf]| {
+        for target in targets {
             for _ in 0..4 {
                 if nix::mount::umount2(target, MntFlags::MNT_DETACH).is_err() {
                     break;
@@ -256,9 +260,10 @@ fn release(dir: &Path, names: &[&str]) {
     // The node's first: the network pin is there, and so is every pin of a reefd that had no namespace of its
     // own.
     if crate::mount_ns::apart() {
-        let _ = crate::mount_ns::in_node(unmount);
+        let in_node = targets.clone();
+        let _ = crate::mount_ns::in_node(move || unmount(&in_node));
     }
-    let _ = unmount();
+    let _ = unmount(&targets);
     for target in &targets {
         let _ = std::fs::remove_file(target);
     }

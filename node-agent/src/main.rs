@@ -76,6 +76,9 @@ fn init_logging(level: &str) {
 
 fn run(config: Config) -> anyhow::Result<()> {
     heap::limit_arenas();
+    // The lock comes first: a second reefd must stop before it touches the store, or makes a mount namespace of
+    // its own that two would then race to pin.
+    let lock = server::SocketLock::acquire(&config.socket)?;
     std::fs::create_dir_all(&config.state_dir)
         .with_context(|| format!("create state dir {}", config.state_dir.display()))?;
     // Before the async runtime starts its threads: a mount namespace is entered by a single-threaded process.
@@ -106,9 +109,7 @@ fn run(config: Config) -> anyhow::Result<()> {
         .context("start the async runtime")?;
     runtime.block_on(async move {
         let signals = server::ShutdownSignals::install()?;
-        // The lock comes first: a second reefd must stop before it touches the store. The socket comes last:
-        // clients only ever talk to a recovered reefd.
-        let lock = server::SocketLock::acquire(&config.socket)?;
+        // The socket comes last: clients only ever talk to a recovered reefd.
         let root = config.root_dir.clone();
         let store = tokio::task::spawn_blocking(move || Store::open(&root))
             .await

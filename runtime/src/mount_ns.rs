@@ -64,12 +64,7 @@ pub fn enter_own(pin: &Path, may_make: impl FnOnce() -> bool) -> Result<Option<R
     Ok(Some(fd))
 }
 
-/// Whether this process is in reefd's own mount namespace, apart from the node's.
-pub fn apart() -> bool {
-    NODE.get().is_some()
-}
-
-/// The node's mount namespace, when this process is apart from it.
+/// The node's mount namespace, when this process is in reefd's own, apart from it.
 pub fn node() -> Option<std::os::fd::BorrowedFd<'static>> {
     NODE.get().map(|n| n.as_fd())
 }
@@ -122,7 +117,7 @@ fn enter(pin: &Path, may_make: impl FnOnce() -> bool) -> Result<Option<OwnedFd>,
     // on a node whose mounts are shared (systemd makes `/` shared) the pin would be refused. After a crash
     // between this and the pin, a second one stacks on the first, which is harmless.
     let dir = pin.parent().unwrap_or(Path::new("/"));
-    std::fs::create_dir_all(dir).map_err(|e| err("create the pin's directory")(io_errno(&e)))?;
+    std::fs::create_dir_all(dir).map_err(|e| err("create the pin's directory")(crate::error::io_errno(&e)))?;
     nix::mount::mount(Some(dir), dir, none, MsFlags::MS_BIND, none).map_err(err("bind the pin's directory"))?;
     nix::mount::mount(none, dir, none, MsFlags::MS_PRIVATE, none).map_err(err("make the pin's directory private"))?;
     // The pin's file, made in the node's namespace, where the pin will be.
@@ -165,8 +160,4 @@ fn in_namespace(ns: &OwnedFd, f: impl FnOnce() -> nix::Result<()>) -> nix::Resul
             _ => Err(Errno::ECHILD),
         },
     }
-}
-
-fn io_errno(e: &std::io::Error) -> Errno {
-    Errno::from_raw(e.raw_os_error().unwrap_or(Errno::EIO as i32))
 }

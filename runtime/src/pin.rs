@@ -74,7 +74,8 @@ pub fn pin(dir: &Path, set: &PodNamespaceSet, hostname: &str) -> Result<Pinned, 
     if wanted.is_empty() {
         return Ok(Pinned::default());
     }
-    std::fs::create_dir_all(dir).map_err(|e| PinError::Sys { step: "create dir", errno: io_errno(&e) })?;
+    std::fs::create_dir_all(dir)
+        .map_err(|e| PinError::Sys { step: "create dir", errno: crate::error::io_errno(&e) })?;
     let flags = wanted.iter().fold(CloneFlags::empty(), |acc, (_, f)| acc | *f) - CloneFlags::CLONE_NEWUSER;
     let (ready_r, ready_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(sys_err("pipe"))?;
     let (hold_r, hold_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(sys_err("pipe"))?;
@@ -84,7 +85,7 @@ pub fn pin(dir: &Path, set: &PodNamespaceSet, hostname: &str) -> Result<Pinned, 
         Some(node) if set.network && set.user.is_none() => {
             let target = dir.join("net");
             std::fs::File::create(&target)
-                .map_err(|e| PinError::Sys { step: "create pin file", errno: io_errno(&e) })?;
+                .map_err(|e| PinError::Sys { step: "create pin file", errno: crate::error::io_errno(&e) })?;
             let target = std::ffi::CString::new(target.into_os_string().into_encoded_bytes())
                 .map_err(|_| PinError::Sys { step: "pin path", errno: nix::errno::Errno::EINVAL })?;
             Some((node, target))
@@ -188,7 +189,7 @@ fn pin_files(dir: &Path, wanted: &[(&str, CloneFlags)], pid: i32, node_pinned: b
         // node with shared mounts propagates here.
         if std::fs::symlink_metadata(&target).is_err() {
             std::fs::File::create(&target)
-                .map_err(|e| PinError::Sys { step: "create pin file", errno: io_errno(&e) })?;
+                .map_err(|e| PinError::Sys { step: "create pin file", errno: crate::error::io_errno(&e) })?;
         }
         let source = format!("/proc/{pid}/ns/{name}");
         let bind = move |source: &str, target: &Path| {
@@ -197,7 +198,7 @@ fn pin_files(dir: &Path, wanted: &[(&str, CloneFlags)], pid: i32, node_pinned: b
         bind(&source, &target).map_err(sys_err("bind-mount namespace"))?;
         // The network pin in the node's namespace too, where tools and CNI agents outside reefd can open it by
         // its path (`mount_ns`).
-        if *name == "net" && crate::mount_ns::apart() && !node_pinned {
+        if *name == "net" && crate::mount_ns::node().is_some() && !node_pinned {
             let (source, target) = (source.clone(), target.clone());
             crate::mount_ns::in_node(move || bind(&source, &target))
                 .map_err(sys_err("bind-mount namespace in the node's mount namespace"))?;
@@ -259,7 +260,7 @@ fn release(dir: &Path, names: &[&str]) {
     };
     // The node's first: the network pin is there, and so is every pin of a reefd that had no namespace of its
     // own.
-    if crate::mount_ns::apart() {
+    if crate::mount_ns::node().is_some() {
         let in_node = targets.clone();
         let _ = crate::mount_ns::in_node(move || unmount(&in_node));
     }
@@ -267,10 +268,6 @@ fn release(dir: &Path, names: &[&str]) {
     for target in &targets {
         let _ = std::fs::remove_file(target);
     }
-}
-
-fn io_errno(e: &std::io::Error) -> nix::errno::Errno {
-    nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(0))
 }
 
 #[cfg(test)]

@@ -359,6 +359,17 @@ pub fn has_opaque_xattr(path: &std::ffi::CStr) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn an_inherited_descriptor_is_taken_only_when_open_and_becomes_close_on_exec() {
+        use std::os::fd::IntoRawFd;
+        assert_eq!(super::take_inherited(1 << 20).err(), Some(nix::errno::Errno::EBADF));
+        let raw = std::fs::File::open("/proc/self/ns/mnt").unwrap().into_raw_fd();
+        nix::fcntl::fcntl(super::borrow(raw), nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty())).unwrap();
+        let fd = super::take_inherited(raw).unwrap();
+        let flags = nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_GETFD).unwrap();
+        assert_ne!(flags & nix::libc::FD_CLOEXEC, 0);
+    }
+
     /// The scheduling policy of the calling thread, as the kernel reports it (field 41 of its stat).
     fn policy_of_this_thread() -> u32 {
         let stat = std::fs::read_to_string("/proc/thread-self/stat").expect("stat");

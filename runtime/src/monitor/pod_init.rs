@@ -31,8 +31,8 @@ pub struct PodPidNamespace {
 /// Forks the pod's init into a new PID namespace and pins that namespace at `ns_dir/pid`. The caller (the
 /// monitor, a child subreaper) inherits the init once the intermediate exits, and must reap it.
 pub fn spawn(ns_dir: &Path, empty_root: &Path) -> Result<PodPidNamespace, Errno> {
-    std::fs::create_dir_all(ns_dir).map_err(|e| io_errno(&e))?;
-    std::fs::create_dir_all(empty_root).map_err(|e| io_errno(&e))?;
+    std::fs::create_dir_all(ns_dir).map_err(|e| crate::error::io_errno(&e))?;
+    std::fs::create_dir_all(empty_root).map_err(|e| crate::error::io_errno(&e))?;
     let (pid_r, pid_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
     let intermediate = match sys::fork()? {
         ForkResult::Child => {
@@ -60,7 +60,7 @@ pub fn spawn(ns_dir: &Path, empty_root: &Path) -> Result<PodPidNamespace, Errno>
         _ => return Err(Errno::ECHILD),
     };
     let pin = ns_dir.join("pid");
-    let pinned = std::fs::File::create(&pin).map_err(|e| io_errno(&e)).and_then(|_| {
+    let pinned = std::fs::File::create(&pin).map_err(|e| crate::error::io_errno(&e)).and_then(|_| {
         let source = format!("/proc/{init}/ns/pid");
         nix::mount::mount(Some(source.as_str()), &pin, None::<&str>, MsFlags::MS_BIND, None::<&str>)
     });
@@ -117,8 +117,4 @@ fn drop_all_capabilities() -> nix::Result<()> {
         caps::clear(None, set).map_err(fail)?;
     }
     Ok(())
-}
-
-fn io_errno(e: &std::io::Error) -> Errno {
-    Errno::from_raw(e.raw_os_error().unwrap_or(Errno::EIO as i32))
 }

@@ -114,26 +114,34 @@ fn enter(pin: &Path, may_make: impl FnOnce() -> bool) -> Result<Option<OwnedFd>,
     }
     let none: Option<&str> = None;
     // The pin's directory, a private mount of its own: the kernel will not propagate a mount namespace file, so
-    // on a node whose mounts are shared (systemd makes `/` shared) the pin would be refused. After a crash
-    // between this and the pin, a second one stacks on the first, which is harmless.
+    // on a node whose mounts are shared (systemd makes `/` shared) the pin would be refused. Taken back if what
+    // follows fails, so that a reefd restarted in a loop does not stack them; only a crash in between leaves one.
     let dir = pin.parent().unwrap_or(Path::new("/"));
     std::fs::create_dir_all(dir).map_err(|e| err("create the pin's directory")(crate::error::io_errno(&e)))?;
     nix::mount::mount(Some(dir), dir, none, MsFlags::MS_BIND, none).map_err(err("bind the pin's directory"))?;
-    nix::mount::mount(none, dir, none, MsFlags::MS_PRIVATE, none).map_err(err("make the pin's directory private"))?;
+    let made = make_and_pin(&node, dir, pin);
+    if let Err((step, e)) = made {
+        // Unpinned, the namespace would die with this reefd and take every pod's pins with it: back to the node's.
+        let _ = nix::sched::setns(node.as_fd(), CloneFlags::CLONE_NEWNS);
+        let _ = nix::mount::umount2(dir, nix::mount::MntFlags::MNT_DETACH);
+        return Err(err(step)(e));
+    }
+    Ok(Some(node))
+}
+
+/// The steps of `enter` after the pin's directory is bound: the namespace, made and pinned at `pin`.
+fn make_and_pin(node: &OwnedFd, dir: &Path, pin: &Path) -> Result<(), (&'static str, Errno)> {
+    let none: Option<&str> = None;
+    let step = |step: &'static str| move |e: Errno| (step, e);
+    nix::mount::mount(none, dir, none, MsFlags::MS_PRIVATE, none).map_err(step("make the pin's directory private"))?;
     // The pin's file, made in the node's namespace, where the pin will be.
     drop(
         nix::fcntl::open(pin, OFlag::O_CREAT | OFlag::O_WRONLY | OFlag::O_CLOEXEC, Mode::from_bits_truncate(0o600))
-            .map_err(err("create the pin file"))?,
+            .map_err(step("create the pin file"))?,
     );
-    nix::sched::unshare(CloneFlags::CLONE_NEWNS).map_err(err("unshare"))?;
-    let pinned = nix::mount::mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_SLAVE, none)
-        .and_then(|()| pin_from(&node, pin));
-    if let Err(e) = pinned {
-        // Unpinned, the namespace would die with this reefd and take every pod's pins with it.
-        let _ = nix::sched::setns(node.as_fd(), CloneFlags::CLONE_NEWNS);
-        return Err(err("pin")(e));
-    }
-    Ok(Some(node))
+    nix::sched::unshare(CloneFlags::CLONE_NEWNS).map_err(step("unshare"))?;
+    nix::mount::mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_SLAVE, none).map_err(step("make / a slave"))?;
+    pin_from(node, pin).map_err(step("pin"))
 }
 
 /// Bind-mounts the caller's mount namespace onto `pin`, from the node's namespace `node`: the pin must be in the

@@ -79,28 +79,13 @@ pub fn pin(dir: &Path, set: &PodNamespaceSet, hostname: &str) -> Result<Pinned, 
     let flags = wanted.iter().fold(CloneFlags::empty(), |acc, (_, f)| acc | *f) - CloneFlags::CLONE_NEWUSER;
     let (ready_r, ready_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(sys_err("pipe"))?;
     let (hold_r, hold_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(sys_err("pipe"))?;
-    // Without a user namespace the helper, still host root, binds the network pin in the node's mount namespace
-    // itself (`mount_ns`): one fork of reefd fewer per pod.
-    let node_pin = match crate::mount_ns::node() {
-        Some(node) if set.network && set.user.is_none() => {
-            let target = dir.join("net");
-            std::fs::File::create(&target)
-                .map_err(|e| PinError::Sys { step: "create pin file", errno: crate::error::io_errno(&e) })?;
-            let target = std::ffi::CString::new(target.into_os_string().into_encoded_bytes())
-                .map_err(|_| PinError::Sys { step: "pin path", errno: nix::errno::Errno::EINVAL })?;
-            Some((node, target))
-        }
-        _ => None,
-    };
     let child = match sys::fork().map_err(sys_err("fork"))? {
         ForkResult::Child => {
             // reefd pins pods on several threads at once: a helper that kept another pod's hold pipe open (fds
             // are inherited at fork whatever O_CLOEXEC says) would keep that helper from seeing EOF, and two
             // helpers holding each other's pipes would wait forever. The socket lock goes too: a killed reefd's
             // successor must not find it held by an orphaned helper.
-            let mut keep = vec![ready_w.as_raw_fd(), hold_r.as_raw_fd()];
-            keep.extend(node_pin.as_ref().map(|(node, _)| node.as_raw_fd()));
-            sys::close_fds_except(&keep);
+            sys::close_fds_except(&[ready_w.as_raw_fd(), hold_r.as_raw_fd()]);
             std::mem::forget(ready_r);
             std::mem::forget(hold_w);
             // One byte per outcome: 0 ready, else the failed step's number.
@@ -131,14 +116,6 @@ pub fn pin(dir: &Path, set: &PodNamespaceSet, hostname: &str) -> Result<Pinned, 
                 report(3);
                 sys::exit_now(1);
             }
-            if let Some((node, target)) = &node_pin {
-                let none: Option<&str> = None;
-                let bind = || mount(Some("/proc/self/ns/net"), target.as_c_str(), none, MsFlags::MS_BIND, none);
-                if nix::sched::setns(node, CloneFlags::CLONE_NEWNS).and_then(|()| bind()).is_err() {
-                    report(5);
-                    sys::exit_now(1);
-                }
-            }
             report(0);
             // Stay until the parent has pinned everything (it writes a byte, or closes the hold pipe).
             let mut b = [0u8; 1];
@@ -162,8 +139,7 @@ pub fn pin(dir: &Path, set: &PodNamespaceSet, hostname: &str) -> Result<Pinned, 
         outcome = nix::unistd::read(&ready_r, &mut code);
     }
     let result = match (outcome, code[0]) {
-        (Ok(1), 0) => pin_files(dir, &wanted, child.as_raw(), node_pin.is_some()),
-        (Ok(1), 5) => Err(PinError::Helper("pin the network namespace in the node's mount namespace")),
+        (Ok(1), 0) => pin_files(dir, &wanted, child.as_raw()),
         (Ok(1), 1) => Err(PinError::Helper("unshare")),
         (Ok(1), 2) => Err(PinError::Helper("sethostname")),
         (Ok(1), 4) => Err(PinError::Helper("unshare user namespace")),
@@ -179,28 +155,19 @@ pub fn pin(dir: &Path, set: &PodNamespaceSet, hostname: &str) -> Result<Pinned, 
     result
 }
 
-/// Pins the helper's namespaces (`pid`) here; the network one in the node's namespace too, unless the helper
-/// already did (`node_pinned`).
-fn pin_files(dir: &Path, wanted: &[(&str, CloneFlags)], pid: i32, node_pinned: bool) -> Result<Pinned, PinError> {
+/// Pins the helper's namespaces (`pid`) here, and the network one in the node's namespace too.
+fn pin_files(dir: &Path, wanted: &[(&str, CloneFlags)], pid: i32) -> Result<Pinned, PinError> {
     let mut pinned = Pinned::default();
     for (name, _) in wanted {
         let target = dir.join(name);
-        // Already there, and perhaps already a mount: the helper's network pin in the node's namespace, which a
-        // node with shared mounts propagates here.
-        if std::fs::symlink_metadata(&target).is_err() {
-            std::fs::File::create(&target)
-                .map_err(|e| PinError::Sys { step: "create pin file", errno: crate::error::io_errno(&e) })?;
-        }
+        std::fs::File::create(&target)
+            .map_err(|e| PinError::Sys { step: "create pin file", errno: crate::error::io_errno(&e) })?;
         let source = format!("/proc/{pid}/ns/{name}");
-        let bind = move |source: &str, target: &Path| {
-            nix::mount::mount(Some(source), target, None::<&str>, MsFlags::MS_BIND, None::<&str>)
-        };
         bind(&source, &target).map_err(sys_err("bind-mount namespace"))?;
-        // The network pin in the node's namespace too, where tools and CNI agents outside reefd can open it by
-        // its path (`mount_ns`).
-        if *name == "net" && crate::mount_ns::node().is_some() && !node_pinned {
-            let (source, target) = (source.clone(), target.clone());
-            crate::mount_ns::in_node(move || bind(&source, &target))
+        // Where tools and CNI agents outside reefd open it by its path (`mount_ns`).
+        if *name == "net" && crate::mount_ns::node().is_some() {
+            let in_node = target.clone();
+            crate::mount_ns::in_node(move || bind(&source, &in_node))
                 .map_err(sys_err("bind-mount namespace in the node's mount namespace"))?;
         }
         match *name {
@@ -211,6 +178,10 @@ fn pin_files(dir: &Path, wanted: &[(&str, CloneFlags)], pid: i32, node_pinned: b
         }
     }
     Ok(pinned)
+}
+
+fn bind(source: &str, target: &Path) -> nix::Result<()> {
+    mount(Some(source), target, None::<&str>, MsFlags::MS_BIND, None::<&str>)
 }
 
 /// Releases the pins in `dir` (the namespaces die with their last user). Idempotent: pins already gone are fine.

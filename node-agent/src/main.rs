@@ -14,6 +14,7 @@ mod records;
 mod server;
 mod spec;
 mod streaming;
+mod validate;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -21,6 +21,7 @@ pub mod plan;
 pub mod rootfs;
 pub mod seccomp;
 mod sys;
+pub mod sysctl;
 pub mod userns;
 pub mod users;
 

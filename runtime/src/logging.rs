@@ -10,6 +10,9 @@
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::OpenOptionsExt;
+
+use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat2};
+use nix::sys::stat::Mode;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -54,7 +57,7 @@ impl Stream {
 pub const DEFAULT_MAX_LINE: usize = 16 * 1024;
 
 pub struct LogWriter {
-    path: PathBuf,
+    path: Target,
     file: File,
     max_line: usize,
     /// Data of an unfinished line, per stream.
@@ -63,20 +66,72 @@ pub struct LogWriter {
     line: Vec<u8>,
 }
 
-fn open(path: &Path) -> Result<File, LogError> {
-    OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o640)
-        .open(path)
-        .map_err(|source| LogError::Open { path: path.to_path_buf(), source })
+/// Where a log file lives. With `dir`, the file is opened below it with `openat2(RESOLVE_BENEATH)`: the pod's log
+/// directory is kubelet's, and a symlink inside it (or a path naming `..`) must not send a container's output
+/// to a file elsewhere on the node.
+#[derive(Debug, Clone)]
+pub struct Target {
+    dir: Option<PathBuf>,
+    path: PathBuf,
+}
+
+impl Target {
+    pub fn new(dir: Option<PathBuf>, path: PathBuf) -> Target {
+        Target { dir, path }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+fn open(target: &Target) -> Result<File, LogError> {
+    let err = |source| LogError::Open { path: target.path.clone(), source };
+    let Some(dir) = &target.dir else {
+        return OpenOptions::new().create(true).append(true).mode(0o640).open(&target.path).map_err(err);
+    };
+    let rel = target.path.strip_prefix(dir).map_err(|_| err(std::io::Error::from_raw_os_error(libc::EXDEV)))?;
+    let dir = File::open(dir).map_err(err)?;
+    let how = OpenHow::new()
+        .flags(OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_APPEND | OFlag::O_CLOEXEC | OFlag::O_NOCTTY)
+        .mode(Mode::from_bits_truncate(0o640))
+        .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+    let fd = openat2(&dir, rel, how).map_err(|e| err(std::io::Error::from(e)))?;
+    Ok(File::from(fd))
+}
+
+/// Makes the directories of `rel` (relative) below `dir`, each resolved with RESOLVE_BENEATH, so a symlink inside
+/// `dir` cannot make them elsewhere.
+pub fn create_dirs_beneath(dir: &Path, rel: &Path) -> std::io::Result<()> {
+    let mut at = File::open(dir)?;
+    for part in rel.components() {
+        let std::path::Component::Normal(name) = part else {
+            if part == std::path::Component::CurDir {
+                continue;
+            }
+            return Err(std::io::Error::from_raw_os_error(libc::EXDEV));
+        };
+        match nix::sys::stat::mkdirat(&at, name, Mode::from_bits_truncate(0o755)) {
+            Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let how = OpenHow::new()
+            .flags(OFlag::O_DIRECTORY | OFlag::O_PATH | OFlag::O_CLOEXEC)
+            .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+        at = File::from(openat2(&at, name, how)?);
+    }
+    Ok(())
 }
 
 impl LogWriter {
     pub fn open(path: &Path, max_line: usize) -> Result<LogWriter, LogError> {
+        LogWriter::open_target(Target { dir: None, path: path.to_path_buf() }, max_line)
+    }
+
+    pub fn open_target(target: Target, max_line: usize) -> Result<LogWriter, LogError> {
         Ok(LogWriter {
-            path: path.to_path_buf(),
-            file: open(path)?,
+            file: open(&target)?,
+            path: target,
             max_line: max_line.max(1),
             partial: [Vec::new(), Vec::new()],
             line: Vec::with_capacity(256),
@@ -138,7 +193,7 @@ impl LogWriter {
     }
 
     pub fn sync(&mut self) -> Result<(), LogError> {
-        self.file.sync_data().map_err(|source| LogError::Write { path: self.path.clone(), source })
+        self.file.sync_data().map_err(|source| LogError::Write { path: self.path.path.clone(), source })
     }
 
     fn emit(&mut self, stream: Stream, ts: &str, tag: u8, msg: &[u8]) -> Result<(), LogError> {
@@ -151,7 +206,7 @@ impl LogWriter {
         self.line.push(b' ');
         self.line.extend_from_slice(msg);
         self.line.push(b'\n');
-        self.file.write_all(&self.line).map_err(|source| LogError::Write { path: self.path.clone(), source })
+        self.file.write_all(&self.line).map_err(|source| LogError::Write { path: self.path.path.clone(), source })
     }
 }
 

@@ -18,6 +18,8 @@ pub enum PlanError {
     Unsupported(String),
     #[error("{0}")]
     Seccomp(String),
+    #[error("spec asks for {what} {id}, which the kernel reads as \"leave unchanged\"")]
+    UnchangedId { what: &'static str, id: u32 },
 }
 
 fn clone_flag(t: LinuxNamespaceType) -> Result<CloneFlags, PlanError> {
@@ -96,6 +98,22 @@ pub fn plan_from_spec(spec: &Spec) -> Result<LaunchPlan, PlanError> {
         })
         .collect();
     let user = process.user();
+    // The last line of defence: whatever built the spec, no id that setresuid or chown skip reaches the launch.
+    let unchanged = crate::users::UNCHANGED_ID;
+    let bad = [("uid", user.uid()), ("gid", user.gid())]
+        .into_iter()
+        .chain(user.additional_gids().iter().flatten().map(|g| ("supplementary gid", *g)))
+        .chain(
+            linux
+                .devices()
+                .iter()
+                .flatten()
+                .flat_map(|d| [("device uid", d.uid().unwrap_or(0)), ("device gid", d.gid().unwrap_or(0))]),
+        )
+        .find(|(_, id)| *id == unchanged);
+    if let Some((what, id)) = bad {
+        return Err(PlanError::UnchangedId { what, id });
+    }
     Ok(LaunchPlan {
         rootfs: root.path().clone(),
         readonly_rootfs: root.readonly().unwrap_or(false),
@@ -234,6 +252,16 @@ mod tests {
         s.linux_mut().as_mut().unwrap().set_cgroups_path(Some("/kubepods/pod1/reef-abc".into()));
         let cgroup = plan_from_spec(&s).unwrap().cgroup.unwrap();
         assert_eq!((cgroup.path.as_str(), cgroup.systemd), ("kubepods/pod1/reef-abc", None));
+    }
+
+    #[test]
+    fn a_spec_asking_for_the_unchanged_id_is_refused() {
+        let mut s = spec(vec![]);
+        s.process_mut().as_mut().unwrap().user_mut().set_uid(u32::MAX);
+        assert_eq!(plan_from_spec(&s).unwrap_err(), PlanError::UnchangedId { what: "uid", id: u32::MAX });
+        let mut s = spec(vec![]);
+        s.process_mut().as_mut().unwrap().user_mut().set_additional_gids(Some(vec![5, u32::MAX]));
+        assert!(matches!(plan_from_spec(&s), Err(PlanError::UnchangedId { what: "supplementary gid", .. })));
     }
 
     #[test]

@@ -44,7 +44,14 @@ pub enum UserError {
     NoSuchGroup(String),
     #[error("read the image's {path}: {errno}")]
     Read { path: &'static str, errno: nix::errno::Errno },
+    /// 4294967295 is `(uid_t)-1`, which setresuid and setgroups take as "leave unchanged": a process asked to run
+    /// as it would stay root.
+    #[error("{what} {id} is out of range: ids go up to 4294967294")]
+    IdOutOfRange { what: &'static str, id: u32 },
 }
+
+/// The id the kernel reads as "unchanged" (`(uid_t)-1`); no process may be asked to run as it.
+pub const UNCHANGED_ID: u32 = u32::MAX;
 
 const LIMIT: u64 = 1 << 20;
 
@@ -128,6 +135,13 @@ pub fn resolve_with(req: &UserRequest, passwd: Option<&str>, group: Option<&str>
     additional.extend(&req.supplemental);
     let mut seen = std::collections::HashSet::new();
     additional.retain(|g| seen.insert(*g));
+    let out_of_range = |what, id| (id == UNCHANGED_ID).then_some(UserError::IdOutOfRange { what, id });
+    if let Some(e) = out_of_range("uid", uid)
+        .or_else(|| out_of_range("gid", gid))
+        .or_else(|| additional.iter().find_map(|g| out_of_range("supplementary gid", *g)))
+    {
+        return Err(e);
+    }
     Ok(ResolvedUser { uid, gid, additional_gids: additional })
 }
 
@@ -175,6 +189,23 @@ mod tests {
         );
         let g = resolve_with(&req(Who::Id(0), Some(Who::Name("wheel".into())), &[], false), None, Some(GROUP)).unwrap();
         assert_eq!(g.gid, 10);
+    }
+
+    #[test]
+    fn the_unchanged_id_is_refused_wherever_it_comes_from() {
+        let passwd = "max:x:4294967295:0::/:/bin/sh\n";
+        for (r, what) in [
+            (req(Who::Id(UNCHANGED_ID), None, &[], false), "uid"),
+            (req(Who::Name("max".into()), None, &[], false), "uid"),
+            (req(Who::Id(0), Some(Who::Id(UNCHANGED_ID)), &[], false), "gid"),
+            (req(Who::Id(0), None, &[UNCHANGED_ID], false), "supplementary gid"),
+        ] {
+            assert_eq!(
+                resolve_with(&r, Some(passwd), None),
+                Err(UserError::IdOutOfRange { what, id: UNCHANGED_ID }),
+                "{r:?}"
+            );
+        }
     }
 
     #[test]

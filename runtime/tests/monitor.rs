@@ -121,6 +121,7 @@ fn containers_run_log_and_exit_through_the_monitor() {
     let mut client = pod.client();
     let created = client
         .call(&Request::Create {
+            log_dir: None,
             id: "c1".into(),
             plan: plan(&root, "echo hello; echo oops >&2; printf 'no newline'; exit 3"),
             log_path: log.clone(),
@@ -134,6 +135,7 @@ fn containers_run_log_and_exit_through_the_monitor() {
     );
     let again = client
         .call(&Request::Create {
+            log_dir: None,
             id: "c1".into(),
             plan: plan(&root, "true"),
             log_path: log.clone(),
@@ -175,6 +177,7 @@ fn a_killed_container_reports_its_signal_and_unknown_ids_are_not_found() {
     let mut client = pod.client();
     client
         .call(&Request::Create {
+            log_dir: None,
             id: "sleeper".into(),
             plan: plan(&root, "exec sleep 60"),
             log_path: pod.dir.path().join("s.log"),

@@ -267,15 +267,23 @@ impl Containers {
         if meta.name.is_empty() {
             return Err(ReefError::InvalidArgument("container name is required".into()));
         }
+        crate::validate::container(config, sandbox)?;
         let image_name = config.image.as_ref().map(|i| i.image.clone()).unwrap_or_default();
         let image = store
             .resolve(&image_name)
             .ok_or_else(|| ReefError::NotFound(format!("image {image_name:?} not found: pull it first")))?;
+        // The config says who the container runs as (kubelet checks runAsNonRoot against ImageStatus's user): an
+        // unreadable one must not silently become root with no entrypoint. Only a missing `config` section
+        // means the defaults.
         let image_config = store
             .read_blob(&image.id)
-            .ok()
-            .and_then(|b| serde_json::from_slice::<reef_images::manifest::ImageConfig>(&b).ok())
-            .and_then(|c| c.config)
+            .map_err(|e| ReefError::FailedPrecondition(format!("image {image_name}: cannot read its config: {e}")))
+            .and_then(|b| {
+                serde_json::from_slice::<reef_images::manifest::ImageConfig>(&b).map_err(|e| {
+                    ReefError::FailedPrecondition(format!("image {image_name}: its config is not valid JSON: {e}"))
+                })
+            })?
+            .config
             .unwrap_or_default();
         let id = loop {
             let id = crate::records::new_id();
@@ -386,6 +394,7 @@ impl Containers {
             }
             let plan = reef_runtime::plan::plan_from_spec(&spec).map_err(|e| match e {
                 reef_runtime::plan::PlanError::Seccomp(m) => ReefError::InvalidArgument(m),
+                e @ reef_runtime::plan::PlanError::UnchangedId { .. } => ReefError::InvalidArgument(e.to_string()),
                 e => ReefError::FailedPrecondition(e.to_string()),
             })?;
             let mut plan = plan;
@@ -396,13 +405,27 @@ impl Containers {
                 plan.seccomp = Some(program.to_vec());
             }
             record.plan = Some(plan.clone());
-            let log = if log_path.is_empty() { PathBuf::from("/dev/null") } else { PathBuf::from(&log_path) };
-            if let Some(parent) = log.parent() {
-                std::fs::create_dir_all(parent).map_err(internal("create log dir"))?;
-            }
+            let (log, log_dir) = if log_path.is_empty() {
+                (PathBuf::from("/dev/null"), None)
+            } else {
+                // kubelet makes the pod's directory; the container's own below it (`name/`) is ours, made without
+                // leaving the pod's directory, where the monitor then opens the file the same way.
+                let dir = PathBuf::from(&pod.log_directory);
+                std::fs::create_dir_all(&dir).map_err(internal("create the pod's log directory"))?;
+                if let Some(parent) = Path::new(&config.log_path).parent() {
+                    reef_runtime::logging::create_dirs_beneath(&dir, parent).map_err(|e| {
+                        ReefError::InvalidArgument(format!(
+                            "log_path {:?} cannot be made below {}: {e}",
+                            config.log_path, pod.log_directory
+                        ))
+                    })?;
+                }
+                (PathBuf::from(&log_path), Some(dir))
+            };
             let create = Request::Create {
                 id: id.clone(),
                 plan,
+                log_dir,
                 log_path: log,
                 stdin: config.stdin,
                 stdin_once: config.stdin_once,
@@ -594,6 +617,7 @@ impl Containers {
         let path = self
             .cgroup_path(&c)
             .ok_or_else(|| ReefError::FailedPrecondition(format!("container {} has no cgroup", c.id)))?;
+        crate::validate::update(r)?;
         let mut resources = spec::resources_for_update(r).map_err(|e| ReefError::InvalidArgument(e.to_string()))?;
         // Device rules are set once at creation; an update only changes limits.
         resources.set_devices(None);

@@ -199,6 +199,7 @@ impl Pods {
         if meta.name.is_empty() || meta.namespace.is_empty() || meta.uid.is_empty() {
             return Err(ReefError::InvalidArgument("pod metadata needs a name, a namespace and a uid".into()));
         }
+        crate::validate::pod(config)?;
         if !runtime_handler.is_empty() {
             return Err(ReefError::InvalidArgument(format!("unknown runtime handler {runtime_handler:?}")));
         }

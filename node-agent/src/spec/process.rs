@@ -60,7 +60,10 @@ pub fn with_tty(spec: &mut Spec, c: &cri::ContainerConfig) {
 }
 
 fn id(field: &'static str, value: i64) -> Result<u32, SpecError> {
-    u32::try_from(value).map_err(|_| SpecError::Invalid { field, reason: format!("{value} is not a valid id") })
+    u32::try_from(value)
+        .ok()
+        .filter(|id| *id != reef_runtime::users::UNCHANGED_ID)
+        .ok_or_else(|| SpecError::Invalid { field, reason: format!("{value} is not a valid id") })
 }
 
 fn who(s: &str) -> Who {

@@ -420,12 +420,9 @@ fn exec_child(p: &Prepared<'_>, reports: i32) -> ! {
     exec(p, reports)
 }
 
-/// Only names made of safe characters reach /proc/sys: a key must not climb out with `..` or `/`.
+/// Only names that stay below /proc/sys reach it (`sysctl::path`); which ones a pod may set was checked before.
 fn write_sysctl(key: &str, value: &str) -> nix::Result<()> {
-    if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) || key.contains("..") {
-        return Err(Errno::EINVAL);
-    }
-    let path = format!("/proc/sys/{}", key.replace('.', "/"));
+    let path = crate::sysctl::path(key).ok_or(Errno::EINVAL)?;
     std::fs::write(&path, value).map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(Errno::EIO as i32)))
 }
 

@@ -280,8 +280,9 @@ impl Monitor {
                     return false;
                 }
             },
-            Ok(Request::Create { id, plan, log_path, stdin, stdin_once }) => {
-                self.create(id, &line, plan.terminal, &log_path, stdin, stdin_once)
+            Ok(Request::Create { id, plan, log_path, log_dir, stdin, stdin_once }) => {
+                let log = crate::logging::Target::new(log_dir, log_path);
+                self.create(id, &line, plan.terminal, &log, stdin, stdin_once)
             }
             Ok(req) => self.handle(req),
             Err(e) => Response::error(ErrorKind::BadRequest, e.to_string()),
@@ -361,10 +362,11 @@ impl Monitor {
         id: String,
         line: &str,
         terminal: bool,
-        log_path: &Path,
+        log_target: &crate::logging::Target,
         stdin: bool,
         stdin_once: bool,
     ) -> Response {
+        let log_path = log_target.path();
         if self.containers.contains_key(&id) {
             return Response::error(ErrorKind::AlreadyExists, format!("container {id} exists"));
         }
@@ -377,7 +379,7 @@ impl Monitor {
             }
             response
         };
-        let log = match LogWriter::open(log_path, crate::logging::DEFAULT_MAX_LINE) {
+        let log = match LogWriter::open_target(log_target.clone(), crate::logging::DEFAULT_MAX_LINE) {
             Ok(l) => l,
             Err(e) => return failed(Response::error(ErrorKind::Io, crate::error_chain(&e))),
         };

@@ -20,6 +20,9 @@ pub enum Request<P = LaunchPlan> {
         id: String,
         plan: P,
         log_path: PathBuf,
+        /// The pod's log directory: `log_path` is opened below it and never outside (see `logging`).
+        #[serde(default)]
+        log_dir: Option<PathBuf>,
         /// The container's stdin is a pipe (or its pty) that attach clients write; otherwise /dev/null.
         #[serde(default)]
         stdin: bool,

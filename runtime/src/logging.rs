@@ -100,11 +100,14 @@ fn open(target: &Target) -> Result<File, LogError> {
     Ok(File::from(fd))
 }
 
-/// Makes the directories of `rel` (relative) below `dir`, each resolved with RESOLVE_BENEATH, so a symlink inside
-/// `dir` cannot make them elsewhere.
-pub fn create_dirs_beneath(dir: &Path, rel: &Path) -> std::io::Result<()> {
+/// Readies `rel` (a log file's path relative to `dir`) to be opened below `dir`: its directories are made, each
+/// resolved with RESOLVE_BENEATH so a symlink inside `dir` cannot make them elsewhere, and a file already there must
+/// not lead out either. Told at CreateContainer, this is the request's mistake rather than a failed launch.
+pub fn prepare_beneath(dir: &Path, rel: &Path) -> std::io::Result<()> {
+    let beneath = ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_MAGICLINKS;
     let mut at = File::open(dir)?;
-    for part in rel.components() {
+    let parent = rel.parent().unwrap_or(Path::new(""));
+    for part in parent.components() {
         let std::path::Component::Normal(name) = part else {
             if part == std::path::Component::CurDir {
                 continue;
@@ -115,12 +118,14 @@ pub fn create_dirs_beneath(dir: &Path, rel: &Path) -> std::io::Result<()> {
             Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
             Err(e) => return Err(e.into()),
         }
-        let how = OpenHow::new()
-            .flags(OFlag::O_DIRECTORY | OFlag::O_PATH | OFlag::O_CLOEXEC)
-            .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+        let how = OpenHow::new().flags(OFlag::O_DIRECTORY | OFlag::O_PATH | OFlag::O_CLOEXEC).resolve(beneath);
         at = File::from(openat2(&at, name, how)?);
     }
-    Ok(())
+    let Some(file) = rel.file_name() else { return Err(std::io::Error::from_raw_os_error(libc::EISDIR)) };
+    match openat2(&at, file, OpenHow::new().flags(OFlag::O_PATH | OFlag::O_CLOEXEC).resolve(beneath)) {
+        Ok(_) | Err(nix::errno::Errno::ENOENT) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 impl LogWriter {
@@ -358,6 +363,24 @@ mod tests {
                 "stdout F tail",
             ]
         );
+    }
+
+    #[test]
+    fn log_files_never_open_outside_the_pod_s_directory() {
+        let outside = tempfile::tempdir().unwrap();
+        let pod = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(outside.path(), pod.path().join("evil")).unwrap();
+        std::os::unix::fs::symlink(outside.path().join("f.log"), pod.path().join("link.log")).unwrap();
+        for rel in ["evil/0.log", "evil/sub/0.log", "link.log", "../x.log"] {
+            assert!(prepare_beneath(pod.path(), Path::new(rel)).is_err(), "{rel} was readied");
+            let target = Target::new(Some(pod.path().to_path_buf()), pod.path().join(rel));
+            assert!(LogWriter::open_target(target, 8).is_err(), "{rel} was opened");
+        }
+        assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0, "nothing was made outside");
+        prepare_beneath(pod.path(), Path::new("app/0.log")).unwrap();
+        let target = Target::new(Some(pod.path().to_path_buf()), pod.path().join("app/0.log"));
+        LogWriter::open_target(target, 8).unwrap();
+        assert!(pod.path().join("app/0.log").is_file());
     }
 
     #[test]

@@ -409,17 +409,15 @@ impl Containers {
                 (PathBuf::from("/dev/null"), None)
             } else {
                 // kubelet makes the pod's directory; the container's own below it (`name/`) is ours, made without
-                // leaving the pod's directory, where the monitor then opens the file the same way.
+                // leaving the pod's directory, where the monitor then opens the file the same way (see `logging`).
                 let dir = PathBuf::from(&pod.log_directory);
                 std::fs::create_dir_all(&dir).map_err(internal("create the pod's log directory"))?;
-                if let Some(parent) = Path::new(&config.log_path).parent() {
-                    reef_runtime::logging::create_dirs_beneath(&dir, parent).map_err(|e| {
-                        ReefError::InvalidArgument(format!(
-                            "log_path {:?} cannot be made below {}: {e}",
-                            config.log_path, pod.log_directory
-                        ))
-                    })?;
-                }
+                reef_runtime::logging::prepare_beneath(&dir, Path::new(&config.log_path)).map_err(|e| {
+                    ReefError::InvalidArgument(format!(
+                        "log_path {:?} does not stay below the pod's log directory {}: {e}",
+                        config.log_path, pod.log_directory
+                    ))
+                })?;
                 (PathBuf::from(&log_path), Some(dir))
             };
             let create = Request::Create {

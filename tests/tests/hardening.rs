@@ -298,3 +298,81 @@ async fn an_image_whose_config_cannot_be_read_is_an_error_not_a_root_default() {
     assert_no_container_left(&s, &mut rt, "damaged.log").await;
     rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod }).await.unwrap();
 }
+
+#[tokio::test]
+async fn an_update_racing_a_removal_never_brings_the_container_back() {
+    require_e2e!();
+    let mut s = setup().await;
+    let mut rt = s.reefd.runtime().await;
+    let sandbox = pod_config(&s, "racy");
+    let pod = run_pod(&mut rt, &sandbox).await;
+    for round in 0..10 {
+        let name = format!("r{round}");
+        let id = create(&mut rt, &pod, &sandbox, container_config(&s, &name, "exec sleep 300")).await.unwrap();
+        rt.start_container(cri::StartContainerRequest { container_id: id.clone() }).await.unwrap();
+        let updates: Vec<_> = (0..4)
+            .map(|i| {
+                let (mut rt, id) = (rt.clone(), id.clone());
+                tokio::spawn(async move {
+                    let r =
+                        cri::LinuxContainerResources { memory_limit_in_bytes: (64 + i) << 20, ..Default::default() };
+                    rt.update_container_resources(cri::UpdateContainerResourcesRequest {
+                        container_id: id,
+                        linux: Some(r),
+                        ..Default::default()
+                    })
+                    .await
+                })
+            })
+            .collect();
+        rt.remove_container(cri::RemoveContainerRequest { container_id: id.clone() }).await.unwrap();
+        for u in updates {
+            // Each update came before the removal or found the container gone.
+            if let Err(e) = u.await.unwrap() {
+                assert!(matches!(e.code(), Code::NotFound | Code::FailedPrecondition | Code::Unknown), "{e:?}");
+            }
+        }
+        let err = reef_tests::pod::status(&mut rt, &id).await.unwrap_err();
+        assert_eq!(err.code(), Code::NotFound, "round {round}: the container came back");
+    }
+    s.reefd.restart();
+    let mut rt = s.reefd.runtime().await;
+    assert_no_container_left(&s, &mut rt, "r0.log.none").await;
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod }).await.unwrap();
+}
+
+#[tokio::test]
+async fn an_image_is_never_removed_from_under_a_container_being_created() {
+    require_e2e!();
+    let s = setup().await;
+    let mut rt = s.reefd.runtime().await;
+    let mut images = s.reefd.images().await;
+    let sandbox = pod_config(&s, "holder");
+    let pod = run_pod(&mut rt, &sandbox).await;
+    for round in 0..8 {
+        reef_tests::cri::pull(&mut images, &s.image).await.expect("pull");
+        let created = {
+            let (mut rt, pod, sandbox) = (rt.clone(), pod.clone(), sandbox.clone());
+            let c = container_config(&s, &format!("c{round}"), "exec sleep 300");
+            tokio::spawn(async move { create(&mut rt, &pod, &sandbox, c).await })
+        };
+        // Let the create get going, then race it.
+        tokio::time::sleep(std::time::Duration::from_millis(round)).await;
+        let removed = images
+            .remove_image(cri::RemoveImageRequest {
+                image: Some(cri::ImageSpec { image: s.image.clone(), ..Default::default() }),
+            })
+            .await;
+        match (created.await.unwrap(), removed) {
+            (Ok(id), Err(e)) => {
+                assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+                // The container's layers are all there: it runs.
+                rt.start_container(cri::StartContainerRequest { container_id: id.clone() }).await.unwrap();
+                rt.remove_container(cri::RemoveContainerRequest { container_id: id }).await.unwrap();
+            }
+            (Err(e), Ok(_)) => assert_eq!(e.code(), Code::NotFound, "{e:?}"),
+            (created, removed) => panic!("round {round}: created {created:?} and removed {removed:?}"),
+        }
+    }
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod }).await.unwrap();
+}

@@ -10,6 +10,7 @@
 mod devices;
 mod events;
 pub mod exits;
+mod image_holds;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -111,6 +112,11 @@ pub struct Containers {
     opened_at: i64,
     /// The shared layer of mount points above each image's layers (see `reef_runtime::mountpoints`).
     mountpoints: MountpointLayers,
+    /// Images held by containers being created, which RemoveImage must not take from under them.
+    image_holds: image_holds::ImageHolds,
+    /// Held while a record is changed or deleted, so an UpdateContainerResources cannot bring back a record that
+    /// RemoveContainer deleted, nor two updates cross.
+    record_changes: Mutex<()>,
 }
 
 fn internal(what: &str) -> impl Fn(std::io::Error) -> ReefError + '_ {
@@ -167,6 +173,8 @@ impl Containers {
             exit_watch: ExitWatch::new(),
             opened_at: reef_images::pull::now_nanos(),
             mountpoints: MountpointLayers::open(&root_dir.join("mountpoints"))?,
+            image_holds: Default::default(),
+            record_changes: Mutex::new(()),
         };
         containers.sweep_orphans();
         Ok(containers)
@@ -269,8 +277,10 @@ impl Containers {
         }
         crate::validate::container(config, sandbox)?;
         let image_name = config.image.as_ref().map(|i| i.image.clone()).unwrap_or_default();
-        let image = store
-            .resolve(&image_name)
+        // Held until the container's record is in the map, where RemoveImage sees it.
+        let (image, _hold) = self
+            .image_holds
+            .resolve(store, &image_name)
             .ok_or_else(|| ReefError::NotFound(format!("image {image_name:?} not found: pull it first")))?;
         // The config says who the container runs as (kubelet checks runAsNonRoot against ImageStatus's user): an
         // unreadable one must not silently become root with no entrypoint. Only a missing `config` section
@@ -611,6 +621,7 @@ impl Containers {
 
     /// New CPU and memory limits for a running container.
     pub fn update_resources(&self, id: &str, r: &cri::LinuxContainerResources) -> Result<(), ReefError> {
+        let _changing = self.record_changes.lock().unwrap_or_else(|p| p.into_inner());
         let c = self.get(id).ok_or_else(|| ReefError::NotFound(format!("container {id:?} not found")))?;
         let path = self
             .cgroup_path(&c)
@@ -647,11 +658,27 @@ impl Containers {
             Err(e) => return Err(e),
         }
         self.remove_files(&c.id);
-        self.records.delete(&c.id).map_err(internal("delete container record"))?;
+        {
+            let _changing = self.record_changes.lock().unwrap_or_else(|p| p.into_inner());
+            self.records.delete(&c.id).map_err(internal("delete container record"))?;
+            self.map.write().unwrap_or_else(|p| p.into_inner()).remove(&c.id);
+        }
         self.names.release(&c.reserved_name);
-        self.map.write().unwrap_or_else(|p| p.into_inner()).remove(&c.id);
         self.deleted(pods, &c);
         Ok(())
+    }
+
+    /// RemoveImage: removes `name` unless a container uses its image or one being created holds it.
+    pub fn remove_image(&self, store: &Store, name: &str) -> Result<Option<String>, ReefError> {
+        let in_use = |image_id: &str| {
+            self.list().into_iter().find(|c| c.image_id == image_id).map(|c| format!("container {} ({})", c.id, c.name))
+        };
+        self.image_holds
+            .remove_unless_used(store, name, in_use, || store.remove(name))
+            .map_err(|user| {
+                ReefError::FailedPrecondition(format!("image {name:?} is in use by {user}: remove the container first"))
+            })?
+            .map_err(|source| ReefError::Image { image: name.to_string(), source })
     }
 
     /// A reefd killed in the middle of CreateContainer leaves a mounted rootfs and an upper dir with no record:

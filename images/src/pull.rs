@@ -507,6 +507,6 @@ fn sync_filesystem(path: &Path) -> Result<()> {
     nix::unistd::syncfs(&dir).map_err(|e| ImageError::io("syncfs", path, e.into()))
 }
 
-pub fn now_nanos() -> i64 {
+pub(crate) fn now_nanos() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or_default()
 }

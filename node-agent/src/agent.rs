@@ -40,7 +40,7 @@ impl Agent {
             containers,
             events,
             streaming,
-            started_at: reef_images::pull::now_nanos(),
+            started_at: reef_runtime::clock::now_nanos(),
             pod_cidr: RwLock::default(),
         })
     }

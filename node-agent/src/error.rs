@@ -89,6 +89,15 @@ impl ReefError {
     }
 }
 
+impl From<crate::spec::SpecError> for ReefError {
+    fn from(e: crate::spec::SpecError) -> Self {
+        match e {
+            crate::spec::SpecError::Unsupported(_) => ReefError::FailedPrecondition(e.to_string()),
+            _ => ReefError::InvalidArgument(e.to_string()),
+        }
+    }
+}
+
 /// The whole cause chain on one line: kubelet shows only the status message, so it must carry everything.
 pub use reef_runtime::error_chain as chain;
 

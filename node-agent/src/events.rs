@@ -79,7 +79,7 @@ pub struct Event {
 impl Event {
     pub fn new(subject: Subject, action: Action, id: &str, name: &str, pod_id: &str) -> Event {
         Event {
-            at: reef_images::pull::now_nanos(),
+            at: reef_runtime::clock::now_nanos(),
             subject,
             action,
             id: id.to_string(),

@@ -11,6 +11,7 @@ mod heap;
 mod instrument;
 mod pods;
 mod records;
+mod rollback;
 mod server;
 mod spec;
 mod streaming;

@@ -9,6 +9,7 @@
 #![deny(unsafe_code)]
 
 pub mod cgroups;
+pub mod clock;
 pub mod error;
 pub mod launch;
 pub mod logging;

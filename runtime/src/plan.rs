@@ -97,6 +97,33 @@ pub fn plan_from_spec(spec: &Spec) -> Result<LaunchPlan, PlanError> {
             )
         })
         .collect();
+    let capabilities = process.capabilities().as_ref().map(|c| {
+        let names = |set: &Option<oci_spec::runtime::Capabilities>| -> Vec<String> {
+            let mut v: Vec<String> = set.iter().flatten().map(|cap| format!("CAP_{cap}")).collect();
+            v.sort();
+            v
+        };
+        crate::launch::CapabilitySets {
+            bounding: names(c.bounding()),
+            effective: names(c.effective()),
+            permitted: names(c.permitted()),
+            inheritable: names(c.inheritable()),
+            ambient: names(c.ambient()),
+        }
+    });
+    let runtime_default = spec.annotations().as_ref().and_then(|a| a.get(crate::seccomp::RUNTIME_DEFAULT_ANNOTATION))
+        == Some(&crate::seccomp::RUNTIME_DEFAULT_VALUE.to_string());
+    let seccomp = match seccomp {
+        None if runtime_default => {
+            let bounding = capabilities.as_ref().map(|c| c.bounding.as_slice()).unwrap_or_default();
+            Some(
+                crate::seccomp::runtime_default_cached(bounding)
+                    .map_err(|e| PlanError::Seccomp(e.to_string()))?
+                    .to_vec(),
+            )
+        }
+        other => other,
+    };
     let user = process.user();
     // The last line of defence: whatever built the spec, no id that setresuid or chown skip reaches the launch.
     let unchanged = crate::users::UNCHANGED_ID;
@@ -166,20 +193,7 @@ pub fn plan_from_spec(spec: &Spec) -> Result<LaunchPlan, PlanError> {
                 )
             })
             .collect(),
-        capabilities: process.capabilities().as_ref().map(|c| {
-            let names = |set: &Option<oci_spec::runtime::Capabilities>| -> Vec<String> {
-                let mut v: Vec<String> = set.iter().flatten().map(|cap| format!("CAP_{cap}")).collect();
-                v.sort();
-                v
-            };
-            crate::launch::CapabilitySets {
-                bounding: names(c.bounding()),
-                effective: names(c.effective()),
-                permitted: names(c.permitted()),
-                inheritable: names(c.inheritable()),
-                ambient: names(c.ambient()),
-            }
-        }),
+        capabilities,
     })
 }
 

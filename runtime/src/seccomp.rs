@@ -559,6 +559,12 @@ pub fn compile_profile_cached(profile: &LinuxSeccomp) -> Result<Arc<Vec<u8>>, Se
 /// Compiled programs by sorted capability set.
 type ProgramCache = Mutex<HashMap<Vec<String>, Arc<Vec<u8>>>>;
 
+/// The spec annotation by which a spec builder chooses RuntimeDefault: the launch plan then carries the program
+/// compiled for the container's bounding set (`plan_from_spec`), from a cache, instead of an OCI profile of a few
+/// hundred rules built, hashed and matched on every create.
+pub const RUNTIME_DEFAULT_ANNOTATION: &str = "run.reef.seccomp/profile";
+pub const RUNTIME_DEFAULT_VALUE: &str = "runtime/default";
+
 /// RuntimeDefault compiled once per capability set and kept for the life of the process.
 pub fn runtime_default_cached(capabilities: &[String]) -> Result<Arc<Vec<u8>>, SeccompError> {
     static CACHE: OnceLock<ProgramCache> = OnceLock::new();

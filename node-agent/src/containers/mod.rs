@@ -7,10 +7,13 @@
 //! State is never cached here: it is asked of the monitor, or read from the exit record the monitor wrote when
 //! the monitor is gone, so it is right after any restart of reefd.
 
+mod create;
 mod devices;
 mod events;
 pub mod exits;
 mod image_holds;
+
+pub use create::CreateRequest;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -21,18 +24,17 @@ use k8s_cri::v1 as cri;
 use reef_images::store::Store;
 use reef_runtime::monitor::client::MonitorClient;
 use reef_runtime::monitor::protocol::{ContainerState, ErrorKind, ExitRecord, Request, Response, Status};
-use reef_runtime::mountpoints::{self, MountpointLayers};
-use reef_runtime::rootfs::{self, Overlay};
-use reef_runtime::userns::IdMappings;
+use reef_runtime::mountpoints::MountpointLayers;
+use reef_runtime::rootfs;
 use serde::{Deserialize, Serialize};
 
 use self::events::Phase;
 use self::exits::ExitWatch;
 use crate::error::ReefError;
 use crate::events::Events;
-use crate::pods::{PodState, Pods};
+use crate::pods::Pods;
 use crate::records::{Names, Records};
-use crate::spec::{self, PodNamespaces, SpecInput};
+use crate::spec;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ContainerRecord {
@@ -171,7 +173,7 @@ impl Containers {
             phases: Mutex::default(),
             event_order: Mutex::default(),
             exit_watch: ExitWatch::new(),
-            opened_at: reef_images::pull::now_nanos(),
+            opened_at: reef_runtime::clock::now_nanos(),
             mountpoints: MountpointLayers::open(&root_dir.join("mountpoints"))?,
             image_holds: Default::default(),
             record_changes: Mutex::new(()),
@@ -187,28 +189,6 @@ impl Containers {
 
     pub fn exit_watch(&self) -> &ExitWatch {
         &self.exit_watch
-    }
-
-    /// The image's layers with the mount-point layer on top when the image allows it. Without it the container
-    /// still works, only slower to create, so a failure to make it is logged, not returned.
-    fn layers_with_mountpoints(&self, mut layers: Vec<PathBuf>, config: &cri::ContainerConfig) -> Vec<PathBuf> {
-        let etc_files: Vec<&str> = mountpoints::ETC_FILES
-            .into_iter()
-            .filter(|f| {
-                config.mounts.iter().any(|m| {
-                    m.container_path.strip_prefix("/etc/") == Some(f)
-                        && std::fs::metadata(&m.host_path).is_ok_and(|md| md.is_file())
-                })
-            })
-            .collect();
-        match self.mountpoints.layer_for(&layers, &etc_files) {
-            Ok(Some(layer)) => layers.push(layer),
-            Ok(None) => {}
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot make the mount-point layer; creating mount points per container")
-            }
-        }
-        layers
     }
 
     fn upper_dir(&self, id: &str) -> PathBuf {
@@ -253,206 +233,6 @@ impl Containers {
                 }
             }
         }
-    }
-
-    /// Blocking: mounts and talks to the monitor.
-    pub fn create(
-        &self,
-        pods: &Pods,
-        store: &Store,
-        pod_id: &str,
-        config: &cri::ContainerConfig,
-        sandbox: &cri::PodSandboxConfig,
-    ) -> Result<ContainerRecord, ReefError> {
-        let pod = pods.get(pod_id).ok_or_else(|| ReefError::NotFound(format!("pod sandbox {pod_id:?} not found")))?;
-        if pod.state != PodState::Ready {
-            return Err(ReefError::FailedPrecondition(format!("pod sandbox {} is not ready", pod.id)));
-        }
-        let meta = config
-            .metadata
-            .clone()
-            .ok_or_else(|| ReefError::InvalidArgument("container metadata is required".into()))?;
-        if meta.name.is_empty() {
-            return Err(ReefError::InvalidArgument("container name is required".into()));
-        }
-        crate::validate::container(config, sandbox)?;
-        let image_name = config.image.as_ref().map(|i| i.image.clone()).unwrap_or_default();
-        // Held until the container's record is in the map, where RemoveImage sees it.
-        let (image, _hold) = self
-            .image_holds
-            .resolve(store, &image_name)
-            .ok_or_else(|| ReefError::NotFound(format!("image {image_name:?} not found: pull it first")))?;
-        // The config says who the container runs as (kubelet checks runAsNonRoot against ImageStatus's user): an
-        // unreadable one must not silently become root with no entrypoint. Only a missing `config` section
-        // means the defaults.
-        let image_config = store
-            .read_blob(&image.id)
-            .map_err(|e| ReefError::FailedPrecondition(format!("image {image_name}: cannot read its config: {e}")))
-            .and_then(|b| {
-                serde_json::from_slice::<reef_images::manifest::ImageConfig>(&b).map_err(|e| {
-                    ReefError::FailedPrecondition(format!("image {image_name}: its config is not valid JSON: {e}"))
-                })
-            })?
-            .config
-            .unwrap_or_default();
-        let id = loop {
-            let id = crate::records::new_id();
-            if !self.rootfs_dir(&id).exists() {
-                break id;
-            }
-        };
-        let reserved_name = format!("{}_{}_{}_{}_{}", meta.name, pod.name, pod.namespace, pod.uid, meta.attempt);
-        self.names.reserve(&reserved_name, &id).map_err(|holder| {
-            ReefError::AlreadyExists(format!("container name {reserved_name:?} is reserved for {holder}"))
-        })?;
-        let log_path = if pod.log_directory.is_empty() || config.log_path.is_empty() {
-            String::new()
-        } else {
-            Path::new(&pod.log_directory).join(&config.log_path).display().to_string()
-        };
-        let record = ContainerRecord {
-            id: id.clone(),
-            pod_id: pod.id.clone(),
-            name: meta.name.clone(),
-            attempt: meta.attempt,
-            image: image_name.clone(),
-            image_id: image.id.clone(),
-            image_ref: image.repo_digests.first().cloned().unwrap_or_else(|| image.id.clone()),
-            labels: config.labels.clone().into_iter().collect(),
-            annotations: config.annotations.clone().into_iter().collect(),
-            log_path: log_path.clone(),
-            created_at: reef_images::pull::now_nanos(),
-            mounts: config
-                .mounts
-                .iter()
-                .map(|m| MountRecord {
-                    container_path: m.container_path.clone(),
-                    host_path: m.host_path.clone(),
-                    readonly: m.readonly,
-                    propagation: m.propagation,
-                })
-                .collect(),
-            stop_signal: stop_signal(config, &image_config),
-            reserved_name,
-            plan: None,
-        };
-        let mut record = record;
-        let mut created_in_monitor = false;
-        let result = (|| {
-            let mut with_pod_files = config.clone();
-            add_pod_files(&mut with_pod_files, &pods.pod_dir(&pod.id));
-            let mut overlay = Overlay {
-                layers: self.layers_with_mountpoints(
-                    image.layers.iter().map(|l| store.layer_path(&l.chain_id)).collect(),
-                    &with_pod_files,
-                ),
-                upper: self.upper_dir(&id).join("upper"),
-                work: self.upper_dir(&id).join("work"),
-                target: self.rootfs_dir(&id),
-                readonly: false,
-                idmap: self.rootfs_idmap(&pod, config)?,
-            };
-            // The extra layer must not cost an image that is near mount(2)'s one-page limit its containers.
-            if overlay.layers.len() > image.layers.len()
-                && matches!(overlay.options(), Err(rootfs::RootfsError::TooManyLayers(_)))
-            {
-                overlay.layers.pop();
-            }
-            overlay.mount().map_err(|e| ReefError::Internal(crate::error::chain(&e)))?;
-            let pod_ns = PodNamespaces {
-                network: pod.pinned.network.clone(),
-                ipc: pod.pinned.ipc.clone(),
-                uts: pod.pinned.uts.clone(),
-                pid: self.pid_namespace_to_join(pods, &pod, config)?,
-                user: pod.pinned.user.clone(),
-            };
-            let request = spec::user_request(&security_context(config), &image_config)
-                .map_err(|e| ReefError::InvalidArgument(e.to_string()))?;
-            let user = reef_runtime::users::resolve(&overlay.target, &request).map_err(|e| match e {
-                reef_runtime::users::UserError::Read { .. } => ReefError::Internal(e.to_string()),
-                e => ReefError::InvalidArgument(format!("image {image_name}: {e}")),
-            })?;
-            let spec = spec::build(&SpecInput {
-                container: &with_pod_files,
-                sandbox,
-                image: &image_config,
-                pod: &pod_ns,
-                rootfs: overlay.target.clone(),
-                cgroup_path: if self.systemd_cgroups {
-                    systemd_cgroup_path(&pod.cgroup_parent, &self.default_cgroup_parent, &id)
-                } else {
-                    cgroup_path(&pod.cgroup_parent, &self.default_cgroup_parent, &id)
-                },
-                user: &user,
-                available_capabilities: &self.available_capabilities,
-                devices: &devices::lookup(&config.devices)?,
-            })
-            .map_err(|e| ReefError::InvalidArgument(e.to_string()))?;
-            let mut spec = spec;
-            let sc = security_context(config);
-            refuse_apparmor_profile(&sc)?;
-            let seccomp = spec::seccomp::choice(&sc).map_err(|e| ReefError::InvalidArgument(e.to_string()))?;
-            if let spec::seccomp::Seccomp::Localhost(path) = &seccomp {
-                let bytes = std::fs::read(path).map_err(|e| {
-                    ReefError::InvalidArgument(format!("cannot read the Localhost seccomp profile {path}: {e}"))
-                })?;
-                let profile = spec::seccomp::parse_profile(path, &bytes)
-                    .map_err(|e| ReefError::InvalidArgument(e.to_string()))?;
-                if let Some(linux) = spec.linux_mut() {
-                    linux.set_seccomp(Some(profile));
-                }
-            }
-            let plan = reef_runtime::plan::plan_from_spec(&spec).map_err(|e| match e {
-                reef_runtime::plan::PlanError::Seccomp(m) => ReefError::InvalidArgument(m),
-                e @ reef_runtime::plan::PlanError::UnchangedId { .. } => ReefError::InvalidArgument(e.to_string()),
-                e => ReefError::FailedPrecondition(e.to_string()),
-            })?;
-            let mut plan = plan;
-            if seccomp == spec::seccomp::Seccomp::RuntimeDefault {
-                let caps = plan.capabilities.as_ref().map(|c| c.bounding.clone()).unwrap_or_default();
-                let program = reef_runtime::seccomp::runtime_default_cached(&caps)
-                    .map_err(|e| ReefError::Internal(crate::error::chain(&e)))?;
-                plan.seccomp = Some(program.to_vec());
-            }
-            record.plan = Some(plan.clone());
-            let (log, log_dir) = if log_path.is_empty() {
-                (PathBuf::from("/dev/null"), None)
-            } else {
-                // kubelet makes the pod's directory; the container's own below it (`name/`) is ours, made without
-                // leaving the pod's directory, where the monitor then opens the file the same way (see `logging`).
-                let dir = PathBuf::from(&pod.log_directory);
-                std::fs::create_dir_all(&dir).map_err(internal("create the pod's log directory"))?;
-                reef_runtime::logging::prepare_beneath(&dir, Path::new(&config.log_path)).map_err(|e| {
-                    ReefError::InvalidArgument(format!(
-                        "log_path {:?} does not stay below the pod's log directory {}: {e}",
-                        config.log_path, pod.log_directory
-                    ))
-                })?;
-                (PathBuf::from(&log_path), Some(dir))
-            };
-            let create = Request::Create {
-                id: id.clone(),
-                plan,
-                log_dir,
-                log_path: log,
-                stdin: config.stdin,
-                stdin_once: config.stdin_once,
-            };
-            ok_state(monitor_call(pods, &pod.id, &create)?)?;
-            created_in_monitor = true;
-            self.records.save(&id, &record).map_err(internal("save container record"))
-        })();
-        if let Err(e) = result {
-            if created_in_monitor {
-                let _ = monitor_call(pods, &pod.id, &Request::Forget { id: id.clone() });
-            }
-            self.remove_files(&id);
-            self.names.release(&record.reserved_name);
-            return Err(e);
-        }
-        self.map.write().unwrap_or_else(|p| p.into_inner()).insert(id, record.clone());
-        self.advance(pods, &record, Phase::Created);
-        Ok(record)
     }
 
     pub fn start(&self, pods: &Pods, id: &str) -> Result<(), ReefError> {
@@ -576,42 +356,6 @@ impl Containers {
         }
         let exit = reef_runtime::launch::wait(pid).map_err(|e| ReefError::Internal(format!("wait for exec: {e}")))?;
         Ok((stdout, stderr, exit.code()))
-    }
-
-    /// The PID namespace a container joins: the pod's shared one (mode POD), or a running container's of the
-    /// same pod (mode TARGET, as ephemeral debug containers ask); `None` for a namespace of its own or the host's.
-    fn pid_namespace_to_join(
-        &self,
-        pods: &Pods,
-        pod: &crate::pods::PodRecord,
-        config: &cri::ContainerConfig,
-    ) -> Result<Option<PathBuf>, ReefError> {
-        let options = security_context(config).namespace_options.unwrap_or_default();
-        match cri::NamespaceMode::try_from(options.pid) {
-            Ok(cri::NamespaceMode::Pod) => pod.pinned.pid.clone().map(Some).ok_or_else(|| {
-                ReefError::FailedPrecondition(format!(
-                    "pod sandbox {} has no shared PID namespace: it was not run with pid mode POD",
-                    pod.id
-                ))
-            }),
-            Ok(cri::NamespaceMode::Target) => {
-                let target = self.get(&options.target_id).filter(|t| t.pod_id == pod.id).ok_or_else(|| {
-                    ReefError::NotFound(format!(
-                        "target container {:?} not found in pod sandbox {}",
-                        options.target_id, pod.id
-                    ))
-                })?;
-                let state = ok_state(monitor_call(pods, &pod.id, &Request::State { id: target.id.clone() })?)?;
-                match state {
-                    Some(s) if s.status == Status::Running => Ok(Some(format!("/proc/{}/ns/pid", s.pid).into())),
-                    _ => Err(ReefError::FailedPrecondition(format!(
-                        "target container {} is not running: its PID namespace cannot be joined",
-                        target.id
-                    ))),
-                }
-            }
-            _ => Ok(None),
-        }
     }
 
     /// The container's cgroup path, if it has one.
@@ -775,162 +519,6 @@ fn collect_output(
     }
 }
 
-/// The container's cgroup under the pod's (cgroupfs layout: kubelet's parent is a path). Pods without a parent
-/// share the configured one (`reef/`), as docker's containers share `docker/`.
-fn cgroup_path(parent: &str, default: &str, id: &str) -> String {
-    let parent = parent.trim_matches('/');
-    let parent = if parent.is_empty() { default.trim_matches('/') } else { parent };
-    format!("{parent}/reef-{id}")
-}
-
-impl Containers {
-    /// A pod with its own user namespace has all its containers in it, with image layers idmapped to its root.
-    /// A container that asks for the pod's user namespace in a pod without one is refused.
-    fn rootfs_idmap(
-        &self,
-        pod: &crate::pods::PodRecord,
-        config: &cri::ContainerConfig,
-    ) -> Result<Option<rootfs::Idmap>, ReefError> {
-        let asked = user_namespace(&security_context(config).namespace_options.clone().unwrap_or_default())?;
-        let (Some(maps), Some(userns)) = (&pod.userns, &pod.pinned.user) else {
-            if asked.is_some() {
-                return Err(ReefError::InvalidArgument(format!(
-                    "the container asks for the pod's user namespace, but pod {} has none (hostUsers: true)",
-                    pod.id
-                )));
-            }
-            return Ok(None);
-        };
-        let (Some(root_uid), Some(root_gid)) = (maps.host_uid(0), maps.host_gid(0)) else {
-            return Err(ReefError::InvalidArgument(
-                "the pod's user namespace maps no root (container id 0): its rootfs would belong to nobody".into(),
-            ));
-        };
-        Ok(Some(rootfs::Idmap { userns: userns.clone(), root_uid, root_gid }))
-    }
-}
-
-/// runc's systemd form, `<slice>:reef:<id>`: a scope of the container's own under the pod's slice. Pods without a
-/// parent go under the configured one when it is a slice, else `system.slice`.
-fn systemd_cgroup_path(parent: &str, default: &str, id: &str) -> String {
-    let slice = [parent, default].into_iter().find(|p| p.ends_with(".slice")).unwrap_or("system.slice");
-    format!("{slice}:reef:{id}")
-}
-
-/// A pod's own user namespace (hostUsers: false): mode POD with its uid and gid maps, checked here so a bad map
-/// is an InvalidArgument before anything is made. NODE (or nothing) is the host's; CONTAINER and TARGET are not
-/// something kubelet asks for, and are refused rather than run in the host's.
-pub fn user_namespace(options: &cri::NamespaceOption) -> Result<Option<IdMappings>, ReefError> {
-    let Some(u) = &options.userns_options else { return Ok(None) };
-    if u.mode == cri::NamespaceMode::Node as i32 {
-        return Ok(None);
-    }
-    if u.mode != cri::NamespaceMode::Pod as i32 {
-        return Err(ReefError::InvalidArgument(format!(
-            "user namespace mode {:?} is not supported; use POD (hostUsers: false) or NODE",
-            cri::NamespaceMode::try_from(u.mode).map(|m| m.as_str_name()).unwrap_or("unknown")
-        )));
-    }
-    let convert = |v: &[cri::IdMapping]| -> Vec<reef_runtime::userns::IdMapping> {
-        v.iter()
-            .map(|m| reef_runtime::userns::IdMapping {
-                container_id: m.container_id,
-                host_id: m.host_id,
-                size: m.length,
-            })
-            .collect()
-    };
-    let maps = IdMappings { uids: convert(&u.uids), gids: convert(&u.gids) };
-    maps.validate().map_err(ReefError::InvalidArgument)?;
-    Ok(Some(maps))
-}
-
-/// AppArmor: Reef loads no profile, so a Localhost profile (a named profile the pod relies on) is refused, and
-/// RuntimeDefault and Unconfined run without one (this node's kernel may not have AppArmor at all).
-fn refuse_apparmor_profile(sc: &cri::LinuxContainerSecurityContext) -> Result<(), ReefError> {
-    #[allow(deprecated)]
-    let legacy = sc.apparmor_profile.starts_with("localhost/");
-    let localhost =
-        sc.apparmor.as_ref().is_some_and(|p| p.profile_type == cri::security_profile::ProfileType::Localhost as i32);
-    if localhost || legacy {
-        return Err(ReefError::FailedPrecondition(
-            "AppArmor Localhost profiles are not supported by this runtime; use RuntimeDefault or Unconfined".into(),
-        ));
-    }
-    Ok(())
-}
-
 fn security_context(config: &cri::ContainerConfig) -> cri::LinuxContainerSecurityContext {
     config.linux.as_ref().and_then(|l| l.security_context.clone()).unwrap_or_default()
-}
-
-/// The image's stop signal (SIGTERM when it names none or one this host lacks).
-fn stop_signal(_config: &cri::ContainerConfig, image: &reef_images::manifest::ContainerConfig) -> i32 {
-    image
-        .stop_signal
-        .as_deref()
-        .and_then(|s| {
-            let name = if s.starts_with("SIG") { s.to_string() } else { format!("SIG{s}") };
-            name.parse::<nix::sys::signal::Signal>()
-                .ok()
-                .or_else(|| s.parse::<i32>().ok().and_then(|n| nix::sys::signal::Signal::try_from(n).ok()))
-        })
-        .unwrap_or(nix::sys::signal::Signal::SIGTERM) as i32
-}
-
-/// The pod's resolv.conf, hosts and hostname, unless kubelet mounts its own there.
-fn add_pod_files(config: &mut cri::ContainerConfig, pod_dir: &Path) {
-    for (file, target) in [("resolv.conf", "/etc/resolv.conf"), ("hostname", "/etc/hostname"), ("hosts", "/etc/hosts")]
-    {
-        if !config.mounts.iter().any(|m| m.container_path == target) {
-            config.mounts.push(cri::Mount {
-                container_path: target.into(),
-                host_path: pod_dir.join(file).display().to_string(),
-                readonly: false,
-                ..Default::default()
-            });
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn container_cgroups_go_under_the_pod_s_parent_in_either_driver_s_form() {
-        assert_eq!(cgroup_path("/kubepods/besteffort/pod1/", "reef", "c1"), "kubepods/besteffort/pod1/reef-c1");
-        assert_eq!(cgroup_path("", "reef", "c1"), "reef/reef-c1");
-        assert_eq!(systemd_cgroup_path("kubepods-pod1.slice", "reef", "c1"), "kubepods-pod1.slice:reef:c1");
-        assert_eq!(systemd_cgroup_path("", "reef.slice", "c1"), "reef.slice:reef:c1");
-        assert_eq!(systemd_cgroup_path("", "reef", "c1"), "system.slice:reef:c1");
-    }
-
-    #[test]
-    fn user_namespace_maps_are_checked_and_apparmor_localhost_profiles_refused() {
-        let userns = |mode: cri::NamespaceMode| cri::NamespaceOption {
-            userns_options: Some(cri::UserNamespace { mode: mode as i32, ..Default::default() }),
-            ..Default::default()
-        };
-        assert!(user_namespace(&userns(cri::NamespaceMode::Pod)).is_err(), "a POD user namespace needs maps");
-        assert!(user_namespace(&userns(cri::NamespaceMode::Container)).is_err());
-        assert_eq!(user_namespace(&userns(cri::NamespaceMode::Node)).unwrap(), None);
-        assert_eq!(user_namespace(&cri::NamespaceOption::default()).unwrap(), None);
-        let map = vec![cri::IdMapping { host_id: 100000, container_id: 0, length: 65536 }];
-        let good = cri::NamespaceOption {
-            userns_options: Some(cri::UserNamespace {
-                mode: cri::NamespaceMode::Pod as i32,
-                uids: map.clone(),
-                gids: map,
-            }),
-            ..Default::default()
-        };
-        assert_eq!(user_namespace(&good).unwrap().unwrap().host_uid(0), Some(100000));
-        let profile = |t: cri::security_profile::ProfileType| cri::LinuxContainerSecurityContext {
-            apparmor: Some(cri::SecurityProfile { profile_type: t as i32, localhost_ref: "p".into() }),
-            ..Default::default()
-        };
-        assert!(refuse_apparmor_profile(&profile(cri::security_profile::ProfileType::Localhost)).is_err());
-        assert!(refuse_apparmor_profile(&profile(cri::security_profile::ProfileType::RuntimeDefault)).is_ok());
-    }
 }

@@ -3,6 +3,7 @@ use std::sync::Arc;
 use k8s_cri::v1 as cri;
 
 use crate::agent::Agent;
+use crate::containers::CreateRequest;
 use crate::error::ReefError;
 
 pub async fn handle(
@@ -12,7 +13,8 @@ pub async fn handle(
     let config = req.config.ok_or_else(|| ReefError::InvalidArgument("container config is required".into()))?;
     let sandbox = req.sandbox_config.unwrap_or_default();
     let record = tokio::task::spawn_blocking(move || {
-        agent.containers.create(&agent.pods, agent.puller.store(), &req.pod_sandbox_id, &config, &sandbox)
+        let request = CreateRequest { pod_id: &req.pod_sandbox_id, config: &config, sandbox: &sandbox };
+        agent.containers.create(&agent.pods, agent.puller.store(), &request)
     })
     .await
     .map_err(|e| ReefError::Internal(format!("create container task: {e}")))??;

@@ -30,7 +30,7 @@ pub fn snapshot(
     Arc::new(cri::ContainerEventResponse {
         container_id: container_id.to_string(),
         container_event_type: kind as i32,
-        created_at: reef_images::pull::now_nanos(),
+        created_at: reef_runtime::clock::now_nanos(),
         pod_sandbox_status: pods.get(pod_id).map(|p| sandbox_status::status_of(&p)),
         containers_statuses: containers
             .of_pod(pod_id)

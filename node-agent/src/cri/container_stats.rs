@@ -15,7 +15,7 @@ pub(crate) fn stats_of(agent: &Agent, c: &ContainerRecord) -> cri::ContainerStat
 
 /// The CRI stats and the cgroup figures they came from (pod stats need more of them than the CRI carries).
 pub(crate) fn stats_and_usage(agent: &Agent, c: &ContainerRecord) -> (cri::ContainerStats, Usage) {
-    let now = reef_images::pull::now_nanos();
+    let now = reef_runtime::clock::now_nanos();
     let usage = agent.containers.cgroup_path(c).and_then(|p| reef_runtime::cgroups::usage(&p)).unwrap_or_default();
     let value = |v: u64| Some(cri::UInt64Value { value: v });
     let stats = cri::ContainerStats {

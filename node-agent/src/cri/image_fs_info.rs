@@ -7,7 +7,7 @@ pub async fn handle(agent: &Agent, _req: cri::ImageFsInfoRequest) -> Result<cri:
     let store = agent.puller.store();
     let usage = store.usage();
     let fs = cri::FilesystemUsage {
-        timestamp: reef_images::pull::now_nanos(),
+        timestamp: reef_runtime::clock::now_nanos(),
         fs_id: Some(cri::FilesystemIdentifier { mountpoint: store.layers_dir().to_string_lossy().into_owned() }),
         used_bytes: Some(cri::UInt64Value { value: usage.bytes }),
         inodes_used: Some(cri::UInt64Value { value: usage.inodes }),

@@ -16,7 +16,7 @@ pub async fn handle(
         return Err(ReefError::InvalidArgument("pod sandbox id is required".into()));
     }
     tokio::task::spawn_blocking(move || {
-        let Some(pod) = agent.pods.get(&req.pod_sandbox_id) else { return Ok(()) };
+        let Some(pod) = agent.pods.get(&req.pod_sandbox_id) else { return Ok::<(), ReefError>(()) };
         for c in agent.containers.of_pod(&pod.id) {
             agent.containers.remove(&agent.pods, &c.id)?;
         }

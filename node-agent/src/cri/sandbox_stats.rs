@@ -18,7 +18,7 @@ fn pod_stats(agent: &Agent, pod: &PodRecord) -> cri::PodSandboxStats {
     let sum = |f: &dyn Fn(&cri::ContainerStats) -> Option<u64>| -> Option<cri::UInt64Value> {
         Some(cri::UInt64Value { value: containers.iter().filter_map(f).sum() })
     };
-    let now = reef_images::pull::now_nanos();
+    let now = reef_runtime::clock::now_nanos();
     let memory = |pick: fn(&cri::MemoryUsage) -> &Option<cri::UInt64Value>| {
         move |c: &cri::ContainerStats| c.memory.as_ref().and_then(|m| pick(m).as_ref()).map(|v| v.value)
     };

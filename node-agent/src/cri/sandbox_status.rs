@@ -66,7 +66,7 @@ pub async fn handle(
     if req.verbose {
         info.insert("info".to_string(), serde_json::to_string(&pod).unwrap_or_default());
     }
-    let timestamp = reef_images::pull::now_nanos();
+    let timestamp = reef_runtime::clock::now_nanos();
     let pod_id = pod.id.clone();
     let containers_statuses = tokio::task::spawn_blocking(move || {
         let containers = &agent.containers;

@@ -209,7 +209,7 @@ impl Pods {
             .and_then(|l| l.security_context.as_ref())
             .and_then(|s| s.namespace_options.clone())
             .unwrap_or_default();
-        let userns = crate::containers::user_namespace(&options)?;
+        let userns = crate::spec::user_namespace(&options)?;
         if userns.is_some() && !reef_runtime::userns::kernel_supports_pod_user_namespaces() {
             return Err(ReefError::FailedPrecondition(
                 "user namespaces (hostUsers: false) need Linux 6.13 or later on this node".into(),
@@ -228,7 +228,7 @@ impl Pods {
             namespace: meta.namespace,
             attempt: meta.attempt,
             state: PodState::Ready,
-            created_at: reef_images::pull::now_nanos(),
+            created_at: reef_runtime::clock::now_nanos(),
             hostname: config.hostname.clone(),
             log_directory: config.log_directory.clone(),
             runtime_handler: runtime_handler.to_string(),

@@ -18,8 +18,9 @@ use k8s_cri::v1 as cri;
 use reef_images::manifest::ContainerConfig as ImageConfig;
 use reef_runtime::oci_spec::runtime::Spec;
 
-pub use namespaces::PodNamespaces;
-pub use process::user_request;
+pub use namespaces::{PodNamespaces, user_namespace};
+pub use process::{stop_signal, user_request};
+pub use resources::cgroup_path;
 
 /// The OCI form of CRI resources, for UpdateContainerResources.
 pub fn resources_for_update(
@@ -34,6 +35,9 @@ pub enum SpecError {
     NoCommand,
     #[error("invalid {field}: {reason}")]
     Invalid { field: &'static str, reason: String },
+    /// Well-formed, but not something this runtime can do.
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 /// Everything `build` reads. A struct, not a list of parameters: the inputs keep growing.
@@ -53,11 +57,14 @@ pub struct SpecInput<'a> {
     pub devices: &'a [devices::HostDevice],
     /// The capabilities the runtime holds (`CAP_*`), which bound what privileged can mean; empty: all.
     pub available_capabilities: &'a [String],
+    /// The seccomp filter (`seccomp::filter`, which reads a Localhost profile).
+    pub seccomp: &'a seccomp::Filter,
 }
 
 pub fn build(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
     let mut spec = Spec::default();
     let security = input.container.linux.as_ref().and_then(|l| l.security_context.clone()).unwrap_or_default();
+    security::check_apparmor(&security)?;
     spec.set_root(Some(
         reef_runtime::oci_spec::runtime::RootBuilder::default()
             .path(input.rootfs.clone())
@@ -87,6 +94,7 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
     let mut annotations = input.container.annotations.clone().into_iter().collect::<std::collections::HashMap<_, _>>();
     annotations.insert("io.kubernetes.cri.container-type".into(), "container".into());
     spec.set_annotations(Some(annotations));
+    seccomp::with_seccomp(&mut spec, input.seccomp);
     Ok(spec)
 }
 
@@ -124,6 +132,17 @@ pub(crate) mod fixture {
     pub fn build_with(
         tweak: impl FnOnce(&mut cri::ContainerConfig, &mut cri::PodSandboxConfig, &mut ImageConfig),
     ) -> Result<Spec, SpecError> {
+        build_full(tweak, &seccomp::Filter::Unconfined)
+    }
+
+    pub fn build_with_seccomp(filter: &seccomp::Filter) -> Result<Spec, SpecError> {
+        build_full(|_, _, _| {}, filter)
+    }
+
+    fn build_full(
+        tweak: impl FnOnce(&mut cri::ContainerConfig, &mut cri::PodSandboxConfig, &mut ImageConfig),
+        filter: &seccomp::Filter,
+    ) -> Result<Spec, SpecError> {
         let (mut c, mut s, mut i, pod) = input_parts();
         tweak(&mut c, &mut s, &mut i);
         build(&SpecInput {
@@ -136,6 +155,7 @@ pub(crate) mod fixture {
             user: &Default::default(),
             available_capabilities: &[],
             devices: &[],
+            seccomp: filter,
         })
     }
 }

@@ -4,6 +4,9 @@ use std::path::PathBuf;
 
 use k8s_cri::v1 as cri;
 use reef_runtime::oci_spec::runtime::{LinuxNamespace, LinuxNamespaceBuilder, LinuxNamespaceType, Spec};
+use reef_runtime::userns::{IdMapping, IdMappings};
+
+use super::SpecError;
 
 /// The pod's namespaces as files to join (pinned bind mounts, or the pod init's /proc entries for pid).
 #[derive(Debug, Clone, Default)]
@@ -56,11 +59,35 @@ pub fn with_namespaces(spec: &mut Spec, sc: &cri::LinuxContainerSecurityContext,
     }
 }
 
+/// A pod's own user namespace (hostUsers: false): mode POD with its uid and gid maps, checked here so a bad map
+/// is an InvalidArgument before anything is made. NODE (or nothing) is the host's; CONTAINER and TARGET are not
+/// something kubelet asks for, and are refused rather than run in the host's.
+pub fn user_namespace(options: &cri::NamespaceOption) -> Result<Option<IdMappings>, SpecError> {
+    let invalid = |reason: String| SpecError::Invalid { field: "userns_options", reason };
+    let Some(u) = &options.userns_options else { return Ok(None) };
+    if u.mode == cri::NamespaceMode::Node as i32 {
+        return Ok(None);
+    }
+    if u.mode != cri::NamespaceMode::Pod as i32 {
+        return Err(invalid(format!(
+            "user namespace mode {:?} is not supported; use POD (hostUsers: false) or NODE",
+            cri::NamespaceMode::try_from(u.mode).map(|m| m.as_str_name()).unwrap_or("unknown")
+        )));
+    }
+    let convert = |v: &[cri::IdMapping]| -> Vec<IdMapping> {
+        v.iter().map(|m| IdMapping { container_id: m.container_id, host_id: m.host_id, size: m.length }).collect()
+    };
+    let maps = IdMappings { uids: convert(&u.uids), gids: convert(&u.gids) };
+    maps.validate().map_err(invalid)?;
+    Ok(Some(maps))
+}
+
 #[cfg(test)]
 mod tests {
     use k8s_cri::v1 as cri;
     use reef_runtime::oci_spec::runtime::LinuxNamespaceType as T;
 
+    use super::user_namespace;
     use crate::spec::fixture::build_with;
 
     fn namespaces(net: cri::NamespaceMode, pid: cri::NamespaceMode) -> Vec<(T, Option<String>)> {
@@ -126,5 +153,27 @@ mod tests {
         let user = super::PodNamespaces { user: Some("/run/reef/p/ns/user".into()), ..Default::default() };
         assert_eq!(join(&user), Some(Some("/run/reef/p/ns/user".into())), "joined by path, never made new");
         assert_eq!(join(&super::PodNamespaces::default()), None, "the host's");
+    }
+
+    #[test]
+    fn user_namespace_maps_are_checked() {
+        let userns = |mode: cri::NamespaceMode| cri::NamespaceOption {
+            userns_options: Some(cri::UserNamespace { mode: mode as i32, ..Default::default() }),
+            ..Default::default()
+        };
+        assert!(user_namespace(&userns(cri::NamespaceMode::Pod)).is_err(), "a POD user namespace needs maps");
+        assert!(user_namespace(&userns(cri::NamespaceMode::Container)).is_err());
+        assert_eq!(user_namespace(&userns(cri::NamespaceMode::Node)).unwrap(), None);
+        assert_eq!(user_namespace(&cri::NamespaceOption::default()).unwrap(), None);
+        let map = vec![cri::IdMapping { host_id: 100000, container_id: 0, length: 65536 }];
+        let good = cri::NamespaceOption {
+            userns_options: Some(cri::UserNamespace {
+                mode: cri::NamespaceMode::Pod as i32,
+                uids: map.clone(),
+                gids: map,
+            }),
+            ..Default::default()
+        };
+        assert_eq!(user_namespace(&good).unwrap().unwrap().host_uid(0), Some(100000));
     }
 }

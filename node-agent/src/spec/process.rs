@@ -102,6 +102,19 @@ pub fn with_user(spec: &mut Spec, resolved: &ResolvedUser) {
     user.set_additional_gids(Some(resolved.additional_gids.clone()).filter(|g| !g.is_empty()));
 }
 
+/// The image's stop signal (SIGTERM when it names none or one this host lacks).
+pub fn stop_signal(image: &ImageConfig) -> i32 {
+    use nix::sys::signal::Signal;
+    image
+        .stop_signal
+        .as_deref()
+        .and_then(|s| {
+            let name = if s.starts_with("SIG") { s.to_string() } else { format!("SIG{s}") };
+            name.parse::<Signal>().ok().or_else(|| s.parse::<i32>().ok().and_then(|n| Signal::try_from(n).ok()))
+        })
+        .unwrap_or(Signal::SIGTERM) as i32
+}
+
 #[cfg(test)]
 mod tests {
     use k8s_cri::v1 as cri;
@@ -188,5 +201,15 @@ mod tests {
         let user = spec.process().as_ref().unwrap().user().clone();
         assert_eq!((user.uid(), user.gid()), (1000, 2000));
         assert_eq!(user.additional_gids().clone().unwrap(), [2000, 10]);
+    }
+
+    #[test]
+    fn the_stop_signal_comes_from_the_image_by_name_or_number() {
+        let image = |s: Option<&str>| ImageConfig { stop_signal: s.map(String::from), ..Default::default() };
+        assert_eq!(stop_signal(&image(None)), nix::sys::signal::Signal::SIGTERM as i32);
+        assert_eq!(stop_signal(&image(Some("SIGQUIT"))), nix::sys::signal::Signal::SIGQUIT as i32);
+        assert_eq!(stop_signal(&image(Some("INT"))), nix::sys::signal::Signal::SIGINT as i32);
+        assert_eq!(stop_signal(&image(Some("9"))), 9);
+        assert_eq!(stop_signal(&image(Some("SIGBOGUS"))), nix::sys::signal::Signal::SIGTERM as i32);
     }
 }

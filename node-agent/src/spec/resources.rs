@@ -131,6 +131,20 @@ pub fn with_sysctls(spec: &mut Spec, sysctls: &HashMap<String, String>) {
     }
 }
 
+/// The container's cgroup, in the form of kubelet's cgroup driver. cgroupfs: a path under the pod's parent, or the
+/// configured one (`reef/`) for pods without one, as docker's containers share `docker/`. systemd: runc's
+/// `<slice>:reef:<id>`, a scope of the container's own under the pod's slice (the configured parent when it is a
+/// slice, else `system.slice`).
+pub fn cgroup_path(systemd: bool, parent: &str, default: &str, id: &str) -> String {
+    if systemd {
+        let slice = [parent, default].into_iter().find(|p| p.ends_with(".slice")).unwrap_or("system.slice");
+        return format!("{slice}:reef:{id}");
+    }
+    let parent = parent.trim_matches('/');
+    let parent = if parent.is_empty() { default.trim_matches('/') } else { parent };
+    format!("{parent}/reef-{id}")
+}
+
 #[cfg(test)]
 mod tests {
     use k8s_cri::v1 as cri;
@@ -203,5 +217,15 @@ mod tests {
             spec.linux().as_ref().unwrap().sysctl().as_ref().unwrap()["net.ipv4.ip_unprivileged_port_start"],
             "0"
         );
+    }
+
+    #[test]
+    fn container_cgroups_go_under_the_pod_s_parent_in_either_driver_s_form() {
+        use super::cgroup_path;
+        assert_eq!(cgroup_path(false, "/kubepods/besteffort/pod1/", "reef", "c1"), "kubepods/besteffort/pod1/reef-c1");
+        assert_eq!(cgroup_path(false, "", "reef", "c1"), "reef/reef-c1");
+        assert_eq!(cgroup_path(true, "kubepods-pod1.slice", "reef", "c1"), "kubepods-pod1.slice:reef:c1");
+        assert_eq!(cgroup_path(true, "", "reef.slice", "c1"), "reef.slice:reef:c1");
+        assert_eq!(cgroup_path(true, "", "reef", "c1"), "system.slice:reef:c1");
     }
 }

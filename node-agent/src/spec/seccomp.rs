@@ -2,7 +2,7 @@
 //! a Localhost profile file from the node, in OCI's JSON form (docker's `archMap` accepted too).
 
 use k8s_cri::v1 as cri;
-use reef_runtime::oci_spec::runtime::LinuxSeccomp;
+use reef_runtime::oci_spec::runtime::{LinuxSeccomp, Spec};
 
 use super::SpecError;
 
@@ -50,6 +50,51 @@ pub fn choice(sc: &cri::LinuxContainerSecurityContext) -> Result<Seccomp, SpecEr
         return Err(invalid(format!("a Localhost profile needs an absolute path, not {path:?}")));
     }
     Ok(chosen)
+}
+
+/// The filter a container gets, a Localhost profile already read and parsed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Filter {
+    Unconfined,
+    RuntimeDefault,
+    Profile(LinuxSeccomp),
+}
+
+/// The container's filter. `read` fetches a Localhost profile's file (the node's filesystem is the caller's, so
+/// this stays pure).
+pub fn filter(
+    sc: &cri::LinuxContainerSecurityContext,
+    read: impl FnOnce(&str) -> std::io::Result<Vec<u8>>,
+) -> Result<Filter, SpecError> {
+    Ok(match choice(sc)? {
+        Seccomp::Unconfined => Filter::Unconfined,
+        Seccomp::RuntimeDefault => Filter::RuntimeDefault,
+        Seccomp::Localhost(path) => {
+            let bytes =
+                read(&path).map_err(|e| invalid(format!("cannot read the Localhost seccomp profile {path}: {e}")))?;
+            Filter::Profile(parse_profile(&path, &bytes)?)
+        }
+    })
+}
+
+/// A profile goes into the spec as it is; RuntimeDefault is named by an annotation, and the launch plan carries
+/// its program compiled for the container's capabilities (`reef_runtime::seccomp::RUNTIME_DEFAULT_ANNOTATION`).
+pub fn with_seccomp(spec: &mut Spec, filter: &Filter) {
+    match filter {
+        Filter::Unconfined => {}
+        Filter::Profile(profile) => {
+            if let Some(linux) = spec.linux_mut() {
+                linux.set_seccomp(Some(profile.clone()));
+            }
+        }
+        Filter::RuntimeDefault => {
+            let annotations = spec.annotations_mut().get_or_insert_with(Default::default);
+            annotations.insert(
+                reef_runtime::seccomp::RUNTIME_DEFAULT_ANNOTATION.into(),
+                reef_runtime::seccomp::RUNTIME_DEFAULT_VALUE.into(),
+            );
+        }
+    }
 }
 
 /// A Localhost profile's contents as an OCI seccomp section. Docker's conditional entries (`includes`,
@@ -113,6 +158,21 @@ mod tests {
         let mut privileged = sc(Some((T::RuntimeDefault, "")), "");
         privileged.privileged = true;
         assert_eq!(choice(&privileged).unwrap(), Seccomp::Unconfined);
+    }
+
+    #[test]
+    fn runtime_default_is_chosen_in_the_spec_and_carried_out_in_the_plan() {
+        use cri::security_profile::ProfileType as T;
+        let no_file = |_: &str| -> std::io::Result<Vec<u8>> { Err(std::io::ErrorKind::NotFound.into()) };
+        let chosen = filter(&sc(Some((T::RuntimeDefault, "")), ""), no_file).unwrap();
+        let spec = crate::spec::fixture::build_with_seccomp(&chosen).unwrap();
+        assert!(spec.linux().as_ref().unwrap().seccomp().is_none(), "no profile of a few hundred rules");
+        let plan = reef_runtime::plan::plan_from_spec(&spec).unwrap();
+        assert!(plan.seccomp.is_some_and(|p| !p.is_empty()), "the plan carries RuntimeDefault's program");
+        let unconfined = crate::spec::fixture::build_with_seccomp(&Filter::Unconfined).unwrap();
+        assert!(reef_runtime::plan::plan_from_spec(&unconfined).unwrap().seccomp.is_none());
+        let err = filter(&sc(Some((T::Localhost, "/nope.json")), ""), no_file).unwrap_err();
+        assert!(err.to_string().contains("/nope.json"), "{err}");
     }
 
     #[test]

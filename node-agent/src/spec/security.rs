@@ -145,11 +145,27 @@ pub fn with_no_new_privs(spec: &mut Spec, sc: &cri::LinuxContainerSecurityContex
     spec.process_mut().get_or_insert_with(Default::default).set_no_new_privileges(Some(sc.no_new_privs));
 }
 
+/// AppArmor: Reef loads no profile, so a Localhost profile (a named profile the pod relies on) is refused, and
+/// RuntimeDefault and Unconfined run without one (this node's kernel may not have AppArmor at all).
+pub fn check_apparmor(sc: &cri::LinuxContainerSecurityContext) -> Result<(), SpecError> {
+    #[allow(deprecated)]
+    let legacy = sc.apparmor_profile.starts_with("localhost/");
+    let localhost =
+        sc.apparmor.as_ref().is_some_and(|p| p.profile_type == cri::security_profile::ProfileType::Localhost as i32);
+    if localhost || legacy {
+        return Err(SpecError::Unsupported(
+            "AppArmor Localhost profiles are not supported by this runtime; use RuntimeDefault or Unconfined".into(),
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use k8s_cri::v1 as cri;
     use reef_runtime::oci_spec::runtime::Capability;
 
+    use super::check_apparmor;
     use crate::spec::SpecError;
     use crate::spec::fixture::build_with;
 
@@ -223,5 +239,15 @@ mod tests {
             build_with(|c, _, _| c.linux.as_mut().unwrap().security_context.as_mut().unwrap().no_new_privs = true)
                 .unwrap();
         assert_eq!(spec.process().as_ref().unwrap().no_new_privileges(), Some(true));
+    }
+
+    #[test]
+    fn apparmor_localhost_profiles_are_refused() {
+        let profile = |t: cri::security_profile::ProfileType| cri::LinuxContainerSecurityContext {
+            apparmor: Some(cri::SecurityProfile { profile_type: t as i32, localhost_ref: "p".into() }),
+            ..Default::default()
+        };
+        assert!(check_apparmor(&profile(cri::security_profile::ProfileType::Localhost)).is_err());
+        assert!(check_apparmor(&profile(cri::security_profile::ProfileType::RuntimeDefault)).is_ok());
     }
 }

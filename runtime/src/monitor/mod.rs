@@ -92,9 +92,7 @@ pub struct Monitor {
     pod_init: Option<pod_init::PodPidNamespace>,
 }
 
-fn now_nanos() -> i64 {
-    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or_default()
-}
+use crate::clock::now_nanos;
 
 /// Writes `value` as JSON to `path` atomically: readers see the old file or the new one, never half of one.
 fn write_atomic<T: serde::Serialize>(path: &Path, value: &T) -> std::io::Result<()> {

@@ -26,6 +26,11 @@ impl MountPlan {
         self.flags.contains(MsFlags::MS_BIND)
     }
 
+    /// A bind whose mounts propagate both ways (`rshared`, the CRI's Bidirectional).
+    pub fn is_shared_bind(&self) -> bool {
+        self.is_bind() && self.propagation.contains(MsFlags::MS_SHARED)
+    }
+
     /// Bind mounts take MS_RDONLY and the other per-mount flags only on a remount.
     pub fn needs_remount(&self) -> bool {
         self.is_bind() && !(self.flags - MsFlags::MS_BIND - MsFlags::MS_REC).is_empty()

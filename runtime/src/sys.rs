@@ -236,14 +236,20 @@ fn owned_or_errno(ret: nix::libc::c_long) -> nix::Result<std::os::fd::OwnedFd> {
 /// A detached copy of the mount tree at `path` (open_tree(2) with OPEN_TREE_CLONE | AT_RECURSIVE): attached
 /// nowhere, so its attributes can still change, and it can be attached in another mount namespace.
 pub fn clone_tree(path: &std::ffi::CStr) -> nix::Result<std::os::fd::OwnedFd> {
+    clone_mount(path, true)
+}
+
+/// As `clone_tree`, with the mounts below `path` only when `recursive` (a bind's copy, rbind's).
+pub fn clone_mount(path: &std::ffi::CStr, recursive: bool) -> nix::Result<std::os::fd::OwnedFd> {
     const OPEN_TREE_CLONE: u32 = 1;
+    let recursive = if recursive { nix::libc::AT_RECURSIVE as u32 } else { 0 };
     // SAFETY: `path` is NUL-terminated and outlives the call; the flags are plain integers.
     let ret = unsafe {
         nix::libc::syscall(
             nix::libc::SYS_open_tree,
             nix::libc::AT_FDCWD,
             path.as_ptr(),
-            OPEN_TREE_CLONE | nix::libc::O_CLOEXEC as u32 | nix::libc::AT_RECURSIVE as u32,
+            OPEN_TREE_CLONE | nix::libc::O_CLOEXEC as u32 | recursive,
         )
     };
     owned_or_errno(ret)
@@ -252,6 +258,26 @@ pub fn clone_tree(path: &std::ffi::CStr) -> nix::Result<std::os::fd::OwnedFd> {
 /// Attaches the detached tree `tree` (from `clone_tree`) at `target`, in the caller's mount namespace.
 pub fn attach_tree(tree: &impl std::os::fd::AsRawFd, target: &std::ffi::CStr) -> nix::Result<()> {
     move_mount_fd(tree.as_raw_fd(), target)
+}
+
+/// Attaches the detached tree `tree` on the directory or file `target` names (an O_PATH descriptor): no path is
+/// looked up again, so nothing can swap what was resolved inside the root for a symlink in between.
+pub fn attach_tree_at(tree: &impl std::os::fd::AsRawFd, target: &impl std::os::fd::AsRawFd) -> nix::Result<()> {
+    const MOVE_MOUNT_F_EMPTY_PATH: u32 = 4;
+    const MOVE_MOUNT_T_EMPTY_PATH: u32 = 0x40;
+    // SAFETY: both paths are empty NUL-terminated strings, with the EMPTY_PATH flags naming the descriptors
+    // themselves; both descriptors outlive the call.
+    let ret = unsafe {
+        nix::libc::syscall(
+            nix::libc::SYS_move_mount,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            target.as_raw_fd(),
+            c"".as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH,
+        )
+    };
+    if ret == 0 { Ok(()) } else { Err(nix::errno::Errno::last()) }
 }
 
 /// move_mount(2) of the mount `fd` names onto `target`.

@@ -36,6 +36,13 @@ fn check_one(kind: &str, maps: &[IdMapping]) -> Result<(), String> {
             return Err(format!("{kind} mapping {m:?} goes past the 32-bit id range"));
         }
     }
+    // The pod's processes run as its root, the pins are made by it and its image is idmapped to it: without
+    // container id 0 mapped, the kernel would take the maps and every one of those steps would fail later.
+    if host_of(maps, 0).is_none() {
+        return Err(format!(
+            "user namespace {kind} mappings must map container id 0 (the pod's root); {maps:?} do not"
+        ));
+    }
     for (i, a) in maps.iter().enumerate() {
         for b in &maps[i + 1..] {
             let inside = (a.container_id as u64) < end(b.container_id, b.size)
@@ -51,7 +58,7 @@ fn check_one(kind: &str, maps: &[IdMapping]) -> Result<(), String> {
 
 impl IdMappings {
     /// What the kernel would refuse (or accept only to surprise): empty maps, zero sizes, ranges past 2^32,
-    /// overlaps inside or outside. The message says which mapping is wrong.
+    /// overlaps inside or outside, container id 0 (root) left unmapped. The message says which mapping is wrong.
     pub fn validate(&self) -> Result<(), String> {
         check_one("uid", &self.uids)?;
         check_one("gid", &self.gids)
@@ -134,6 +141,9 @@ mod tests {
         assert!(err(maps(vec![m(u32::MAX, 0, 2)])).contains("32-bit"));
         assert!(err(maps(vec![m(0, 1000, 10), m(5, 9000, 10)])).contains("overlap"), "inside");
         assert!(err(maps(vec![m(0, 1000, 10), m(100, 1005, 10)])).contains("overlap"), "on the host");
+        assert!(err(maps(vec![m(1, 1000, 100000)])).contains("container id 0"), "root unmapped");
+        let gids_without_root = IdMappings { uids: vec![m(0, 1000, 10)], gids: vec![m(1, 1000, 10)] };
+        assert!(err(gids_without_root).contains("gid mappings must map container id 0"));
     }
 
     #[test]

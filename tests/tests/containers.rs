@@ -1,5 +1,5 @@
 //! Containers through the CRI: a busybox image pulled from a real registry, run in a pod, its logs, its exit,
-//! stop with the SIGKILL fallback, removal, and a SIGKILL of reefd in between.
+//! stop with the SIGKILL fallback, removal, a SIGKILL of reefd in between, and mount propagation.
 
 use std::time::{Duration, Instant};
 
@@ -632,4 +632,122 @@ async fn seccomp_runtime_default_unconfined_and_localhost_profiles_filter_the_co
         Code::InvalidArgument
     );
     rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod }).await.unwrap();
+}
+
+/// critest's mount propagation layout: `<tmp>/mnt`, a bind of itself made rshared (or rprivate) on the node, with
+/// an empty `propagationMnt` in it, and `<tmp>/propagationSrcDir` holding `flagFile`. Dropping it takes every
+/// mount under `<tmp>/mnt` with it.
+struct PropagationDirs {
+    tmp: tempfile::TempDir,
+}
+
+impl PropagationDirs {
+    fn new(shared: bool) -> PropagationDirs {
+        use nix::mount::{MsFlags, mount};
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dirs = PropagationDirs { tmp };
+        std::fs::create_dir_all(dirs.mount_point()).unwrap();
+        std::fs::create_dir_all(dirs.source()).unwrap();
+        std::fs::write(dirs.source().join("flagFile"), b"").unwrap();
+        let none: Option<&str> = None;
+        mount(Some(&dirs.mnt()), &dirs.mnt(), none, MsFlags::MS_BIND | MsFlags::MS_REC, none).expect("bind mnt");
+        let propagation = if shared { MsFlags::MS_SHARED } else { MsFlags::MS_PRIVATE };
+        mount(none, &dirs.mnt(), none, propagation | MsFlags::MS_REC, none).expect("propagation of mnt");
+        dirs
+    }
+
+    fn mnt(&self) -> std::path::PathBuf {
+        self.tmp.path().join("mnt")
+    }
+
+    fn mount_point(&self) -> std::path::PathBuf {
+        self.mnt().join("propagationMnt")
+    }
+
+    fn source(&self) -> std::path::PathBuf {
+        self.tmp.path().join("propagationSrcDir")
+    }
+}
+
+impl Drop for PropagationDirs {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.mnt(), nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+/// Runs critest's steps for one propagation mode; returns whether a mount made on the node under the volume
+/// showed in the container, and whether one made in the container showed on the node.
+async fn propagation_both_ways(
+    s: &reef_tests::pod::Setup,
+    rt: &mut reef_tests::pod::Runtime,
+    pod: &str,
+    sandbox: &cri::PodSandboxConfig,
+    propagation: cri::MountPropagation,
+) -> (bool, bool) {
+    let dirs = PropagationDirs::new(propagation != cri::MountPropagation::PropagationPrivate);
+    let mnt = dirs.mnt().display().to_string();
+    let name = format!("{:?}", propagation).to_lowercase();
+    let mut c = container_config(s, &name, "exec sleep 300");
+    // As critest sends it: no namespace options (the pod's PID namespace), privileged to run `mount`.
+    let sc = c.linux.as_mut().unwrap().security_context.as_mut().unwrap();
+    sc.namespace_options = None;
+    sc.privileged = true;
+    c.mounts = vec![cri::Mount {
+        container_path: mnt.clone(),
+        host_path: mnt.clone(),
+        propagation: propagation as i32,
+        ..Default::default()
+    }];
+    let id = create(rt, pod, sandbox, c).await.expect("create");
+    let mounts = status(rt, &id).await.unwrap().mounts;
+    assert_eq!(mounts.len(), 1);
+    assert_eq!((mounts[0].host_path.as_str(), mounts[0].readonly), (mnt.as_str(), false));
+    assert_eq!(mounts[0].propagation, propagation as i32, "the status reports the propagation asked for");
+    rt.start_container(cri::StartContainerRequest { container_id: id.clone() }).await.expect("start");
+
+    let none: Option<&str> = None;
+    let flags = nix::mount::MsFlags::MS_BIND | nix::mount::MsFlags::MS_REC;
+    nix::mount::mount(Some(&dirs.source()), &dirs.mount_point(), none, flags, none).expect("mount on the node");
+    let listed = sh(rt, &id, &format!("ls -A {}", dirs.mount_point().display())).await;
+    let host_to_container = String::from_utf8_lossy(&listed.stdout).contains("flagFile");
+
+    let in_container = dirs.mnt().join("containerMntPoint");
+    let mounted = sh(rt, &id, &format!("mkdir -p {0} && mount --bind /etc {0}", in_container.display())).await;
+    assert_eq!(mounted.exit_code, 0, "mount in the container: {}", String::from_utf8_lossy(&mounted.stderr));
+    let container_to_host = std::fs::read_dir(&in_container).map(|d| d.count() > 0).unwrap_or(false);
+    rt.remove_container(cri::RemoveContainerRequest { container_id: id }).await.expect("remove");
+    (host_to_container, container_to_host)
+}
+
+#[tokio::test]
+async fn mounts_propagate_as_the_volume_asks_private_host_to_container_or_both_ways() {
+    require_e2e!();
+    let s = setup().await;
+    let mut rt = s.reefd.runtime().await;
+    // critest's privileged pod: no namespace options, so its containers share one PID namespace.
+    let mut sandbox = pod_config(&s, "propagation");
+    sandbox.linux = Some(cri::LinuxPodSandboxConfig {
+        security_context: Some(cri::LinuxSandboxSecurityContext { privileged: true, ..Default::default() }),
+        ..Default::default()
+    });
+    let pod = run_pod(&mut rt, &sandbox).await;
+    let mut seen = Vec::new();
+    for propagation in [
+        cri::MountPropagation::PropagationPrivate,
+        cri::MountPropagation::PropagationHostToContainer,
+        cri::MountPropagation::PropagationBidirectional,
+    ] {
+        seen.push((propagation, propagation_both_ways(&s, &mut rt, &pod, &sandbox, propagation).await));
+    }
+    assert_eq!(
+        seen,
+        [
+            (cri::MountPropagation::PropagationPrivate, (false, false)),
+            (cri::MountPropagation::PropagationHostToContainer, (true, false)),
+            (cri::MountPropagation::PropagationBidirectional, (true, true)),
+        ],
+        "(node to container, container to node) per mode"
+    );
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod }).await.unwrap();
+    assert_eq!(mounts_under(&s.reefd.root()), 0, "no rootfs left mounted");
 }

@@ -144,6 +144,11 @@ async fn bad_mappings_are_invalid_arguments_and_leave_nothing() {
         ("zero", userns(vec![range(0, base, 0)], vec![range(0, base, 10)])),
         ("overlap", userns(vec![range(0, base, 10), range(5, base + 100, 10)], vec![range(0, base, 10)])),
         ("too-far", userns(vec![range(0, u32::MAX - 5, 10)], vec![range(0, base, 10)])),
+        // critest's "runtime should fail if container ID 0 is not mapped": the pod's root must have a host id.
+        ("root-unmapped", userns(vec![range(1, base, 100000)], vec![range(1, base, 100000)])),
+        ("root-gid-unmapped", userns(vec![range(0, base, 10)], vec![range(1, base, 10)])),
+        // And "if more than one mapping provided": two ranges for container id 0.
+        ("two-roots", userns(vec![range(0, base, 100000), range(0, base + 200000, 100000)], vec![range(0, base, 10)])),
     ];
     for (name, options) in bad {
         let err = rt
@@ -155,6 +160,9 @@ async fn bad_mappings_are_invalid_arguments_and_leave_nothing() {
             .expect_err(name);
         assert_eq!(err.code(), Code::InvalidArgument, "{name}: {err:?}");
         assert!(err.message().contains("mapping"), "{name}: the message says what is wrong: {}", err.message());
+        if name.starts_with("root") {
+            assert!(err.message().contains("container id 0"), "{name}: names the unmapped root: {}", err.message());
+        }
     }
     let pods = rt.list_pod_sandbox(cri::ListPodSandboxRequest::default()).await.expect("list").into_inner().items;
     assert!(pods.is_empty(), "no half-made pod: {pods:?}");
@@ -222,4 +230,52 @@ async fn a_user_namespace_pod_outlives_a_reefd_kill_and_one_half_made_is_cleaned
     );
     rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: kept_pod }).await.expect("remove");
     assert_eq!(mounts_under(&state), 0, "nothing of either pod stays mounted");
+}
+
+/// critest's "runtime should support NamespaceMode_POD": the pod and its container ask only for the user
+/// namespace, so they also share the pod's PID namespace (mode POD is the default), whose init the monitor
+/// starts. That namespace must be owned by the pod's user namespace, or the container's /proc mount is refused.
+#[tokio::test]
+async fn a_pod_sharing_its_pid_namespace_runs_its_containers_in_its_user_namespace() {
+    require_e2e!();
+    let s = setup().await;
+    let mut rt = s.reefd.runtime().await;
+    if !reefd_offers_user_namespaces(&mut rt).await {
+        return;
+    }
+    let base = host_base();
+    let options = cri::NamespaceOption {
+        userns_options: Some(cri::UserNamespace {
+            mode: cri::NamespaceMode::Pod as i32,
+            uids: vec![range(0, base, 100000)],
+            gids: vec![range(0, base, 100000)],
+        }),
+        ..Default::default()
+    };
+    assert_eq!(options.pid, cri::NamespaceMode::Pod as i32, "the default, as critest sends it");
+    let sandbox = pod_with_userns(&s, "shared-pid", options.clone());
+    let pod = run_pod(&mut rt, &sandbox).await;
+    let script = "cat /proc/self/uid_map; cat /proc/1/comm; id -u";
+    let first = in_userns(container_config(&s, "uid-map", script), &options);
+    let first = create(&mut rt, &pod, &sandbox, first).await.expect("CreateContainer");
+    rt.start_container(cri::StartContainerRequest { container_id: first.clone() }).await.expect("start");
+    assert_eq!(wait_exited(&mut rt, &first).await.exit_code, 0);
+    let log = std::fs::read_to_string(s.logs.path().join("uid-map.log")).unwrap_or_default();
+    let messages: Vec<String> = log
+        .lines()
+        .filter_map(|l| l.splitn(4, ' ').nth(3))
+        .map(|m| m.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect();
+    assert_eq!(messages, [format!("0 {base} 100000"), "reef-pod-init".into(), "0".into()], "{log}");
+
+    // A second container and an exec join the same PID namespace, inside the same user namespace.
+    let app = in_userns(container_config(&s, "app", "exec sleep 300"), &options);
+    let app = create(&mut rt, &pod, &sandbox, app).await.expect("create app");
+    rt.start_container(cri::StartContainerRequest { container_id: app.clone() }).await.expect("start app");
+    assert_eq!(
+        exec(&mut rt, &app, "cat /proc/1/comm; id -u; mount | grep -c ' on /proc type proc'").await,
+        "reef-pod-init\n0\n1\n"
+    );
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod }).await.expect("RemovePodSandbox");
+    assert_eq!(mounts_under(&s.reefd.socket().parent().unwrap().join("pods")), 0, "no pins left");
 }

@@ -289,6 +289,9 @@ impl Pods {
             monitor.arg(&dir);
             if share_pid {
                 monitor.arg("--share-pid-namespace");
+                if let Some(user) = &pod.pinned.user {
+                    monitor.arg("--user-namespace").arg(user);
+                }
             }
             if let Some(fd) = self.node_mounts {
                 monitor.arg("--node-mounts").arg(fd.to_string());

@@ -1,6 +1,7 @@
-//! `reef-monitor DIR [--share-pid-namespace] [--node-mounts FD]`: the per-pod monitor (see
-//! `reef_runtime::monitor`). `--node-mounts` names an inherited descriptor of the node's mount namespace, which
-//! containers' mount namespaces are copied from (`reef_runtime::mount_ns`).
+//! `reef-monitor DIR [--share-pid-namespace [--user-namespace PIN]] [--node-mounts FD]`: the per-pod monitor (see
+//! `reef_runtime::monitor`). `--user-namespace` is the pod's user namespace, which then owns the shared PID
+//! namespace. `--node-mounts` names an inherited descriptor of the node's mount namespace, which containers'
+//! mount namespaces are copied from (`reef_runtime::mount_ns`).
 //!
 //! It daemonizes: the process reefd starts exits as soon as the monitor listens on `DIR/monitor.sock`, so reefd
 //! neither waits on the monitor nor has to reap it, and the monitor lives on in its own session when reefd dies.
@@ -19,16 +20,21 @@ use reef_runtime::monitor::Monitor;
 static ALLOCATOR: dlmalloc::GlobalDlmalloc = dlmalloc::GlobalDlmalloc;
 
 fn main() -> ExitCode {
-    const USAGE: &str = "usage: reef-monitor DIR [--share-pid-namespace] [--node-mounts FD]";
+    const USAGE: &str = "usage: reef-monitor DIR [--share-pid-namespace [--user-namespace PIN]] [--node-mounts FD]";
     let mut args = std::env::args_os().skip(1);
     let Some(dir) = args.next().map(PathBuf::from) else {
         eprintln!("{USAGE}");
         return ExitCode::from(2);
     };
     let mut share_pid_namespace = false;
+    let mut user_namespace = None;
     while let Some(arg) = args.next() {
         if arg == "--share-pid-namespace" {
             share_pid_namespace = true;
+        } else if arg == "--user-namespace"
+            && let Some(pin) = args.next()
+        {
+            user_namespace = Some(PathBuf::from(pin));
         } else if arg == "--node-mounts"
             && let Some(fd) = args.next().and_then(|fd| fd.to_str().and_then(|fd| fd.parse().ok()))
         {
@@ -65,7 +71,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            if share_pid_namespace && let Err(e) = monitor.share_pid_namespace() {
+            if share_pid_namespace && let Err(e) = monitor.share_pid_namespace(user_namespace.as_deref()) {
                 eprintln!("reef-monitor: {}", reef_runtime::error_chain(&e));
                 return ExitCode::FAILURE;
             }

@@ -277,6 +277,7 @@ fn init(p: &Prepared<'_>, reports: i32, start: i32) -> ! {
     keep.extend(p.rootfs_tree.as_ref().map(|t| t.as_raw_fd()));
     sys::close_fds_except(&keep);
     let none: Option<&str> = None;
+    let shared = clone_shared_binds(plan, reports);
     // Slave, not private: unmounts on the host still reach the container, nothing of the container leaks out.
     // First: the rootfs attached below must not propagate back to the namespace this one was copied from.
     check(reports, Step::MakeRootPrivate, mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_SLAVE, none));
@@ -296,7 +297,8 @@ fn init(p: &Prepared<'_>, reports: i32, start: i32) -> ! {
     );
     let mut dev_is_tmpfs = false;
     for (i, m) in plan.mounts.iter().enumerate() {
-        if let Err(e) = mount_one(&root, m, p.cgroup_view.as_deref()) {
+        let tree = shared.get(i).and_then(Option::as_ref);
+        if let Err(e) = mount_one(&root, m, tree, p.cgroup_view.as_deref()) {
             send_failed_at(reports, Step::Mount, e, i as u32);
             sys::exit_now(1);
         }
@@ -353,6 +355,35 @@ fn init(p: &Prepared<'_>, reports: i32, start: i32) -> ! {
         _ => sys::exit_now(0),
     }
     exec(p, reports)
+}
+
+/// The sources of the plan's bidirectional binds (`MountPlan::is_shared_bind`), cloned while this namespace's
+/// mounts are still peers of those of the namespace it was copied from (the node's), by index in `plan.mounts`.
+///
+/// Why before `/` turns slave: a bind made afterwards copies a slave, and becomes a slave itself: the host's new
+/// mounts under it reach the container, but the container's never reach the host, which the CRI's Bidirectional
+/// asks for. A clone taken now joins the host mount's peer group, and stays in it once attached inside the
+/// rootfs. (In a pod's user namespace the copy of the node's mounts is all slaves already, so such a bind only
+/// receives; kubelet allows Bidirectional only to privileged containers, which such pods cannot have.)
+fn clone_shared_binds(plan: &LaunchPlan, reports: i32) -> Vec<Option<OwnedFd>> {
+    let mut trees = Vec::with_capacity(plan.mounts.len());
+    for (i, m) in plan.mounts.iter().enumerate() {
+        if !m.is_shared_bind() {
+            trees.push(None);
+            continue;
+        }
+        let cloned = CString::new(m.source.as_bytes())
+            .map_err(|_| Errno::EINVAL)
+            .and_then(|source| sys::clone_mount(&source, m.flags.contains(MsFlags::MS_REC)));
+        match cloned {
+            Ok(tree) => trees.push(Some(tree)),
+            Err(e) => {
+                send_failed_at(reports, Step::Mount, e, i as u32);
+                sys::exit_now(1);
+            }
+        }
+    }
+    trees
 }
 
 /// Limits, groups, user, capabilities, working directory and no_new_privs: what makes a process the container's
@@ -443,7 +474,12 @@ fn set_stdio(stdio: Stdio) -> nix::Result<()> {
 
 /// Mounts one entry onto its destination resolved inside the root, so a symlink in the image cannot move a
 /// mount (a host bind mount, say) outside the container's filesystem.
-fn mount_one(root: &OwnedFd, m: &MountPlan, cgroup_view: Option<&[(CString, CgroupEntry)]>) -> nix::Result<()> {
+fn mount_one(
+    root: &OwnedFd,
+    m: &MountPlan,
+    tree: Option<&OwnedFd>,
+    cgroup_view: Option<&[(CString, CgroupEntry)]>,
+) -> nix::Result<()> {
     if m.fstype == "cgroup" {
         return match cgroup_view {
             Some(view) => mount_cgroup_v1_view(root, m, view),
@@ -456,7 +492,11 @@ fn mount_one(root: &OwnedFd, m: &MountPlan, cgroup_view: Option<&[(CString, Cgro
     let none: Option<&str> = None;
     let data = (!m.data.is_empty()).then_some(m.data.as_str());
     let first = if m.is_bind() { m.flags & (MsFlags::MS_BIND | MsFlags::MS_REC) } else { m.flags };
-    match mount(Some(m.source.as_str()), target_path.as_str(), Some(m.fstype.as_str()), first, data) {
+    let mounted = match tree {
+        Some(tree) => sys::attach_tree_at(tree, &target),
+        None => mount(Some(m.source.as_str()), target_path.as_str(), Some(m.fstype.as_str()), first, data),
+    };
+    match mounted {
         // A fresh sysfs needs the network namespace's owner: in a user namespace that does not own it, the
         // host's /sys goes in read-only instead, as runc does.
         Err(Errno::EPERM) if m.fstype == "sysfs" => {

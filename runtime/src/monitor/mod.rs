@@ -130,9 +130,10 @@ impl Monitor {
         })
     }
 
-    /// Gives the pod a PID namespace shared by its containers, pinned at `<dir>/ns/pid`, with an init of its own.
-    pub fn share_pid_namespace(&mut self) -> Result<(), MonitorError> {
-        let ns = pod_init::spawn(&self.dir.join("ns"), &self.dir.join("init-root"))
+    /// Gives the pod a PID namespace shared by its containers, pinned at `<dir>/ns/pid`, with an init of its own;
+    /// owned by the pod's user namespace `user` (its pin), when the pod has one.
+    pub fn share_pid_namespace(&mut self, user: Option<&Path>) -> Result<(), MonitorError> {
+        let ns = pod_init::spawn(&self.dir.join("ns"), &self.dir.join("init-root"), user)
             .map_err(|errno| MonitorError::Setup { step: "start the pod's PID namespace init", errno })?;
         self.pod_init = Some(ns);
         Ok(())

@@ -6,10 +6,11 @@
 //! kernel hands it and nothing else; the containers' main processes are still reaped by the monitor, their
 //! subreaper one namespace up.
 //!
-//! It confines itself before it waits, since every container of the pod sees it as PID 1: its root becomes an
+//! It is confined before it waits, since every container of the pod sees it as PID 1: its root becomes an
 //! empty directory (`/proc/1/root` shows nothing of the host), it drops every capability and makes itself
 //! non-dumpable, so no container can ptrace it or open its files through /proc.
 
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
 
 use nix::errno::Errno;
@@ -17,6 +18,7 @@ use nix::fcntl::OFlag;
 use nix::mount::MsFlags;
 use nix::sched::CloneFlags;
 use nix::sys::signal::{SigSet, Signal};
+use nix::sys::stat::Mode;
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid};
 
@@ -30,18 +32,30 @@ pub struct PodPidNamespace {
 
 /// Forks the pod's init into a new PID namespace and pins that namespace at `ns_dir/pid`. The caller (the
 /// monitor, a child subreaper) inherits the init once the intermediate exits, and must reap it.
-pub fn spawn(ns_dir: &Path, empty_root: &Path) -> Result<PodPidNamespace, Errno> {
+///
+/// With `user` (the pod's user namespace, pinned), the PID namespace is made inside it, so that it owns it: a
+/// container's init may mount a fresh /proc only when the user namespace it is root of owns its PID namespace,
+/// and a PID namespace owned by the host's would make every container of such a pod fail at its /proc mount.
+pub fn spawn(ns_dir: &Path, empty_root: &Path, user: Option<&Path>) -> Result<PodPidNamespace, Errno> {
     std::fs::create_dir_all(ns_dir).map_err(|e| crate::error::io_errno(&e))?;
     std::fs::create_dir_all(empty_root).map_err(|e| crate::error::io_errno(&e))?;
+    let user = user.map(|p| nix::fcntl::open(p, OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty())).transpose()?;
+    let null = nix::fcntl::open("/dev/null", OFlag::O_RDWR | OFlag::O_CLOEXEC, Mode::empty()).ok();
     let (pid_r, pid_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
     let intermediate = match sys::fork()? {
         ForkResult::Child => {
             drop(pid_r);
+            // Confined first, while still host root: inside the pod's user namespace the state directory's
+            // parents may not be searchable (they are owned by the host's root, which is unmapped there).
+            let confined = nix::unistd::chroot(empty_root).and_then(|_| nix::unistd::chdir("/"));
+            if confined.is_err() || user.as_ref().is_some_and(|u| become_its_root(u).is_err()) {
+                sys::exit_now(1);
+            }
             if nix::sched::unshare(CloneFlags::CLONE_NEWPID).is_err() {
                 sys::exit_now(1);
             }
             match sys::fork() {
-                Ok(ForkResult::Child) => run_init(empty_root),
+                Ok(ForkResult::Child) => run_init(null),
                 Ok(ForkResult::Parent { child }) => {
                     let _ = nix::unistd::write(&pid_w, &child.as_raw().to_ne_bytes());
                     sys::exit_now(0)
@@ -52,6 +66,8 @@ pub fn spawn(ns_dir: &Path, empty_root: &Path) -> Result<PodPidNamespace, Errno>
         ForkResult::Parent { child } => child,
     };
     drop(pid_w);
+    drop(user);
+    drop(null);
     let mut buf = [0u8; 4];
     let read = nix::unistd::read(&pid_r, &mut buf);
     let _ = waitpid(intermediate, None);
@@ -73,20 +89,29 @@ pub fn spawn(ns_dir: &Path, empty_root: &Path) -> Result<PodPidNamespace, Errno>
     Ok(PodPidNamespace { init })
 }
 
-/// PID 1 of the pod: confine, then reap forever. Never returns; only SIGKILL from the monitor ends it.
-fn run_init(empty_root: &Path) -> ! {
-    sys::close_fds_except(&[]);
-    if let Ok(null) = nix::fcntl::open("/dev/null", OFlag::O_RDWR, nix::sys::stat::Mode::empty()) {
-        let _ = nix::unistd::dup2_stdin(&null);
-        let _ = nix::unistd::dup2_stdout(&null);
-        let _ = nix::unistd::dup2_stderr(&null);
+/// Joins the user namespace `user` and becomes its root (host root is unmapped there), as a container's
+/// intermediate does.
+fn become_its_root(user: &OwnedFd) -> nix::Result<()> {
+    nix::sched::setns(user, CloneFlags::CLONE_NEWUSER)?;
+    let (gid, uid) = (nix::unistd::Gid::from_raw(0), nix::unistd::Uid::from_raw(0));
+    nix::unistd::setresgid(gid, gid, gid)?;
+    nix::unistd::setresuid(uid, uid, uid)
+}
+
+/// PID 1 of the pod, already in its empty root: confine, then reap forever. Never returns; only SIGKILL from the
+/// monitor ends it.
+fn run_init(null: Option<OwnedFd>) -> ! {
+    let keep: Vec<i32> = null.iter().map(|n| n.as_raw_fd()).collect();
+    sys::close_fds_except(&keep);
+    if let Some(null) = &null {
+        let _ = nix::unistd::dup2_stdin(null);
+        let _ = nix::unistd::dup2_stdout(null);
+        let _ = nix::unistd::dup2_stderr(null);
     }
+    drop(null);
     let _ = nix::unistd::setsid();
     let _ = nix::sys::prctl::set_name(c"reef-pod-init");
-    let confined = nix::unistd::chroot(empty_root)
-        .and_then(|_| nix::unistd::chdir("/"))
-        .and_then(|_| nix::sys::prctl::set_dumpable(false))
-        .and_then(|_| drop_all_capabilities());
+    let confined = nix::sys::prctl::set_dumpable(false).and_then(|_| drop_all_capabilities());
     if confined.is_err() {
         sys::exit_now(1);
     }

@@ -8,6 +8,7 @@
 //! as NotReady, and Stop/Remove clean up whatever is left.
 
 mod files;
+mod run;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -16,10 +17,10 @@ use std::sync::RwLock;
 use k8s_cri::v1 as cri;
 use reef_runtime::monitor::client::MonitorClient;
 use reef_runtime::monitor::protocol::Request;
-use reef_runtime::pin::{self, PodNamespaceSet};
+use reef_runtime::pin;
 use serde::{Deserialize, Serialize};
 
-use reef_netplug::{Network, PodSpec};
+use reef_netplug::Network;
 
 use crate::error::ReefError;
 use crate::records::{Names, Records};
@@ -190,136 +191,6 @@ impl Pods {
         let mut v: Vec<PodRecord> = self.pods.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
         v.sort_by_key(|p| p.created_at);
         v
-    }
-
-    /// Blocking: forks, mounts and starts a process. Call from a blocking thread.
-    pub fn run(&self, config: &cri::PodSandboxConfig, runtime_handler: &str) -> Result<PodRecord, ReefError> {
-        let meta =
-            config.metadata.clone().ok_or_else(|| ReefError::InvalidArgument("pod metadata is required".into()))?;
-        if meta.name.is_empty() || meta.namespace.is_empty() || meta.uid.is_empty() {
-            return Err(ReefError::InvalidArgument("pod metadata needs a name, a namespace and a uid".into()));
-        }
-        crate::validate::pod(config)?;
-        if !runtime_handler.is_empty() {
-            return Err(ReefError::InvalidArgument(format!("unknown runtime handler {runtime_handler:?}")));
-        }
-        let options = config
-            .linux
-            .as_ref()
-            .and_then(|l| l.security_context.as_ref())
-            .and_then(|s| s.namespace_options.clone())
-            .unwrap_or_default();
-        let userns = crate::spec::user_namespace(&options)?;
-        if userns.is_some() && !reef_runtime::userns::kernel_supports_pod_user_namespaces() {
-            return Err(ReefError::FailedPrecondition(
-                "user namespaces (hostUsers: false) need Linux 6.13 or later on this node".into(),
-            ));
-        }
-        let id = loop {
-            let id = crate::records::new_id();
-            if !self.pod_dir(&id).exists() {
-                break id;
-            }
-        };
-        let mut pod = PodRecord {
-            id: id.clone(),
-            name: meta.name,
-            uid: meta.uid,
-            namespace: meta.namespace,
-            attempt: meta.attempt,
-            state: PodState::Ready,
-            created_at: reef_runtime::clock::now_nanos(),
-            hostname: config.hostname.clone(),
-            log_directory: config.log_directory.clone(),
-            runtime_handler: runtime_handler.to_string(),
-            labels: config.labels.clone().into_iter().collect(),
-            annotations: config.annotations.clone().into_iter().collect(),
-            network_mode: options.network,
-            pid_mode: options.pid,
-            ipc_mode: options.ipc,
-            pinned: PinnedPaths::default(),
-            port_mappings: config
-                .port_mappings
-                .iter()
-                .map(|p| PortMapping {
-                    protocol: p.protocol,
-                    container_port: p.container_port,
-                    host_port: p.host_port,
-                    host_ip: p.host_ip.clone(),
-                })
-                .collect(),
-            cgroup_parent: config.linux.as_ref().map(|l| l.cgroup_parent.clone()).unwrap_or_default(),
-            ips: vec![],
-            userns: userns.clone(),
-        };
-        self.names.reserve(&pod.reserved_name(), &id).map_err(|holder| {
-            ReefError::AlreadyExists(format!("pod name {:?} is reserved for {holder}", pod.reserved_name()))
-        })?;
-        let dir = self.pod_dir(&id);
-        let result = (|| {
-            std::fs::create_dir_all(&dir).map_err(internal("create pod dir"))?;
-            let host_network = options.network == cri::NamespaceMode::Node as i32;
-            let set = PodNamespaceSet {
-                network: !host_network,
-                ipc: options.ipc != cri::NamespaceMode::Node as i32,
-                uts: !host_network,
-                user: userns,
-            };
-            let pinned = pin::pin(&dir.join("ns"), &set, &pod.hostname)
-                .map_err(|e| ReefError::Internal(crate::error::chain(&e)))?;
-            pod.pinned =
-                PinnedPaths { network: pinned.network, ipc: pinned.ipc, uts: pinned.uts, pid: None, user: pinned.user };
-            // The failure path below tears the network down too (netplug records its intent before it starts).
-            if let Some(netns) = &pod.pinned.network {
-                let ports = net_ports(&pod.port_mappings)?;
-                let spec = PodSpec {
-                    id: &id,
-                    name: &pod.name,
-                    namespace: &pod.namespace,
-                    uid: &pod.uid,
-                    netns,
-                    ports: &ports,
-                };
-                pod.ips =
-                    self.network.setup(&spec).map_err(ReefError::Network)?.iter().map(|ip| ip.to_string()).collect();
-            }
-            files::write_pod_files(&dir, config, host_network, &pod.ips).map_err(internal("write pod files"))?;
-            let share_pid = options.pid == cri::NamespaceMode::Pod as i32;
-            let mut monitor = std::process::Command::new(&self.monitor_bin);
-            monitor.arg(&dir);
-            if share_pid {
-                monitor.arg("--share-pid-namespace");
-                if let Some(user) = &pod.pinned.user {
-                    monitor.arg("--user-namespace").arg(user);
-                }
-            }
-            if let Some(fd) = self.node_mounts {
-                monitor.arg("--node-mounts").arg(fd.to_string());
-            }
-            let status = monitor
-                .status()
-                .map_err(|e| ReefError::Internal(format!("start pod monitor {}: {e}", self.monitor_bin.display())))?;
-            if !status.success() {
-                return Err(ReefError::Internal(format!(
-                    "pod monitor failed to start ({status}); see {}",
-                    dir.join("monitor.log").display()
-                )));
-            }
-            if share_pid {
-                pod.pinned.pid = Some(dir.join("ns/pid"));
-            }
-            self.records.save(&id, &pod).map_err(internal("save pod record"))
-        })();
-        if let Err(e) = result {
-            if let Err(ne) = self.network.teardown(&id) {
-                tracing::warn!(pod = %id, error = %crate::error::chain(&ne), "cannot undo the network of a failed pod");
-            }
-            self.teardown(&id);
-            self.names.release(&pod.reserved_name());
-            return Err(e);
-        }
-        self.pods.write().unwrap_or_else(|p| p.into_inner()).insert(id, pod.clone());
-        Ok(pod)
     }
 
     /// Stops the pod: its network goes, then its network namespace; the record stays NotReady. Idempotent;

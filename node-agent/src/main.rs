@@ -2,6 +2,7 @@
 
 mod agent;
 mod api;
+mod blocking;
 mod config;
 mod containers;
 mod cri;

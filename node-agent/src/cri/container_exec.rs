@@ -38,9 +38,7 @@ pub async fn running_container(agent: &Arc<Agent>, id: &str) -> Result<String, R
     let c = agent.containers.get(id).ok_or_else(|| ReefError::NotFound(format!("container {id:?} not found")))?;
     let a = Arc::clone(agent);
     let record = c.clone();
-    let observed = tokio::task::spawn_blocking(move || a.containers.observe(&a.pods, &record))
-        .await
-        .map_err(|e| ReefError::Internal(format!("container state: {e}")))?;
+    let observed = crate::blocking::value("container state", move || a.containers.observe(&a.pods, &record)).await?;
     match observed {
         crate::containers::Observed::Running { .. } => Ok(c.id),
         _ => Err(ReefError::FailedPrecondition(format!("container {} is not running", c.id))),

@@ -11,10 +11,9 @@ const MAX_OUTPUT: usize = 16 << 20;
 
 pub async fn handle(agent: Arc<Agent>, req: cri::ExecSyncRequest) -> Result<cri::ExecSyncResponse, ReefError> {
     let timeout = (req.timeout > 0).then(|| Duration::from_secs(req.timeout as u64));
-    let (stdout, stderr, exit_code) = tokio::task::spawn_blocking(move || {
+    let (stdout, stderr, exit_code) = crate::blocking::run("exec task", move || {
         agent.containers.exec_sync(&agent.pods, &req.container_id, &req.cmd, timeout, MAX_OUTPUT)
     })
-    .await
-    .map_err(|e| ReefError::Internal(format!("exec task: {e}")))??;
+    .await?;
     Ok(cri::ExecSyncResponse { stdout, stderr, exit_code })
 }

@@ -11,7 +11,7 @@ pub async fn handle(
     req: cri::ListContainersRequest,
 ) -> Result<cri::ListContainersResponse, ReefError> {
     let filter = req.filter.unwrap_or_default();
-    let containers = tokio::task::spawn_blocking(move || {
+    let containers = crate::blocking::value("list containers task", move || {
         agent
             .containers
             .list()
@@ -39,7 +39,6 @@ pub async fn handle(
             })
             .collect()
     })
-    .await
-    .map_err(|e| ReefError::Internal(format!("list containers task: {e}")))?;
+    .await?;
     Ok(cri::ListContainersResponse { containers })
 }

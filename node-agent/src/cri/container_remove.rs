@@ -10,8 +10,7 @@ pub async fn handle(
     agent: Arc<Agent>,
     req: cri::RemoveContainerRequest,
 ) -> Result<cri::RemoveContainerResponse, ReefError> {
-    tokio::task::spawn_blocking(move || agent.containers.remove(&agent.pods, &req.container_id))
-        .await
-        .map_err(|e| ReefError::Internal(format!("remove container task: {e}")))??;
+    crate::blocking::run("remove container task", move || agent.containers.remove(&agent.pods, &req.container_id))
+        .await?;
     Ok(cri::RemoveContainerResponse {})
 }

@@ -9,8 +9,7 @@ pub async fn handle(
     agent: Arc<Agent>,
     req: cri::StartContainerRequest,
 ) -> Result<cri::StartContainerResponse, ReefError> {
-    tokio::task::spawn_blocking(move || agent.containers.start(&agent.pods, &req.container_id))
-        .await
-        .map_err(|e| ReefError::Internal(format!("start container task: {e}")))??;
+    crate::blocking::run("start container task", move || agent.containers.start(&agent.pods, &req.container_id))
+        .await?;
     Ok(cri::StartContainerResponse {})
 }

@@ -50,9 +50,7 @@ pub async fn one(agent: Arc<Agent>, req: cri::ContainerStatsRequest) -> Result<c
         .containers
         .get(&req.container_id)
         .ok_or_else(|| ReefError::NotFound(format!("container {:?} not found", req.container_id)))?;
-    let stats = tokio::task::spawn_blocking(move || stats_of(&agent, &c))
-        .await
-        .map_err(|e| ReefError::Internal(format!("stats task: {e}")))?;
+    let stats = crate::blocking::value("stats task", move || stats_of(&agent, &c)).await?;
     Ok(cri::ContainerStatsResponse { stats: Some(stats) })
 }
 
@@ -61,7 +59,7 @@ pub async fn list(
     req: cri::ListContainerStatsRequest,
 ) -> Result<cri::ListContainerStatsResponse, ReefError> {
     let filter = req.filter.unwrap_or_default();
-    let stats = tokio::task::spawn_blocking(move || {
+    let stats = crate::blocking::value("stats task", move || {
         agent
             .containers
             .list()
@@ -72,8 +70,7 @@ pub async fn list(
             .map(|c| stats_of(&agent, c))
             .collect()
     })
-    .await
-    .map_err(|e| ReefError::Internal(format!("stats task: {e}")))?;
+    .await?;
     Ok(cri::ListContainerStatsResponse { stats })
 }
 
@@ -82,8 +79,7 @@ pub async fn update(
     req: cri::UpdateContainerResourcesRequest,
 ) -> Result<cri::UpdateContainerResourcesResponse, ReefError> {
     let resources = req.linux.ok_or_else(|| ReefError::InvalidArgument("linux resources are required".into()))?;
-    tokio::task::spawn_blocking(move || agent.containers.update_resources(&req.container_id, &resources))
-        .await
-        .map_err(|e| ReefError::Internal(format!("update task: {e}")))??;
+    crate::blocking::run("update task", move || agent.containers.update_resources(&req.container_id, &resources))
+        .await?;
     Ok(cri::UpdateContainerResourcesResponse {})
 }

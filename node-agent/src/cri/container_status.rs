@@ -93,11 +93,10 @@ pub async fn handle(
         .ok_or_else(|| ReefError::NotFound(format!("container {:?} not found", req.container_id)))?;
     let status = {
         let (agent, c) = (Arc::clone(&agent), c.clone());
-        tokio::task::spawn_blocking(move || {
+        crate::blocking::value("container status task", move || {
             status_of(&agent.containers, &c, &agent.containers.observe(&agent.pods, &c))
         })
-        .await
-        .map_err(|e| ReefError::Internal(format!("container status task: {e}")))?
+        .await?
     };
     let mut info = HashMap::new();
     if req.verbose {

@@ -12,8 +12,7 @@ pub async fn handle(
     req: cri::StopContainerRequest,
 ) -> Result<cri::StopContainerResponse, ReefError> {
     let timeout = Duration::from_secs(req.timeout.max(0) as u64);
-    tokio::task::spawn_blocking(move || agent.containers.stop(&agent.pods, &req.container_id, timeout))
-        .await
-        .map_err(|e| ReefError::Internal(format!("stop container task: {e}")))??;
+    crate::blocking::run("stop container task", move || agent.containers.stop(&agent.pods, &req.container_id, timeout))
+        .await?;
     Ok(cri::StopContainerResponse {})
 }

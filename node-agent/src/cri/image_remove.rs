@@ -16,10 +16,10 @@ pub async fn handle(agent: &Arc<Agent>, req: cri::RemoveImageRequest) -> Result<
     // its files. Such an image stays until its containers are removed.
     let store = agent.puller.store().clone();
     let agent_ = agent.clone();
-    let removed =
-        tokio::task::spawn_blocking(move || agent_.containers.remove_image(&store, &name).map(|id| (name, id)))
-            .await
-            .map_err(|e| ReefError::Internal(format!("remove image task: {e}")))??;
+    let removed = crate::blocking::run("remove image task", move || {
+        agent_.containers.remove_image(&store, &name).map(|id| (name, id))
+    })
+    .await?;
     match removed {
         (name, Some(id)) => {
             tracing::info!(image = %name, %id, "removed");

@@ -196,9 +196,7 @@ impl cri::runtime_service_server::RuntimeService for Cri {
         let agent = Arc::clone(&self.agent);
         call("ReopenContainerLog", async move {
             let id = request.into_inner().container_id;
-            tokio::task::spawn_blocking(move || agent.containers.reopen_log(&agent.pods, &id))
-                .await
-                .map_err(|e| ReefError::Internal(format!("reopen log task: {e}")))??;
+            crate::blocking::run("reopen log task", move || agent.containers.reopen_log(&agent.pods, &id)).await?;
             Ok(cri::ReopenContainerLogResponse {})
         })
         .await

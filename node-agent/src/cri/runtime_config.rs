@@ -1,3 +1,5 @@
+use std::sync::Arc;
+
 use k8s_cri::v1 as cri;
 
 use crate::agent::Agent;
@@ -13,7 +15,7 @@ pub async fn get(agent: &Agent, _req: cri::RuntimeConfigRequest) -> Result<cri::
 }
 
 pub async fn update(
-    agent: &Agent,
+    agent: &Arc<Agent>,
     req: cri::UpdateRuntimeConfigRequest,
 ) -> Result<cri::UpdateRuntimeConfigResponse, ReefError> {
     // kubelet sends an empty config on every sync; only a CIDR it actually set replaces the stored one.
@@ -28,7 +30,10 @@ pub async fn update(
             }
         }
         tracing::info!(pod_cidr = %cidr, "pod CIDR updated");
-        agent.pods.network.set_pod_cidr(&cidr).map_err(ReefError::Network)?;
+        // netplug's state lock, which a pod's network setup holds while it runs: on a blocking thread.
+        let (a, c) = (Arc::clone(agent), cidr.clone());
+        crate::blocking::run("set the pod CIDR", move || a.pods.network.set_pod_cidr(&c).map_err(ReefError::Network))
+            .await?;
         *agent.pod_cidr.write().unwrap_or_else(|p| p.into_inner()) = cidr;
     }
     Ok(cri::UpdateRuntimeConfigResponse {})

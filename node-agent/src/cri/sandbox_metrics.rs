@@ -37,7 +37,7 @@ pub async fn handle(
     agent: Arc<Agent>,
     _req: cri::ListPodSandboxMetricsRequest,
 ) -> Result<cri::ListPodSandboxMetricsResponse, ReefError> {
-    let pod_metrics = tokio::task::spawn_blocking(move || {
+    let pod_metrics = crate::blocking::value("metrics task", move || {
         agent
             .pods
             .list()
@@ -55,7 +55,6 @@ pub async fn handle(
             })
             .collect()
     })
-    .await
-    .map_err(|e| ReefError::Internal(format!("metrics task: {e}")))?;
+    .await?;
     Ok(cri::ListPodSandboxMetricsResponse { pod_metrics })
 }

@@ -15,7 +15,7 @@ pub async fn handle(
     if req.pod_sandbox_id.is_empty() {
         return Err(ReefError::InvalidArgument("pod sandbox id is required".into()));
     }
-    tokio::task::spawn_blocking(move || {
+    crate::blocking::run("remove pod task", move || {
         let Some(pod) = agent.pods.get(&req.pod_sandbox_id) else { return Ok::<(), ReefError>(()) };
         for c in agent.containers.of_pod(&pod.id) {
             agent.containers.remove(&agent.pods, &c.id)?;
@@ -34,7 +34,6 @@ pub async fn handle(
         agent.containers.forget_event_order(&pod.id);
         Ok(())
     })
-    .await
-    .map_err(|e| ReefError::Internal(format!("remove pod task: {e}")))??;
+    .await?;
     Ok(cri::RemovePodSandboxResponse {})
 }

@@ -12,15 +12,14 @@ pub async fn handle(
     req: cri::RunPodSandboxRequest,
 ) -> Result<cri::RunPodSandboxResponse, ReefError> {
     let config = req.config.ok_or_else(|| ReefError::InvalidArgument("pod sandbox config is required".into()))?;
-    let pod = tokio::task::spawn_blocking(move || {
+    let pod = crate::blocking::run("run pod task", move || {
         let pod = agent.pods.run(&config, &req.runtime_handler)?;
         agent.containers.watch_pod(&agent.pods, &pod.id);
         publish_pod(&agent, &pod, Action::Created);
         publish_pod(&agent, &pod, Action::Started);
         Ok::<_, ReefError>(pod)
     })
-    .await
-    .map_err(|e| ReefError::Internal(format!("run pod task: {e}")))??;
+    .await?;
     tracing::info!(pod = %pod.id, name = %pod.name, namespace = %pod.namespace, "pod ready");
     Ok(cri::RunPodSandboxResponse { pod_sandbox_id: pod.id })
 }

@@ -65,9 +65,7 @@ pub async fn one(
         .pods
         .get(&req.pod_sandbox_id)
         .ok_or_else(|| ReefError::NotFound(format!("pod sandbox {:?} not found", req.pod_sandbox_id)))?;
-    let stats = tokio::task::spawn_blocking(move || pod_stats(&agent, &pod))
-        .await
-        .map_err(|e| ReefError::Internal(format!("stats task: {e}")))?;
+    let stats = crate::blocking::value("stats task", move || pod_stats(&agent, &pod)).await?;
     Ok(cri::PodSandboxStatsResponse { stats: Some(stats) })
 }
 
@@ -76,7 +74,7 @@ pub async fn list(
     req: cri::ListPodSandboxStatsRequest,
 ) -> Result<cri::ListPodSandboxStatsResponse, ReefError> {
     let filter = req.filter.unwrap_or_default();
-    let stats = tokio::task::spawn_blocking(move || {
+    let stats = crate::blocking::value("stats task", move || {
         agent
             .pods
             .list()
@@ -86,7 +84,6 @@ pub async fn list(
             .map(|p| pod_stats(&agent, p))
             .collect()
     })
-    .await
-    .map_err(|e| ReefError::Internal(format!("stats task: {e}")))?;
+    .await?;
     Ok(cri::ListPodSandboxStatsResponse { stats })
 }

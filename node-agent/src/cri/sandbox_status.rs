@@ -68,7 +68,7 @@ pub async fn handle(
     }
     let timestamp = reef_runtime::clock::now_nanos();
     let pod_id = pod.id.clone();
-    let containers_statuses = tokio::task::spawn_blocking(move || {
+    let containers_statuses = crate::blocking::value("pod status task", move || {
         let containers = &agent.containers;
         containers
             .of_pod(&pod_id)
@@ -76,7 +76,6 @@ pub async fn handle(
             .map(|c| container_status::status_of(containers, c, &containers.observe(&agent.pods, c)))
             .collect()
     })
-    .await
-    .map_err(|e| ReefError::Internal(format!("pod status task: {e}")))?;
+    .await?;
     Ok(cri::PodSandboxStatusResponse { status: Some(status), info, containers_statuses, timestamp })
 }

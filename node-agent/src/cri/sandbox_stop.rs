@@ -15,7 +15,7 @@ pub async fn handle(
     if req.pod_sandbox_id.is_empty() {
         return Err(ReefError::InvalidArgument("pod sandbox id is required".into()));
     }
-    tokio::task::spawn_blocking(move || {
+    crate::blocking::run("stop pod task", move || {
         // Containers first: a pod is stopped once nothing in it runs.
         if let Some(pod) = agent.pods.get(&req.pod_sandbox_id) {
             for c in agent.containers.of_pod(&pod.id) {
@@ -27,7 +27,6 @@ pub async fn handle(
         }
         Ok::<_, ReefError>(())
     })
-    .await
-    .map_err(|e| ReefError::Internal(format!("stop pod task: {e}")))??;
+    .await?;
     Ok(cri::StopPodSandboxResponse {})
 }

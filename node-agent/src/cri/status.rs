@@ -1,12 +1,15 @@
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use k8s_cri::v1 as cri;
 
 use crate::agent::Agent;
 use crate::error::ReefError;
 
-pub async fn handle(agent: &Agent, req: cri::StatusRequest) -> Result<cri::StatusResponse, ReefError> {
-    let network = agent.pods.network.ready();
+pub async fn handle(agent: &Arc<Agent>, req: cri::StatusRequest) -> Result<cri::StatusResponse, ReefError> {
+    // A netlink round trip or a directory read: off the async workers, so Status answers while they are busy.
+    let a = Arc::clone(agent);
+    let network = crate::blocking::value("network readiness", move || a.pods.network.ready()).await?;
     let conditions = vec![
         cri::RuntimeCondition {
             r#type: "RuntimeReady".into(),

@@ -125,8 +125,7 @@ async fn exec(agent: Arc<Agent>, req: &ExecRequest, session: &mut Session) -> Re
     let exited = reef_runtime::launch::pidfd(pid).map_err(|e| format!("pidfd: {e}")).and_then(|fd| {
         let fd = super::fdio::register(fd, tokio::io::Interest::READABLE).map_err(|e| format!("watch the exec: {e}"));
         if fd.is_err() {
-            kill_session(pid);
-            let _ = reef_runtime::launch::wait(pid);
+            kill_and_reap(pid);
         }
         fd
     })?;
@@ -135,7 +134,7 @@ async fn exec(agent: Arc<Agent>, req: &ExecRequest, session: &mut Session) -> Re
     let mut feeders = JoinSet::new();
     let wrap = |fd: Option<OwnedFd>| fd.map(Fd::new).transpose();
     let fail = |e: std::io::Error| {
-        kill_session(pid);
+        kill_and_reap(pid);
         format!("exec stdio: {e}")
     };
     let (ours_in, ours_out, ours_err, tty) = (
@@ -182,8 +181,23 @@ async fn exec(agent: Arc<Agent>, req: &ExecRequest, session: &mut Session) -> Re
 }
 
 /// Everything in the exec's session: its process group, and groups a shell with job control made inside it.
+/// SIGKILLs the exec's session: its process group at once, then, on a blocking thread (a scan of /proc is no
+/// work for an async worker), whatever of the session left the group.
 fn kill_session(pid: Pid) {
     let _ = kill(Pid::from_raw(-pid.as_raw()), Signal::SIGKILL);
+    tokio::task::spawn_blocking(move || kill_stragglers(pid));
+}
+
+/// `kill_session`, then the exec's leader reaped, for an exec that never got watched.
+fn kill_and_reap(pid: Pid) {
+    let _ = kill(Pid::from_raw(-pid.as_raw()), Signal::SIGKILL);
+    tokio::task::spawn_blocking(move || {
+        kill_stragglers(pid);
+        let _ = reef_runtime::launch::wait(pid);
+    });
+}
+
+fn kill_stragglers(pid: Pid) {
     let Ok(entries) = std::fs::read_dir("/proc") else { return };
     for e in entries.flatten() {
         let Some(other) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };

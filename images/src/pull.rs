@@ -98,6 +98,9 @@ impl Puller {
     ) -> Result<ImageRecord> {
         let mut last_err = None;
         for endpoint in self.registries.endpoints(image) {
+            if endpoint.fallback && !matches!(last_err, Some(ImageError::Unreachable { .. })) {
+                continue;
+            }
             let session = self.registries.session(image, &endpoint, credentials)?;
             match self.resolve(image, &session).await {
                 Ok(resolved) => return self.fetch(image, &session, resolved, progress).await,

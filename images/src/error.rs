@@ -16,6 +16,8 @@ pub enum ErrorKind {
     DataLoss,
     Unavailable,
     ResourceExhausted,
+    /// The caller stopped the operation.
+    Cancelled,
     Internal,
 }
 
@@ -74,7 +76,8 @@ pub enum ImageError {
     #[error("metadata store")]
     Metadata(#[from] redb::Error),
 
-    /// Stopped because another part of the same operation failed; never the error a caller sees for a pull.
+    /// Stopped: the caller cancelled the pull. A layer stopped because another failed says this too, but the
+    /// pull then reports the other layer's cause.
     #[error("cancelled")]
     Cancelled,
 
@@ -102,7 +105,7 @@ impl ImageError {
             Io { source, .. } if source.raw_os_error() == Some(nix::libc::ENOSPC) => ErrorKind::ResourceExhausted,
             Io { .. } | Metadata(_) => ErrorKind::Internal,
             Config(_) => ErrorKind::InvalidArgument,
-            Cancelled => ErrorKind::Unavailable,
+            Cancelled => ErrorKind::Cancelled,
         }
     }
 

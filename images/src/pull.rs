@@ -6,6 +6,9 @@
 //! compressed digest before it signals the end of the stream, and the unpacker's input is hashed against the
 //! config's diff_id before the layer is renamed into place. A layer is unpacked under tmp/ and becomes visible only
 //! by that rename, so a failure or a crash at any point leaves nothing half-made in layers/.
+//!
+//! A pull that fails or is cancelled by its caller stops its downloads, waits for its unpackers to remove their
+//! temporary directories, and deletes the layers it unpacked that nothing else uses: it leaves nothing behind.
 
 use std::collections::HashMap;
 use std::io::{BufRead, Read};
@@ -16,6 +19,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use sha2::Digest as _;
 use tokio::sync::{Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
 
 use crate::error::{ImageError, Result};
 use crate::manifest::{self, Fetched, Platform};
@@ -89,18 +93,27 @@ impl Puller {
     }
 
     /// Pulls `image` and returns its record. Endpoints are tried in order while the manifest cannot be had from
-    /// one (not found, unreachable, refused); once content flows, its errors are final.
+    /// one (not found, unreachable, refused); once content flows, its errors are final. When `cancel` fires, the
+    /// pull stops, cleans up and answers `Cancelled` (unless the image was already committed).
     pub async fn pull(
         &self,
         image: &ImageRef,
         credentials: &Credentials,
         progress: ProgressSink,
+        cancel: &CancellationToken,
     ) -> Result<ImageRecord> {
         let mut last_err = None;
         for endpoint in self.registries.endpoints(image) {
+            if endpoint.fallback && !matches!(last_err, Some(ImageError::Unreachable { .. })) {
+                continue;
+            }
             let session = self.registries.session(image, &endpoint, credentials)?;
-            match self.resolve(image, &session).await {
-                Ok(resolved) => return self.fetch(image, &session, resolved, progress).await,
+            let resolved = tokio::select! {
+                resolved = self.resolve(image, &session) => resolved,
+                _ = cancel.cancelled() => return Err(cancelled()),
+            };
+            match resolved {
+                Ok(resolved) => return self.fetch(image, &session, resolved, progress, cancel).await,
                 Err(e) => {
                     tracing::debug!(endpoint = %endpoint.host, error = %e, "endpoint failed, trying the next");
                     last_err = Some(e);
@@ -146,6 +159,7 @@ impl Puller {
         session: &Arc<Session>,
         resolved: Resolved,
         progress: ProgressSink,
+        cancel: &CancellationToken,
     ) -> Result<ImageRecord> {
         let (manifest, manifest_digest, repo_digest, mut blobs) = match resolved {
             Resolved::Present { record, repo_digest } => return self.name(image, record, repo_digest),
@@ -153,7 +167,10 @@ impl Puller {
                 (manifest, manifest_digest, repo_digest, blobs)
             }
         };
-        let config_body = session.blob(&manifest.config.digest, MAX_CONFIG_SIZE).await?;
+        let config_body = tokio::select! {
+            body = session.blob(&manifest.config.digest, MAX_CONFIG_SIZE) => body?,
+            _ = cancel.cancelled() => return Err(cancelled()),
+        };
         let config = manifest::parse_config(&config_body, manifest.layers.len())?;
         let id = manifest.config.digest.clone();
         if let Some(record) = self.store.resolve(&id).filter(|r| r.id == id)
@@ -173,9 +190,9 @@ impl Puller {
         );
 
         let permits = Arc::new(Semaphore::new(self.max_concurrent_downloads));
-        // The first failing layer stops the others; every layer task still runs to its end (cleanup included)
-        // before the pull answers, so no temporary directory outlives a failed pull.
-        let (cancel_tx, cancel_rx) = tokio::sync::watch::channel(false);
+        // The first failing layer stops the others, as does the caller's cancel; every layer task still runs to its
+        // end (cleanup included) before the pull answers, so no temporary directory outlives a failed pull.
+        let stop_layers = cancel.child_token();
         let jobs =
             manifest.layers.iter().zip(&config.rootfs.diff_ids).zip(&chain_ids).map(|((layer, diff_id), chain_id)| {
                 let job = LayerJob {
@@ -186,26 +203,27 @@ impl Puller {
                 };
                 let permits = Arc::clone(&permits);
                 let progress = progress.clone();
-                let (cancel_tx, mut cancel_rx) = (cancel_tx.clone(), cancel_rx.clone());
+                let stop_layers = &stop_layers;
                 async move {
                     let hold = self.store.hold_layer(&job.chain_id);
                     report(&progress, job.progress(LayerState::Waiting, 0));
                     let permit = tokio::select! {
                         permit = permits.acquire() => permit.ok(),
-                        _ = cancel_rx.wait_for(|c| *c) => None,
+                        _ = stop_layers.cancelled() => None,
                     };
                     let result = match permit {
-                        Some(_permit) => self.ensure_layer(session, &job, &progress, cancel_rx.clone()).await,
+                        Some(_permit) => self.ensure_layer(session, &job, &progress, stop_layers).await,
                         None => Err(cancelled()),
                     };
                     if result.is_err() {
-                        let _ = cancel_tx.send(true);
+                        stop_layers.cancel();
                     }
-                    result.map(|record| (record, hold))
+                    result.map(|(record, fresh)| (record, fresh, hold))
                 }
             });
         let results = futures::future::join_all(jobs).await;
-        let mut layers = Vec::with_capacity(results.len());
+        let wanted = results.len();
+        let mut layers = Vec::with_capacity(wanted);
         let mut first_error = None;
         for r in results {
             match r {
@@ -217,28 +235,50 @@ impl Puller {
                 }
             }
         }
-        if let Some(e) = first_error {
-            return Err(e);
+        let mut layer_records = Vec::with_capacity(wanted);
+        let mut fresh = Vec::new();
+        let mut holds = Vec::with_capacity(wanted);
+        for (record, is_fresh, hold) in layers {
+            if is_fresh {
+                fresh.push(record.chain_id.clone());
+            }
+            layer_records.push(record);
+            holds.push(hold);
         }
-        let (layer_records, _holds): (Vec<LayerRecord>, Vec<_>) = layers.into_iter().unzip();
+        let stored = match first_error {
+            Some(e) => Err(e),
+            // Every layer stopped without a cause of its own: the caller cancelled.
+            None if layer_records.len() < wanted || cancel.is_cancelled() => Err(cancelled()),
+            None => {
+                let user = config.config.as_ref().and_then(|c| c.user.clone()).unwrap_or_default();
+                let record = ImageRecord {
+                    id,
+                    repo_tags: image.tagged().into_iter().collect(),
+                    repo_digests: vec![repo_digest],
+                    manifest_digest,
+                    size: layer_records.iter().map(|l| l.size).sum(),
+                    layers: layer_records,
+                    user,
+                    created_at: now_nanos(),
+                    pinned: false,
+                };
+                self.store_image(record, &blobs)
+            }
+        };
+        drop(holds);
+        if stored.is_err() {
+            // Layers this pull unpacked are of no use without its record; others' pulls and images keep theirs.
+            self.store.discard_layers(&fresh);
+        }
+        stored
+    }
 
+    fn store_image(&self, record: ImageRecord, blobs: &[(String, Vec<u8>)]) -> Result<ImageRecord> {
         // One syncfs makes every unpacked file durable before the record that lists them is committed.
         sync_filesystem(&self.store.layers_dir())?;
-        for (digest, body) in &blobs {
+        for (digest, body) in blobs {
             self.store.write_blob(digest, body)?;
         }
-        let user = config.config.as_ref().and_then(|c| c.user.clone()).unwrap_or_default();
-        let record = ImageRecord {
-            id,
-            repo_tags: image.tagged().into_iter().collect(),
-            repo_digests: vec![repo_digest],
-            manifest_digest,
-            size: layer_records.iter().map(|l| l.size).sum(),
-            layers: layer_records,
-            user,
-            created_at: now_nanos(),
-            pinned: false,
-        };
         self.store.commit(record)
     }
 
@@ -249,27 +289,31 @@ impl Puller {
         self.store.commit(record)
     }
 
-    /// Makes sure the layer is unpacked under layers/, downloading it unless it is already there. Concurrent pulls
-    /// that need one layer serialize on it, so it is downloaded once.
+    /// Makes sure the layer is unpacked under layers/, downloading it unless it is already there, and says
+    /// whether this call unpacked it. Concurrent pulls that need one layer serialize on it, so it is downloaded
+    /// once.
     async fn ensure_layer(
         &self,
         session: &Arc<Session>,
         job: &LayerJob,
         progress: &ProgressSink,
-        cancel: tokio::sync::watch::Receiver<bool>,
-    ) -> Result<LayerRecord> {
-        let _guard = self.layer_locks.lock(&job.chain_id).await;
+        cancel: &CancellationToken,
+    ) -> Result<(LayerRecord, bool)> {
+        let _guard = tokio::select! {
+            guard = self.layer_locks.lock(&job.chain_id) => guard,
+            _ = cancel.cancelled() => return Err(cancelled()),
+        };
         let dest = self.store.layer_path(&job.chain_id);
         if dest.is_dir() {
             report(progress, job.progress(LayerState::AlreadyExists, job.size));
             let stats = self.known_stats(&job.chain_id);
-            return Ok(job.record(stats));
+            return Ok((job.record(stats), false));
         }
         report(progress, job.progress(LayerState::Downloading, 0));
         let stats = self.download_layer(session, job, &dest, progress, cancel).await?;
         self.layer_stats.lock().unwrap_or_else(|p| p.into_inner()).insert(job.chain_id.clone(), stats);
         report(progress, job.progress(LayerState::Done, job.size));
-        Ok(job.record(stats))
+        Ok((job.record(stats), true))
     }
 
     fn known_stats(&self, chain_id: &str) -> UnpackStats {
@@ -291,9 +335,12 @@ impl Puller {
         job: &LayerJob,
         dest: &Path,
         progress: &ProgressSink,
-        mut cancel: tokio::sync::watch::Receiver<bool>,
+        cancel: &CancellationToken,
     ) -> Result<UnpackStats> {
-        let mut stream = session.blob_stream(&job.digest).await?;
+        let mut stream = tokio::select! {
+            stream = session.blob_stream(&job.digest) => stream?,
+            _ = cancel.cancelled() => return Err(cancelled()),
+        };
         let tmp = self.store.temp_dir("layer")?;
         let (tx, rx) = std::sync::mpsc::sync_channel::<Chunk>(CHANNEL_DEPTH);
         let unpacker = {
@@ -307,7 +354,7 @@ impl Puller {
         loop {
             let chunk = tokio::select! {
                 chunk = stream.next() => chunk,
-                _ = cancel.wait_for(|c| *c) => {
+                _ = cancel.cancelled() => {
                     stream_error = Some(cancelled());
                     break;
                 }

@@ -2,7 +2,11 @@
 //! and turning the OCI client's errors into the store's kinds.
 //!
 //! oci-client keeps the first credentials it sees per registry, so a pull that carries its own credentials gets
-//! a client of its own; pulls without them share one client (and its connection pool and token cache).
+//! a client of its own; pulls without them share a client per scheme (and its connection pool and token cache).
+//!
+//! A registry on this machine (a loopback address or `localhost`, never a resolved name) is tried over https and
+//! then plain http without configuration, as docker and containerd do: a local test or cache registry rarely has
+//! a certificate, and its traffic never leaves the machine.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -20,7 +24,7 @@ use crate::reference::ImageRef;
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RegistryConfig {
-    /// Hosts (`host[:port]`) spoken to over plain http instead of https.
+    /// Hosts (`host[:port]`) spoken to over plain http instead of https. Loopback hosts need no entry.
     pub insecure: Vec<String>,
     /// Per registry host, the endpoints that serve it instead, tried in order. The original host is not contacted.
     pub mirrors: BTreeMap<String, Mirror>,
@@ -31,7 +35,8 @@ pub struct RegistryConfig {
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Mirror {
-    /// `http://host:port`, `https://host` or a bare `host[:port]` (https unless listed as insecure).
+    /// `http://host:port`, `https://host` or a bare `host[:port]` (https unless listed as insecure; https then
+    /// http for a loopback host).
     pub endpoints: Vec<String>,
 }
 
@@ -105,6 +110,41 @@ pub struct Endpoint {
     /// `host[:port]` as contacted.
     pub host: String,
     pub plain_http: bool,
+    /// Plain http for a loopback host after https: worth trying only when the https attempt could not get an
+    /// answer (a plain-http server fails the TLS handshake). Any other error from https is the registry's answer.
+    pub fallback: bool,
+}
+
+impl Endpoint {
+    /// How a host is spoken to when nothing says which scheme: plain http when listed as insecure, https
+    /// otherwise, and for a loopback host https then plain http.
+    fn for_host(host: &str, insecure: &[String]) -> Vec<Endpoint> {
+        let one = |plain_http, fallback| Endpoint { host: host.to_string(), plain_http, fallback };
+        if insecure.iter().any(|h| h == host) {
+            vec![one(true, false)]
+        } else if is_loopback(host) {
+            vec![one(false, false), one(true, true)]
+        } else {
+            vec![one(false, false)]
+        }
+    }
+}
+
+/// Whether `host[:port]` is this machine: `localhost` or a literal loopback address (`127.0.0.0/8`, `::1`, and
+/// `::ffff:127.x.y.z`). Names are never resolved: what `localhost.example` points at is not ours to ask.
+pub fn is_loopback(host: &str) -> bool {
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        match rest.split_once(']') {
+            Some((addr, port)) if port.is_empty() || port.starts_with(':') => addr,
+            _ => return false,
+        }
+    } else if host.parse::<std::net::Ipv6Addr>().is_ok() {
+        host
+    } else {
+        host.rsplit_once(':').map_or(host, |(name, _port)| name)
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.to_canonical().is_loopback())
 }
 
 impl RegistryConfig {
@@ -115,6 +155,7 @@ impl RegistryConfig {
             }
             for e in &mirror.endpoints {
                 parse_endpoint(e, &self.insecure)
+                    .map(drop)
                     .map_err(|r| ImageError::Config(format!("mirrors.\"{host}\": endpoint {e:?}: {r}")))?;
             }
         }
@@ -127,29 +168,13 @@ impl RegistryConfig {
     /// Where to fetch `registry`'s images from, in order.
     pub fn endpoints(&self, registry: &str) -> Vec<Endpoint> {
         match self.mirrors.get(registry) {
-            Some(m) => m.endpoints.iter().filter_map(|e| parse_endpoint(e, &self.insecure).ok()).collect(),
-            None => {
-                vec![Endpoint { host: registry.to_string(), plain_http: self.insecure.iter().any(|h| h == registry) }]
-            }
+            Some(m) => m.endpoints.iter().filter_map(|e| parse_endpoint(e, &self.insecure).ok()).flatten().collect(),
+            None => Endpoint::for_host(registry, &self.insecure),
         }
-    }
-
-    fn plain_http_hosts(&self) -> Vec<String> {
-        let mut hosts = self.insecure.clone();
-        for m in self.mirrors.values() {
-            hosts.extend(
-                m.endpoints
-                    .iter()
-                    .filter_map(|e| parse_endpoint(e, &self.insecure).ok())
-                    .filter(|e| e.plain_http)
-                    .map(|e| e.host),
-            );
-        }
-        hosts
     }
 }
 
-fn parse_endpoint(e: &str, insecure: &[String]) -> std::result::Result<Endpoint, String> {
+fn parse_endpoint(e: &str, insecure: &[String]) -> std::result::Result<Vec<Endpoint>, String> {
     let (plain, rest) = if let Some(r) = e.strip_prefix("http://") {
         (Some(true), r)
     } else if let Some(r) = e.strip_prefix("https://") {
@@ -161,8 +186,10 @@ fn parse_endpoint(e: &str, insecure: &[String]) -> std::result::Result<Endpoint,
     if host.is_empty() || host.contains('/') || host.contains(char::is_whitespace) {
         return Err("expected [http://|https://]host[:port]".into());
     }
-    let plain_http = plain.unwrap_or_else(|| insecure.iter().any(|h| h == host));
-    Ok(Endpoint { host: host.to_string(), plain_http })
+    Ok(match plain {
+        Some(plain_http) => vec![Endpoint { host: host.to_string(), plain_http, fallback: false }],
+        None => Endpoint::for_host(host, insecure),
+    })
 }
 
 /// Fetches manifests and blobs for one pull from one endpoint, with the credentials that apply there.
@@ -174,11 +201,12 @@ pub struct Session {
     reference: Reference,
 }
 
-/// Builds sessions; holds the shared client for credential-less pulls, built on the first pull (it loads the
-/// system's root certificates, which an idle reefd has no use for).
+/// Builds sessions; holds the shared clients for credential-less pulls (one for https, one for plain http), each
+/// built on its first use (the https one loads the system's root certificates, which an idle reefd has no use
+/// for).
 pub struct Registries {
     config: RegistryConfig,
-    shared: std::sync::OnceLock<Client>,
+    shared: [std::sync::OnceLock<Client>; 2],
     max_concurrent_downloads: usize,
 }
 
@@ -188,12 +216,13 @@ impl Registries {
         // reqwest is built without a default crypto provider (ring builds far faster than aws-lc); install ring
         // once per process. A second install fails harmlessly.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        Ok(Registries { config, shared: std::sync::OnceLock::new(), max_concurrent_downloads })
+        Ok(Registries { config, shared: Default::default(), max_concurrent_downloads })
     }
 
-    fn client(config: &RegistryConfig, max_concurrent_downloads: usize) -> Client {
+    /// A client speaking one scheme to every host: a session talks to one endpoint, whose scheme is decided.
+    fn client(plain_http: bool, max_concurrent_downloads: usize) -> Client {
         Client::new(ClientConfig {
-            protocol: ClientProtocol::HttpsExcept(config.plain_http_hosts()),
+            protocol: if plain_http { ClientProtocol::Http } else { ClientProtocol::Https },
             max_concurrent_download: max_concurrent_downloads.max(1),
             connect_timeout: Some(std::time::Duration::from_secs(10)),
             // A stalled registry must not hang a pull forever: no byte for this long ends it.
@@ -213,11 +242,14 @@ impl Registries {
 
     /// A session against one endpoint. Request credentials win over static ones from the config.
     pub fn session(&self, image: &ImageRef, endpoint: &Endpoint, request: &Credentials) -> Result<Arc<Session>> {
+        let plain = endpoint.plain_http;
         let (client, creds) = if !request.is_empty() {
-            (Self::client(&self.config, self.max_concurrent_downloads), request.clone())
+            (Self::client(plain, self.max_concurrent_downloads), request.clone())
         } else {
             (
-                self.shared.get_or_init(|| Self::client(&self.config, self.max_concurrent_downloads)).clone(),
+                self.shared[usize::from(plain)]
+                    .get_or_init(|| Self::client(plain, self.max_concurrent_downloads))
+                    .clone(),
                 self.config.auths.get(&endpoint.host).cloned().unwrap_or_default(),
             )
         };
@@ -345,5 +377,89 @@ fn classify(registry: &str, e: OciDistributionError) -> ImageError {
         }
         E::RequestError(err) => ImageError::Unreachable { registry, reason: error_chain(&err) },
         other => ImageError::Registry { registry, reason: error_chain(&other) },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn schemes(config: &RegistryConfig, registry: &str) -> Vec<(String, &'static str)> {
+        config
+            .endpoints(registry)
+            .into_iter()
+            .map(|e| {
+                let how = match (e.plain_http, e.fallback) {
+                    (false, _) => "https",
+                    (true, false) => "http",
+                    (true, true) => "http if https is unreachable",
+                };
+                (e.host, how)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn loopback_registries_are_tried_over_https_then_plain_http_without_configuration() {
+        let config = RegistryConfig::default();
+        for host in ["127.0.0.1:5000", "127.1.2.3", "localhost", "LocalHost:5000", "[::1]:5000", "[::1]"] {
+            assert_eq!(
+                schemes(&config, host),
+                vec![(host.to_string(), "https"), (host.to_string(), "http if https is unreachable")],
+                "{host}"
+            );
+        }
+    }
+
+    #[test]
+    fn other_registries_are_spoken_to_over_https_only_unless_listed_as_insecure() {
+        let config = RegistryConfig { insecure: vec!["10.0.0.5:5000".into()], ..Default::default() };
+        for host in ["registry.k8s.io", "10.0.0.5", "128.0.0.1:5000", "localhost.example.com", "[::2]:5000"] {
+            assert_eq!(schemes(&config, host), vec![(host.to_string(), "https")], "{host}");
+        }
+        assert_eq!(schemes(&config, "10.0.0.5:5000"), vec![("10.0.0.5:5000".to_string(), "http")]);
+    }
+
+    #[test]
+    fn a_loopback_host_listed_as_insecure_is_plain_http_only() {
+        let config = RegistryConfig { insecure: vec!["127.0.0.1:5000".into()], ..Default::default() };
+        assert_eq!(schemes(&config, "127.0.0.1:5000"), vec![("127.0.0.1:5000".to_string(), "http")]);
+    }
+
+    #[test]
+    fn mirror_endpoints_keep_their_scheme_and_bare_loopback_ones_fall_back() {
+        let mut config = RegistryConfig::default();
+        config.mirrors.insert(
+            "registry.k8s.io".into(),
+            Mirror {
+                endpoints: vec![
+                    "https://127.0.0.1:5001".into(),
+                    "http://mirror.example:5000".into(),
+                    "127.0.0.1:5002/".into(),
+                    "mirror.example".into(),
+                ],
+            },
+        );
+        config.validate().unwrap();
+        assert_eq!(
+            schemes(&config, "registry.k8s.io"),
+            vec![
+                ("127.0.0.1:5001".to_string(), "https"),
+                ("mirror.example:5000".to_string(), "http"),
+                ("127.0.0.1:5002".to_string(), "https"),
+                ("127.0.0.1:5002".to_string(), "http if https is unreachable"),
+                ("mirror.example".to_string(), "https"),
+            ]
+        );
+    }
+
+    #[test]
+    fn loopback_is_decided_from_the_literal_host_alone() {
+        for yes in ["127.0.0.1", "127.255.255.254:1", "localhost:80", "[::1]:443", "::1", "[::ffff:127.0.0.1]:5000"] {
+            assert!(is_loopback(yes), "{yes}");
+        }
+        for no in ["", "10.1.1.1", "0.0.0.0:5000", "[::]:5000", "localhost.", "mylocalhost", "[::1]x", "example.com"] {
+            assert!(!is_loopback(no), "{no}");
+        }
     }
 }

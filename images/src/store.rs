@@ -239,6 +239,37 @@ impl Store {
         self.in_use.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Deletes layers a failed pull unpacked, unless an image record lists them or a pull in progress holds them.
+    /// A layer is moved out of layers/ under the lock `hold_layer` takes, so a pull either holds it first and
+    /// keeps it, or finds it gone and downloads it again; the tree is deleted after, outside the lock.
+    pub fn discard_layers(&self, chain_ids: &[String]) {
+        for chain_id in chain_ids {
+            let moved = {
+                let index = self.read_index();
+                let in_use = self.lock_in_use();
+                if in_use.contains_key(chain_id)
+                    || index.images.values().any(|r| r.layers.iter().any(|l| l.chain_id == *chain_id))
+                {
+                    continue;
+                }
+                let from = self.layer_path(chain_id);
+                let to =
+                    self.root.join("tmp").join(format!("discard-{}-{:08x}", hex_of(chain_id), rand::random::<u32>()));
+                match std::fs::rename(&from, &to) {
+                    Ok(()) => to,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => {
+                        tracing::warn!(path = %from.display(), error = %e, "cannot discard a failed pull's layer");
+                        continue;
+                    }
+                }
+            };
+            if let Err(e) = remove_tree(&moved) {
+                tracing::warn!(path = %moved.display(), error = %e, "cannot remove a failed pull's layer");
+            }
+        }
+    }
+
     /// Marks a layer as needed by a pull in progress until the guard drops.
     pub fn hold_layer(self: &Arc<Self>, chain_id: &str) -> LayerHold {
         *self.lock_in_use().entry(chain_id.to_string()).or_default() += 1;
@@ -525,6 +556,28 @@ mod tests {
         assert_eq!(store.remove("r.io:5000/x:1").unwrap(), Some(r.id.clone()));
         assert_eq!(store.remove("m.io/y:1").unwrap(), Some(r.id.clone()));
         assert!(store.resolve(&r.id).is_none(), "the last name removes the image");
+    }
+
+    #[test]
+    fn discarding_a_failed_pulls_layers_spares_those_listed_or_held() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let listed = record("a", &["r.io/x:1"], "c");
+        let listed_chain = listed.layers[0].chain_id.clone();
+        std::fs::create_dir_all(store.layer_path(&listed_chain)).unwrap();
+        store.commit(listed).unwrap();
+        let (held, fresh) = (format!("sha256:{}", "d".repeat(64)), format!("sha256:{}", "e".repeat(64)));
+        for chain in [&held, &fresh] {
+            std::fs::create_dir_all(store.layer_path(chain).join("usr/bin")).unwrap();
+        }
+        let hold = store.hold_layer(&held);
+        let never_unpacked = format!("sha256:{}", "9".repeat(64));
+        store.discard_layers(&[listed_chain.clone(), held.clone(), fresh.clone(), never_unpacked]);
+        assert!(store.layer_path(&listed_chain).is_dir(), "a listed image keeps its layer");
+        assert!(store.layer_path(&held).is_dir(), "a pull in progress keeps its layer");
+        assert!(!store.layer_path(&fresh).exists());
+        assert_eq!(std::fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0, "nothing is left in tmp/");
+        drop(hold);
     }
 
     #[test]

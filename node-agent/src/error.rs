@@ -67,6 +67,7 @@ impl ReefError {
                 ErrorKind::DataLoss => Code::DataLoss,
                 ErrorKind::Unavailable => Code::Unavailable,
                 ErrorKind::ResourceExhausted => Code::ResourceExhausted,
+                ErrorKind::Cancelled => Code::Cancelled,
                 ErrorKind::Internal => Code::Internal,
             },
             ReefError::Network(e) => match e.kind() {

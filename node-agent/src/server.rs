@@ -110,6 +110,7 @@ pub async fn serve(agent: Arc<Agent>, socket: Socket, mut signals: ShutdownSigna
     tracing::info!(socket = %path.display(), version = env!("CARGO_PKG_VERSION"), "reefd serving");
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tonic::transport::Server::builder()
+        .layer(crate::instrument::Deadlines)
         .add_service(
             RuntimeServiceServer::new(cri.clone())
                 .max_decoding_message_size(MAX_MESSAGE_SIZE)

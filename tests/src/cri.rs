@@ -38,3 +38,35 @@ pub async fn remove(c: &mut Images, image: &str) {
 pub fn basic(user: &str, password: &str) -> Option<cri::AuthConfig> {
     Some(cri::AuthConfig { username: user.into(), password: password.into(), ..Default::default() })
 }
+
+/// A gRPC transport with no timer of its own: tonic's channel enforces a request's `grpc-timeout` itself and
+/// answers Cancelled when it passes, which would hide the code reefd answers with. This one only sends the header.
+#[derive(Clone)]
+pub struct NoClientTimer(hyper::client::conn::http2::SendRequest<tonic::body::Body>);
+
+impl tonic::codegen::Service<tonic::codegen::http::Request<tonic::body::Body>> for NoClientTimer {
+    type Response = tonic::codegen::http::Response<hyper::body::Incoming>;
+    type Error = hyper::Error;
+    type Future = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Self::Response, hyper::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), hyper::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: tonic::codegen::http::Request<tonic::body::Body>) -> Self::Future {
+        Box::pin(self.0.send_request(request))
+    }
+}
+
+/// An image client over `NoClientTimer`, on its own connection.
+pub async fn images_without_client_timer(socket: &std::path::Path) -> ImageServiceClient<NoClientTimer> {
+    let stream = tokio::net::UnixStream::connect(socket).await.expect("connect to reefd");
+    let (sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .expect("HTTP/2 handshake with reefd");
+    tokio::spawn(connection);
+    ImageServiceClient::with_origin(NoClientTimer(sender), tonic::codegen::http::Uri::from_static("http://reefd"))
+}

@@ -255,6 +255,14 @@ impl Reefd {
         }
     }
 
+    /// Stored blobs (manifests, indexes, configs).
+    pub fn blob_files(&self) -> Vec<String> {
+        match std::fs::read_dir(self.root().join("blobs/sha256")) {
+            Ok(entries) => entries.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
     /// Unpacked layer directories.
     pub fn layer_dirs(&self) -> Vec<PathBuf> {
         match std::fs::read_dir(self.root().join("layers")) {

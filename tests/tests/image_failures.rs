@@ -1,7 +1,7 @@
 //! Pulls that fail: each answers with a precise code naming the image, leaves nothing listed or half-written,
 //! and the next pull works.
 
-use reef_tests::cri::{list, pull};
+use reef_tests::cri::{images_without_client_timer, list, pull};
 use reef_tests::image::{Compression, ImageBuilder, Layer, random_bytes};
 use reef_tests::proxy::Proxy;
 use reef_tests::push::push_image;
@@ -188,4 +188,87 @@ async fn a_full_disk_is_resource_exhausted_and_leaves_nothing() {
     assert!(err.message().contains("no space"), "{}", err.message());
     assert_clean(&reefd).await;
     assert!(reefd.layer_dirs().is_empty());
+}
+
+/// Waits until the store holds nothing: no record, no blob, no layer, nothing in tmp/. A stopped pull cleans up in
+/// its own task, which may still be at it when the RPC has answered.
+async fn assert_store_empties(reefd: &Reefd) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let listed = list(&mut reefd.images().await).await.len();
+        let (tmp, layers, blobs) = (reefd.leftover_tmp(), reefd.layer_dirs(), reefd.blob_files());
+        if listed == 0 && tmp.is_empty() && layers.is_empty() && blobs.is_empty() {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "left behind: {listed} images, tmp {tmp:?}, layers {layers:?}, blobs {blobs:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+fn pull_request(name: &str, timeout: Option<std::time::Duration>) -> tonic::Request<k8s_cri::v1::PullImageRequest> {
+    let mut request = tonic::Request::new(k8s_cri::v1::PullImageRequest {
+        image: Some(k8s_cri::v1::ImageSpec { image: name.to_string(), ..Default::default() }),
+        ..Default::default()
+    });
+    if let Some(t) = timeout {
+        request.set_timeout(t);
+    }
+    request
+}
+
+#[tokio::test]
+async fn a_pull_past_its_deadline_is_deadline_exceeded_and_leaves_nothing() {
+    require_e2e!();
+    let registry = Registry::start();
+    // A small layer that is unpacked before the deadline and a big one that is not.
+    let image = ImageBuilder::new()
+        .layer(Layer::new().file("small", b"done early"), Compression::Gzip)
+        .layer(Layer::new().file("big.bin", &random_bytes(8 << 20)), Compression::Gzip)
+        .build();
+    push_image(&registry.addr(), "slow", "1", &image, None);
+    let proxy = Proxy::start(registry.port());
+    proxy.delay_per_chunk(5);
+    let reefd = Reefd::start(&insecure(&[&proxy.addr()]));
+    let name = format!("{}/slow:1", proxy.addr());
+    let mut images = reefd.images().await;
+    // The code the client sees is reefd's, not a timer of the client's own.
+    let mut timed = images_without_client_timer(&reefd.socket()).await;
+
+    // What the CRI conformance test sends: a deadline too short for any pull.
+    let err = timed.pull_image(pull_request(&name, Some(std::time::Duration::from_millis(1)))).await;
+    assert_eq!(err.expect_err("1ms is too short").code(), Code::DeadlineExceeded);
+
+    let pulling = {
+        let mut images = timed.clone();
+        let request = pull_request(&name, Some(std::time::Duration::from_millis(1500)));
+        tokio::spawn(async move { images.pull_image(request).await })
+    };
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while reefd.layer_dirs().is_empty() && std::time::Instant::now() < until && !pulling.is_finished() {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(reefd.layer_dirs().len(), 1, "the small layer was unpacked before the deadline");
+    let err = pulling.await.expect("join").expect_err("the big layer takes longer than the deadline");
+    assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
+    assert_store_empties(&reefd).await;
+
+    // A client that goes away stops its pull the same way.
+    let pulling = {
+        let (mut images, request) = (images.clone(), pull_request(&name, None));
+        tokio::spawn(async move { images.pull_image(request).await })
+    };
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while reefd.leftover_tmp().is_empty() && std::time::Instant::now() < until {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(!reefd.leftover_tmp().is_empty(), "the pull was under way when its client left");
+    pulling.abort();
+    assert!(pulling.await.is_err(), "the client gave up");
+    assert_store_empties(&reefd).await;
+
+    proxy.behave();
+    assert_eq!(pull(&mut images, &name).await.expect("a pull without deadline"), image.config_digest);
 }

@@ -40,7 +40,8 @@ pub async fn handle(
         })
     };
     tokio::spawn(async move {
-        let result = agent.puller.pull(&reference, &credentials, Some(progress_tx)).await;
+        // Never cancelled: the image lands in the store even when rctl stops listening.
+        let result = agent.puller.pull(&reference, &credentials, Some(progress_tx), &Default::default()).await;
         // All progress goes out before the final message.
         let _ = forward.await;
         let last = match result {

@@ -1,19 +1,30 @@
+use std::sync::Arc;
+
 use k8s_cri::v1 as cri;
 use reef_images::reference::ImageRef;
 use reef_images::registry::Credentials;
+use tokio_util::sync::CancellationToken;
 
 use crate::agent::Agent;
 use crate::error::ReefError;
 use crate::events::{Action, Event, Subject};
 
-pub async fn handle(agent: &Agent, req: cri::PullImageRequest) -> Result<cri::PullImageResponse, ReefError> {
+/// The pull runs in a task of its own, stopped when this call's future is dropped: kubelet's deadline passing
+/// (`instrument::call` answers DeadlineExceeded) or the client going away. The task then still runs the pull's
+/// cleanup to its end, so a pull nobody waits for leaves nothing in the store.
+pub async fn handle(agent: &Arc<Agent>, req: cri::PullImageRequest) -> Result<cri::PullImageResponse, ReefError> {
     let image = req.image.map(|i| i.image).unwrap_or_default();
     let reference = parse(&image)?;
     let credentials = credentials_from_auth(req.auth.as_ref(), &reference);
-    let record = agent
-        .puller
-        .pull(&reference, &credentials, None)
+    let cancel = CancellationToken::new();
+    let _cancel_when_dropped = cancel.clone().drop_guard();
+    let pull = tokio::spawn({
+        let (agent, reference) = (Arc::clone(agent), reference.clone());
+        async move { agent.puller.pull(&reference, &credentials, None, &cancel).await }
+    });
+    let record = pull
         .await
+        .map_err(|e| ReefError::Internal(format!("pull task of {reference}: {e}")))?
         .map_err(|source| ReefError::Pull { image: reference.to_string(), source })?;
     tracing::info!(image = %reference, id = %record.id, "pulled");
     publish_image(agent, Action::Pulled, &record.id, &reference.to_string());

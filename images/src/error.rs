@@ -76,6 +76,10 @@ pub enum ImageError {
     #[error("metadata store")]
     Metadata(#[from] redb::Error),
 
+    /// A blocking task of the store's died (panicked) before it finished.
+    #[error("{0} stopped: its thread panicked")]
+    Panicked(&'static str),
+
     /// Stopped: the caller cancelled the pull. A layer stopped because another failed says this too, but the
     /// pull then reports the other layer's cause.
     #[error("cancelled")]
@@ -103,7 +107,7 @@ impl ImageError {
             DigestMismatch { .. } => ErrorKind::DataLoss,
             DiskFull { .. } => ErrorKind::ResourceExhausted,
             Io { source, .. } if source.raw_os_error() == Some(nix::libc::ENOSPC) => ErrorKind::ResourceExhausted,
-            Io { .. } | Metadata(_) => ErrorKind::Internal,
+            Io { .. } | Metadata(_) | Panicked(_) => ErrorKind::Internal,
             Config(_) => ErrorKind::InvalidArgument,
             Cancelled => ErrorKind::Cancelled,
         }

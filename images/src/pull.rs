@@ -162,7 +162,7 @@ impl Puller {
         cancel: &CancellationToken,
     ) -> Result<ImageRecord> {
         let (manifest, manifest_digest, repo_digest, mut blobs) = match resolved {
-            Resolved::Present { record, repo_digest } => return self.name(image, record, repo_digest),
+            Resolved::Present { record, repo_digest } => return self.name(image, record, repo_digest).await,
             Resolved::Fetch { manifest, manifest_digest, repo_digest, blobs } => {
                 (manifest, manifest_digest, repo_digest, blobs)
             }
@@ -176,7 +176,7 @@ impl Puller {
         if let Some(record) = self.store.resolve(&id).filter(|r| r.id == id)
             && record.layers.iter().all(|l| self.store.layer_path(&l.chain_id).is_dir())
         {
-            return self.name(image, record, repo_digest);
+            return self.name(image, record, repo_digest).await;
         }
         blobs.push((id.clone(), config_body));
         let chain_ids = manifest::chain_ids(&config.rootfs.diff_ids);
@@ -262,7 +262,7 @@ impl Puller {
                     created_at: now_nanos(),
                     pinned: false,
                 };
-                self.store_image(record, &blobs)
+                self.store_image(record, blobs).await
             }
         };
         drop(holds);
@@ -273,20 +273,27 @@ impl Puller {
         stored
     }
 
-    fn store_image(&self, record: ImageRecord, blobs: &[(String, Vec<u8>)]) -> Result<ImageRecord> {
-        // One syncfs makes every unpacked file durable before the record that lists them is committed.
-        sync_filesystem(&self.store.layers_dir())?;
-        for (digest, body) in blobs {
-            self.store.write_blob(digest, body)?;
-        }
-        self.store.commit(record)
+    /// The disk flushes (syncfs, fsynced blobs, redb's commit) run on a blocking thread: on an async worker they
+    /// would stall every other call for as long as the disk takes.
+    async fn store_image(&self, record: ImageRecord, blobs: Vec<(String, Vec<u8>)>) -> Result<ImageRecord> {
+        let store = Arc::clone(&self.store);
+        on_blocking_thread(move || {
+            // One syncfs makes every unpacked file durable before the record that lists them is committed.
+            sync_filesystem(&store.layers_dir())?;
+            for (digest, body) in &blobs {
+                store.write_blob(digest, body)?;
+            }
+            store.commit(record)
+        })
+        .await
     }
 
     /// Adds this reference's names to an image already stored.
-    fn name(&self, image: &ImageRef, mut record: ImageRecord, repo_digest: String) -> Result<ImageRecord> {
+    async fn name(&self, image: &ImageRef, mut record: ImageRecord, repo_digest: String) -> Result<ImageRecord> {
         record.repo_tags = image.tagged().into_iter().collect();
         record.repo_digests = vec![repo_digest];
-        self.store.commit(record)
+        let store = Arc::clone(&self.store);
+        on_blocking_thread(move || store.commit(record)).await
     }
 
     /// Makes sure the layer is unpacked under layers/, downloading it unless it is already there, and says
@@ -547,6 +554,10 @@ impl KeyedLocks {
         };
         lock.lock_owned().await
     }
+}
+
+async fn on_blocking_thread<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f).await.map_err(|_| ImageError::Panicked("storing the image"))?
 }
 
 fn sync_filesystem(path: &Path) -> Result<()> {

@@ -72,6 +72,9 @@ pub struct Store {
     root: PathBuf,
     db: redb::Database,
     index: RwLock<Index>,
+    /// Held by whoever changes the records (commit, remove) for the whole change. The index's own lock is then
+    /// taken only to swap the in-memory entries once redb has committed: a lookup never waits out a disk flush.
+    writer: Mutex<()>,
     /// Layers that pulls in progress rely on; removal and GC leave them alone.
     in_use: Mutex<HashMap<String, usize>>,
 }
@@ -134,8 +137,13 @@ impl Store {
                 }
             }
         }
-        let store =
-            Arc::new(Store { root: root.to_path_buf(), db, index: RwLock::new(index), in_use: Mutex::default() });
+        let store = Arc::new(Store {
+            root: root.to_path_buf(),
+            db,
+            index: RwLock::new(index),
+            writer: Mutex::default(),
+            in_use: Mutex::default(),
+        });
         store.clean_tmp()?;
         store.collect_garbage()?;
         Ok(store)
@@ -345,7 +353,8 @@ impl Store {
     /// Adds or merges an image and moves the given names onto it, in one transaction. Names that pointed at another
     /// image are taken from it (a tag names one image); that image stays, reachable by id and its other names.
     pub fn commit(&self, mut record: ImageRecord) -> Result<ImageRecord> {
-        let mut index = self.write_index();
+        let _writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let index = self.read_index();
         let mut changed: Vec<ImageRecord> = Vec::new();
         if let Some(existing) = index.images.get(&record.id) {
             let mut merged = existing.clone();
@@ -373,7 +382,9 @@ impl Store {
             }
         }
         changed.push(record.clone());
+        drop(index);
         self.persist(&changed, &[])?;
+        let mut index = self.write_index();
         for r in changed {
             index.names.retain(|_, id| *id != r.id);
             index.insert(r);
@@ -400,6 +411,7 @@ impl Store {
     /// Removes a name, or a whole image when given its id (or when its last name goes). Returns the image's id
     /// when something was removed; `None` when nothing matched, which the CRI treats as success.
     pub fn remove(&self, name: &str) -> Result<Option<String>> {
+        let writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         let Some(record) = self.resolve(name) else { return Ok(None) };
         let by_name = ImageRef::parse(name).ok().and_then(|r| {
             [r.tagged(), r.digest.as_ref().map(|d| r.with_digest(d))]
@@ -408,7 +420,6 @@ impl Store {
                 .find(|k| record.repo_tags.contains(k) || record.repo_digests.contains(k))
         });
         {
-            let mut index = self.write_index();
             let mut remaining = record.clone();
             if let Some(n) = &by_name {
                 remaining.repo_tags.retain(|t| t != n);
@@ -422,14 +433,17 @@ impl Store {
             }
             if by_name.is_some() && (!remaining.repo_tags.is_empty() || !remaining.repo_digests.is_empty()) {
                 self.persist(std::slice::from_ref(&remaining), &[])?;
+                let mut index = self.write_index();
                 index.names.retain(|_, id| *id != remaining.id);
                 index.insert(remaining);
                 return Ok(Some(record.id));
             }
             self.persist(&[], &[record.id.as_str()])?;
+            let mut index = self.write_index();
             index.names.retain(|_, id| *id != record.id);
             index.images.remove(&record.id);
         }
+        drop(writer);
         self.collect_garbage()?;
         Ok(Some(record.id))
     }

@@ -573,3 +573,55 @@ async fn cni_mode_runs_the_plugins_and_deletes_even_after_a_restart() {
     assert!(wait_no_bridge_ports(&s.reefd).is_empty(), "the plugin removed the veth");
     assert!(std::fs::read_dir(s.reefd.root().join("network/pods")).map(|d| d.count()).unwrap_or(0) == 0);
 }
+
+#[tokio::test]
+async fn status_and_lists_answer_at_once_while_a_cni_plugin_hangs() {
+    require_e2e!();
+    let cni = tempfile::tempdir().expect("cni dir");
+    let (conf, bin) = (cni.path().join("net.d"), cni.path().join("bin"));
+    for d in [&conf, &bin] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    // ADD hangs for a while, then fails; DEL (the failed pod's undo) answers at once.
+    let plugin = bin.join("slow");
+    std::fs::write(&plugin, "#!/bin/sh\ncat >/dev/null\n[ \"$CNI_COMMAND\" = ADD ] && { sleep 4; exit 1; }\nexit 0\n")
+        .unwrap();
+    std::fs::set_permissions(&plugin, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let list = serde_json::json!({"cniVersion": "1.0.0", "name": "slow", "plugins": [{"type": "slow"}]});
+    std::fs::write(conf.join("10-slow.conflist"), list.to_string()).unwrap();
+    let network = format!(
+        "mode = \"cni\"\ncni_conf_dir = \"{}\"\ncni_bin_dirs = [\"{}\"]\ncni_timeout_seconds = 20\n",
+        conf.display(),
+        bin.display()
+    );
+    let s = setup(&network).await;
+    let rt = s.reefd.runtime().await;
+    // More hanging setups than reefd has async workers.
+    let hanging: Vec<_> = (0..3)
+        .map(|i| {
+            let (mut rt, config) = (rt.clone(), pod_config(&s, &format!("hang{i}"), vec![]));
+            tokio::spawn(async move { run_pod(&mut rt, &config).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut rt = rt.clone();
+    for _ in 0..5 {
+        let started = std::time::Instant::now();
+        rt.status(cri::StatusRequest { verbose: false }).await.expect("Status");
+        rt.update_runtime_config(cri::UpdateRuntimeConfigRequest {
+            runtime_config: Some(cri::RuntimeConfig {
+                network_config: Some(cri::NetworkConfig { pod_cidr: s.reefd.net.subnet.clone() }),
+            }),
+        })
+        .await
+        .expect("UpdateRuntimeConfig");
+        rt.list_pod_sandbox(cri::ListPodSandboxRequest { filter: None }).await.expect("ListPodSandbox");
+        let took = started.elapsed();
+        assert!(took < Duration::from_millis(500), "Status, UpdateRuntimeConfig and a list took {took:?}");
+    }
+    for h in hanging {
+        assert!(h.await.unwrap().is_err(), "the plugin fails the pod");
+    }
+    let listed = rt.list_pod_sandbox(cri::ListPodSandboxRequest { filter: None }).await.unwrap().into_inner();
+    assert!(listed.items.is_empty(), "{:?}", listed.items);
+}

@@ -10,8 +10,8 @@
 
 use std::sync::{Arc, Mutex};
 
+use super::cri_status::snapshot;
 use super::{ContainerRecord, Containers, Observed};
-use crate::cri::container_events::snapshot;
 use crate::events::{Action, Event, Subject};
 use crate::pods::Pods;
 

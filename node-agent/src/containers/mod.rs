@@ -8,6 +8,7 @@
 //! the monitor is gone, so it is right after any restart of reefd.
 
 mod create;
+pub mod cri_status;
 mod devices;
 mod events;
 pub mod exits;

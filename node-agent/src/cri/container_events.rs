@@ -4,41 +4,18 @@
 //! pod status, so a pod's own DELETED is built before its record goes.
 
 use std::pin::Pin;
-use std::sync::Arc;
 
 use k8s_cri::v1 as cri;
 use tokio::sync::broadcast::error::RecvError;
 use tonic::Status;
 
-use super::{container_status, sandbox_status};
 use crate::agent::Agent;
-use crate::containers::Containers;
+use crate::containers::cri_status::snapshot;
 use crate::error::ReefError;
 use crate::events::{Action, Event, Subject};
-use crate::pods::{PodRecord, Pods};
+use crate::pods::PodRecord;
 
 pub type EventStream = Pin<Box<dyn tokio_stream::Stream<Item = Result<cri::ContainerEventResponse, Status>> + Send>>;
-
-/// Blocking: asks the pod's monitor for each container's state.
-pub fn snapshot(
-    pods: &Pods,
-    containers: &Containers,
-    pod_id: &str,
-    container_id: &str,
-    kind: cri::ContainerEventType,
-) -> Arc<cri::ContainerEventResponse> {
-    Arc::new(cri::ContainerEventResponse {
-        container_id: container_id.to_string(),
-        container_event_type: kind as i32,
-        created_at: reef_runtime::clock::now_nanos(),
-        pod_sandbox_status: pods.get(pod_id).map(|p| sandbox_status::status_of(&p)),
-        containers_statuses: containers
-            .of_pod(pod_id)
-            .iter()
-            .map(|c| container_status::status_of(containers, c, &containers.observe(pods, c)))
-            .collect(),
-    })
-}
 
 /// A pod's own event. Blocking (see `snapshot`).
 pub fn pod_event(agent: &Agent, pod: &PodRecord, action: Action, want_cri: bool) -> Event {

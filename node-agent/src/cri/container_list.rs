@@ -2,8 +2,8 @@ use std::sync::Arc;
 
 use k8s_cri::v1 as cri;
 
-use super::container_status::cri_state;
 use crate::agent::Agent;
+use crate::containers::cri_status::cri_state;
 use crate::error::ReefError;
 
 pub async fn handle(

@@ -1,8 +1,8 @@
 use k8s_cri::v1 as cri;
 
-use super::sandbox_status::{metadata, to_cri_state};
 use crate::agent::Agent;
 use crate::error::ReefError;
+use crate::pods::cri_status::{metadata, to_cri_state};
 
 pub async fn handle(agent: &Agent, req: cri::ListPodSandboxRequest) -> Result<cri::ListPodSandboxResponse, ReefError> {
     let filter = req.filter.unwrap_or_default();

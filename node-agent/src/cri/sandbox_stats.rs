@@ -5,10 +5,10 @@ use std::sync::Arc;
 use k8s_cri::v1 as cri;
 
 use super::container_stats::stats_and_usage;
-use super::sandbox_status::metadata;
 use crate::agent::Agent;
 use crate::error::ReefError;
 use crate::pods::PodRecord;
+use crate::pods::cri_status::metadata;
 
 fn pod_stats(agent: &Agent, pod: &PodRecord) -> cri::PodSandboxStats {
     let (containers, usages): (Vec<cri::ContainerStats>, Vec<_>) =

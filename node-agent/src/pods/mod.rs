@@ -7,6 +7,7 @@
 //! it made in reverse order. After a reboot (the volatile state dir is empty) or a dead monitor, a pod loads
 //! as NotReady, and Stop/Remove clean up whatever is left.
 
+pub mod cri_status;
 mod files;
 mod run;
 

@@ -99,6 +99,11 @@ impl From<crate::spec::SpecError> for ReefError {
     }
 }
 
+/// An I/O failure of reefd's own (a record, a directory), named by what it was doing.
+pub fn internal(what: &str) -> impl Fn(std::io::Error) -> ReefError + '_ {
+    move |e| ReefError::Internal(format!("{what}: {e}"))
+}
+
 /// The whole cause chain on one line: kubelet shows only the status message, so it must carry everything.
 pub use reef_runtime::error_chain as chain;
 

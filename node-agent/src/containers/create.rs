@@ -20,8 +20,8 @@ use reef_runtime::mountpoints;
 use reef_runtime::rootfs::{self, Overlay};
 
 use super::events::Phase;
-use super::{ContainerRecord, Containers, MountRecord, internal, monitor_call, ok_state, security_context};
-use crate::error::ReefError;
+use super::{ContainerRecord, Containers, MountRecord, monitor_call, ok_state, security_context};
+use crate::error::{ReefError, internal};
 use crate::pods::{PodRecord, PodState, Pods};
 use crate::rollback::Rollback;
 use crate::spec::{self, PodNamespaces, SpecInput};

@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 
 use self::events::Phase;
 use self::exits::ExitWatch;
-use crate::error::ReefError;
+use crate::error::{ReefError, internal};
 use crate::events::Events;
 use crate::pods::Pods;
 use crate::records::{Names, Records};
@@ -60,6 +60,27 @@ pub struct ContainerRecord {
 }
 
 impl ContainerRecord {
+    #[cfg(test)]
+    pub fn for_tests(id: &str, pod_id: &str) -> ContainerRecord {
+        ContainerRecord {
+            id: id.into(),
+            pod_id: pod_id.into(),
+            name: "c".into(),
+            attempt: 0,
+            image: String::new(),
+            image_id: String::new(),
+            image_ref: String::new(),
+            labels: Default::default(),
+            annotations: Default::default(),
+            log_path: String::new(),
+            created_at: 0,
+            mounts: vec![],
+            stop_signal: 15,
+            reserved_name: String::new(),
+            plan: None,
+        }
+    }
+
     /// The container was created with a terminal (its monitor holds a pty for it).
     pub fn has_terminal(&self) -> bool {
         self.plan.as_ref().is_some_and(|p| p.terminal)
@@ -120,10 +141,6 @@ pub struct Containers {
     /// Held while a record is changed or deleted, so an UpdateContainerResources cannot bring back a record that
     /// RemoveContainer deleted, nor two updates cross.
     record_changes: Mutex<()>,
-}
-
-fn internal(what: &str) -> impl Fn(std::io::Error) -> ReefError + '_ {
-    move |e| ReefError::Internal(format!("{what}: {e}"))
 }
 
 fn short(id: &str) -> &str {

@@ -11,14 +11,13 @@ pub async fn handle(
     req: cri::ListContainersRequest,
 ) -> Result<cri::ListContainersResponse, ReefError> {
     let filter = req.filter.unwrap_or_default();
+    let selector = super::filter::Selector::from(&filter);
     let containers = crate::blocking::value("list containers task", move || {
         agent
             .containers
             .list()
             .into_iter()
-            .filter(|c| filter.id.is_empty() || c.id.starts_with(&filter.id))
-            .filter(|c| filter.pod_sandbox_id.is_empty() || c.pod_id.starts_with(&filter.pod_sandbox_id))
-            .filter(|c| filter.label_selector.iter().all(|(k, v)| c.labels.get(k) == Some(v)))
+            .filter(|c| selector.container(c))
             .filter_map(|c| {
                 let (state, ..) = cri_state(&c, &agent.containers.observe(&agent.pods, &c));
                 if filter.state.as_ref().is_some_and(|s| s.state != state) {

@@ -58,17 +58,9 @@ pub async fn list(
     agent: Arc<Agent>,
     req: cri::ListContainerStatsRequest,
 ) -> Result<cri::ListContainerStatsResponse, ReefError> {
-    let filter = req.filter.unwrap_or_default();
+    let selector = super::filter::Selector::from(&req.filter.unwrap_or_default());
     let stats = crate::blocking::value("stats task", move || {
-        agent
-            .containers
-            .list()
-            .iter()
-            .filter(|c| filter.id.is_empty() || c.id.starts_with(&filter.id))
-            .filter(|c| filter.pod_sandbox_id.is_empty() || c.pod_id.starts_with(&filter.pod_sandbox_id))
-            .filter(|c| filter.label_selector.iter().all(|(k, v)| c.labels.get(k) == Some(v)))
-            .map(|c| stats_of(&agent, c))
-            .collect()
+        agent.containers.list().iter().filter(|c| selector.container(c)).map(|c| stats_of(&agent, c)).collect()
     })
     .await?;
     Ok(cri::ListContainerStatsResponse { stats })

@@ -12,6 +12,7 @@ mod container_start;
 mod container_stats;
 pub(crate) mod container_status;
 mod container_stop;
+mod filter;
 mod image_fs_info;
 mod image_list;
 pub(crate) mod image_pull;

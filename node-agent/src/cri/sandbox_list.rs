@@ -6,13 +6,13 @@ use crate::pods::cri_status::{metadata, to_cri_state};
 
 pub async fn handle(agent: &Agent, req: cri::ListPodSandboxRequest) -> Result<cri::ListPodSandboxResponse, ReefError> {
     let filter = req.filter.unwrap_or_default();
+    let selector = super::filter::Selector::from(&filter);
     let items = agent
         .pods
         .list()
         .into_iter()
-        .filter(|p| filter.id.is_empty() || p.id.starts_with(&filter.id))
+        .filter(|p| selector.pod(p))
         .filter(|p| filter.state.as_ref().is_none_or(|s| s.state == to_cri_state(p.state)))
-        .filter(|p| filter.label_selector.iter().all(|(k, v)| p.labels.get(k) == Some(v)))
         .map(|p| cri::PodSandbox {
             id: p.id.clone(),
             metadata: Some(metadata(&p)),

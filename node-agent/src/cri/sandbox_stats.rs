@@ -73,16 +73,9 @@ pub async fn list(
     agent: Arc<Agent>,
     req: cri::ListPodSandboxStatsRequest,
 ) -> Result<cri::ListPodSandboxStatsResponse, ReefError> {
-    let filter = req.filter.unwrap_or_default();
+    let selector = super::filter::Selector::from(&req.filter.unwrap_or_default());
     let stats = crate::blocking::value("stats task", move || {
-        agent
-            .pods
-            .list()
-            .iter()
-            .filter(|p| filter.id.is_empty() || p.id.starts_with(&filter.id))
-            .filter(|p| filter.label_selector.iter().all(|(k, v)| p.labels.get(k) == Some(v)))
-            .map(|p| pod_stats(&agent, p))
-            .collect()
+        agent.pods.list().iter().filter(|p| selector.pod(p)).map(|p| pod_stats(&agent, p)).collect()
     })
     .await?;
     Ok(cri::ListPodSandboxStatsResponse { stats })

@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use reef_netplug::Network;
 
-use crate::error::ReefError;
+use crate::error::{ReefError, internal};
 use crate::records::{Names, Records};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -132,10 +132,6 @@ pub fn live_monitors(state_dir: &Path) -> bool {
     let Ok(pods) = std::fs::read_dir(state_dir.join("pods")) else { return false };
     pods.flatten()
         .any(|pod| std::os::unix::net::UnixStream::connect(pod.path().join(reef_runtime::monitor::SOCKET)).is_ok())
-}
-
-fn internal(what: &str) -> impl Fn(std::io::Error) -> ReefError + '_ {
-    move |e| ReefError::Internal(format!("{what}: {e}"))
 }
 
 impl Pods {

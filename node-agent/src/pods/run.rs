@@ -15,8 +15,8 @@ use reef_netplug::PodSpec;
 use reef_runtime::pin::{self, PodNamespaceSet};
 use reef_runtime::userns::IdMappings;
 
-use super::{PinnedPaths, PodRecord, PodState, Pods, PortMapping, internal, net_ports};
-use crate::error::ReefError;
+use super::{PinnedPaths, PodRecord, PodState, Pods, PortMapping, net_ports};
+use crate::error::{ReefError, internal};
 use crate::rollback::Rollback;
 
 impl Pods {

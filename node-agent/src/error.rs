@@ -37,6 +37,14 @@ pub enum ReefError {
     #[error("{0}")]
     DeadlineExceeded(String),
 
+    /// The pod's monitor could not be reached: it is gone with its pod, or the node rebooted.
+    #[error("the pod's monitor is unreachable")]
+    MonitorUnreachable(#[source] reef_runtime::monitor::client::ClientError),
+
+    /// The monitor was reached, and the call broke off or came back garbled.
+    #[error("the pod's monitor")]
+    MonitorCall(#[source] reef_runtime::monitor::client::ClientError),
+
     /// The runtime tried and the operation failed (an exec that could not run, a setup step refused).
     #[error("{0}")]
     Failed(String),
@@ -81,7 +89,8 @@ impl ReefError {
             ReefError::NotFound(_) => Code::NotFound,
             ReefError::FailedPrecondition(_) => Code::FailedPrecondition,
             ReefError::DeadlineExceeded(_) => Code::DeadlineExceeded,
-            ReefError::Failed(_) => Code::Unknown,
+            ReefError::Failed(_) | ReefError::MonitorCall(_) => Code::Unknown,
+            ReefError::MonitorUnreachable(_) => Code::FailedPrecondition,
             ReefError::Unavailable(_) => Code::Unavailable,
             ReefError::Unimplemented(_) => Code::Unimplemented,
             ReefError::ResourceExhausted(_) => Code::ResourceExhausted,

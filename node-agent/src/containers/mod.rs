@@ -11,6 +11,7 @@ mod create;
 pub mod cri_status;
 mod devices;
 mod events;
+mod exec;
 pub mod exits;
 mod image_holds;
 
@@ -149,8 +150,8 @@ fn short(id: &str) -> &str {
 
 fn monitor_call(pods: &Pods, pod_id: &str, request: &Request) -> Result<Response, ReefError> {
     let socket = pods.pod_dir(pod_id).join(reef_runtime::monitor::SOCKET);
-    let mut client = MonitorClient::connect(&socket).map_err(|e| ReefError::Failed(crate::error::chain(&e)))?;
-    client.call(request).map_err(|e| ReefError::Failed(crate::error::chain(&e)))
+    let mut client = MonitorClient::connect(&socket).map_err(ReefError::MonitorUnreachable)?;
+    client.call(request).map_err(ReefError::MonitorCall)
 }
 
 fn ok_state(response: Response) -> Result<Option<ContainerState>, ReefError> {
@@ -309,73 +310,6 @@ impl Containers {
         }
     }
 
-    /// How to run `cmd` in the running container `id`: its launch plan with `cmd` as the arguments, and its init's
-    /// pid, whose namespaces the exec joins.
-    pub fn exec_target(
-        &self,
-        pods: &Pods,
-        id: &str,
-        cmd: &[String],
-    ) -> Result<(reef_runtime::launch::LaunchPlan, nix::unistd::Pid), ReefError> {
-        let c = self.get(id).ok_or_else(|| ReefError::NotFound(format!("container {id:?} not found")))?;
-        if cmd.is_empty() {
-            return Err(ReefError::InvalidArgument("exec needs a command".into()));
-        }
-        let state = ok_state(monitor_call(pods, &c.pod_id, &Request::State { id: c.id.clone() })?)?;
-        let Some(state) = state.filter(|s| s.status == Status::Running) else {
-            return Err(ReefError::FailedPrecondition(format!("container {} is not running", c.id)));
-        };
-        let mut plan = c
-            .plan
-            .clone()
-            .ok_or_else(|| ReefError::FailedPrecondition(format!("container {} has no exec plan", c.id)))?;
-        plan.args = cmd.to_vec();
-        Ok((plan, nix::unistd::Pid::from_raw(state.pid)))
-    }
-
-    /// Runs `cmd` in the running container and collects its output (each stream capped at `max_output`). When
-    /// `timeout` passes, the exec's whole process group is killed and the call returns at once, even if something
-    /// it started still holds the pipes.
-    pub fn exec_sync(
-        &self,
-        pods: &Pods,
-        id: &str,
-        cmd: &[String],
-        timeout: Option<Duration>,
-        max_output: usize,
-    ) -> Result<(Vec<u8>, Vec<u8>, i32), ReefError> {
-        use std::os::fd::AsRawFd;
-        let (plan, target) = self.exec_target(pods, id, cmd)?;
-        let c = self.get(id).ok_or_else(|| ReefError::NotFound(format!("container {id:?} not found")))?;
-        let pipe =
-            || nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| ReefError::Internal(format!("pipe: {e}")));
-        let ((out_r, out_w), (err_r, err_w)) = (pipe()?, pipe()?);
-        let null = std::fs::File::open("/dev/null").map_err(internal("open /dev/null"))?;
-        let stdio = reef_runtime::launch::Stdio {
-            stdin: null.as_raw_fd(),
-            stdout: out_w.as_raw_fd(),
-            stderr: err_w.as_raw_fd(),
-        };
-        let pid = reef_runtime::launch::spawn_exec(&plan, target, stdio)
-            .map_err(|e| ReefError::Failed(crate::error::chain(&e)))?;
-        drop((out_w, err_w, null));
-        let deadline = timeout.map(|t| Instant::now() + t);
-        let (stdout, stderr, timed_out) = collect_output(out_r, err_r, deadline, max_output);
-        if timed_out {
-            // The exec leads its own process group: this reaches everything it started.
-            let _ =
-                nix::sys::signal::kill(nix::unistd::Pid::from_raw(-pid.as_raw()), nix::sys::signal::Signal::SIGKILL);
-            let _ = reef_runtime::launch::wait(pid);
-            return Err(ReefError::DeadlineExceeded(format!(
-                "command {cmd:?} in container {} timed out after {:?}",
-                c.id,
-                timeout.unwrap_or_default()
-            )));
-        }
-        let exit = reef_runtime::launch::wait(pid).map_err(|e| ReefError::Internal(format!("wait for exec: {e}")))?;
-        Ok((stdout, stderr, exit.code()))
-    }
-
     /// The container's cgroup path, if it has one.
     pub fn cgroup_path(&self, c: &ContainerRecord) -> Option<String> {
         c.plan.as_ref().and_then(|p| p.cgroup.as_ref()).map(|g| g.path.clone())
@@ -414,9 +348,10 @@ impl Containers {
     pub fn remove(&self, pods: &Pods, id: &str) -> Result<(), ReefError> {
         let Some(c) = self.get(id) else { return Ok(()) };
         self.stop(pods, &c.id, Duration::ZERO)?;
-        match monitor_call(pods, &c.pod_id, &Request::Forget { id: c.id.clone() }) {
-            // A monitor already gone (pod removed, node rebooted) has nothing left to forget.
-            Ok(_) | Err(ReefError::Failed(_)) => {}
+        match monitor_call(pods, &c.pod_id, &Request::Forget { id: c.id.clone() }).and_then(ok_state) {
+            // A monitor already gone (pod removed, node rebooted) has nothing left to forget; one that no longer
+            // knows the container has forgotten it. Any other failure leaves the record for a retry.
+            Ok(_) | Err(ReefError::MonitorUnreachable(_)) | Err(ReefError::NotFound(_)) => {}
             Err(e) => return Err(e),
         }
         self.remove_files(&c.id);
@@ -478,60 +413,6 @@ impl Containers {
                 && e.kind() != std::io::ErrorKind::NotFound
             {
                 tracing::warn!(container = id, dir = %dir.display(), error = %e, "cannot remove");
-            }
-        }
-    }
-}
-
-/// Reads both pipes until both end or the deadline passes; returns what was read and whether time ran out.
-fn collect_output(
-    out: std::os::fd::OwnedFd,
-    err: std::os::fd::OwnedFd,
-    deadline: Option<Instant>,
-    max: usize,
-) -> (Vec<u8>, Vec<u8>, bool) {
-    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-    use std::io::Read;
-    use std::os::fd::AsFd;
-    let mut files = [Some(std::fs::File::from(out)), Some(std::fs::File::from(err))];
-    let mut bufs = [Vec::new(), Vec::new()];
-    let mut chunk = [0u8; 16 * 1024];
-    loop {
-        let open: Vec<usize> = (0..2).filter(|i| files[*i].is_some()).collect();
-        if open.is_empty() {
-            return (std::mem::take(&mut bufs[0]), std::mem::take(&mut bufs[1]), false);
-        }
-        let wait = match deadline {
-            Some(d) => {
-                let left = d.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    return (std::mem::take(&mut bufs[0]), std::mem::take(&mut bufs[1]), true);
-                }
-                PollTimeout::try_from(left.as_millis().min(i32::MAX as u128) as i32).unwrap_or(PollTimeout::MAX)
-            }
-            None => PollTimeout::NONE,
-        };
-        let ready: Vec<bool> = {
-            let mut fds: Vec<PollFd<'_>> = open
-                .iter()
-                .filter_map(|i| files[*i].as_ref())
-                .map(|f| PollFd::new(f.as_fd(), PollFlags::POLLIN))
-                .collect();
-            if poll(&mut fds, wait).is_err() {
-                continue;
-            }
-            fds.iter().map(|f| f.revents().is_some_and(|r| !r.is_empty())).collect()
-        };
-        for (slot, is_ready) in open.into_iter().zip(ready) {
-            if !is_ready {
-                continue;
-            }
-            let n = files[slot].as_mut().map(|f| f.read(&mut chunk).unwrap_or(0)).unwrap_or(0);
-            if n == 0 {
-                files[slot] = None;
-            } else {
-                let room = max.saturating_sub(bufs[slot].len());
-                bufs[slot].extend_from_slice(&chunk[..n.min(room)]);
             }
         }
     }

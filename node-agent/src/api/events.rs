@@ -58,9 +58,14 @@ pub fn handle(
                 Ok(e) if filter.admits(&e) => return Some((Ok(to_api(&e)), Some((rx, filter)))),
                 Ok(_) => continue,
                 Err(RecvError::Lagged(n)) => {
-                    return Some((Err(Status::unavailable(format!("the event stream fell {n} events behind"))), None));
+                    return Some((
+                        Err(Status::from(ReefError::Unavailable(format!("the event stream fell {n} events behind")))),
+                        None,
+                    ));
                 }
-                Err(RecvError::Closed) => return Some((Err(Status::unavailable("reefd is shutting down")), None)),
+                Err(RecvError::Closed) => {
+                    return Some((Err(Status::from(ReefError::Unavailable("reefd is shutting down".into()))), None));
+                }
             }
         }
     });

@@ -47,11 +47,7 @@ pub async fn handle(
     };
     let opts = validate(&id, tty, start.stdin, true, !tty)?;
     let monitor = match kind {
-        Kind::Attach => Some(
-            attach::connect(&agent, &attach::AttachRequest { container_id: id.clone(), opts })
-                .await
-                .map_err(ReefError::FailedPrecondition)?,
-        ),
+        Kind::Attach => Some(attach::connect(&agent, &attach::AttachRequest { container_id: id.clone(), opts }).await?),
         Kind::Exec => None,
     };
     if kind == Kind::Exec && start.command.is_empty() {

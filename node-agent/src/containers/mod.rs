@@ -154,7 +154,7 @@ fn monitor_call(pods: &Pods, pod_id: &str, request: &Request) -> Result<Response
     client.call(request).map_err(ReefError::MonitorCall)
 }
 
-fn ok_state(response: Response) -> Result<Option<ContainerState>, ReefError> {
+pub(crate) fn ok_state(response: Response) -> Result<Option<ContainerState>, ReefError> {
     match response {
         Response::Ok { state } => Ok(state),
         Response::Error { kind: ErrorKind::NotFound, message, .. } => Err(ReefError::NotFound(message)),

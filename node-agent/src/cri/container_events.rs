@@ -47,11 +47,18 @@ pub fn handle(agent: &Agent, _req: cri::GetEventsRequest) -> Result<EventStream,
                 }
                 Ok(_) => continue,
                 Err(RecvError::Lagged(n)) => {
-                    let status = Status::unavailable(format!("the event stream fell {n} events behind: relist"));
+                    let status = Status::from(ReefError::Unavailable(format!(
+                        "the event stream fell {n} events behind: relist"
+                    )));
                     return Some((Err(status), None));
                 }
                 Err(RecvError::Closed) => {
-                    return Some((Err(Status::unavailable("container events subscription closed by server")), None));
+                    return Some((
+                        Err(Status::from(ReefError::Unavailable(
+                            "container events subscription closed by server".into(),
+                        ))),
+                        None,
+                    ));
                 }
             }
         }

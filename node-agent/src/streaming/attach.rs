@@ -12,6 +12,7 @@ use tokio::net::UnixStream;
 
 use super::remotecommand::{Options, Outcome, Session};
 use crate::agent::Agent;
+use crate::error::ReefError;
 
 pub struct AttachRequest {
     pub container_id: String,
@@ -21,9 +22,9 @@ pub struct AttachRequest {
 pub async fn run(agent: Arc<Agent>, req: AttachRequest, session: Session) {
     match connect(&agent, &req).await {
         Ok(monitor) => relay(monitor, req, session).await,
-        Err(message) => {
-            tracing::warn!(container = %req.container_id, error = %message, "attach failed");
-            session.finish(Outcome::Failed(message)).await;
+        Err(e) => {
+            tracing::warn!(container = %req.container_id, error = %crate::error::chain(&e), "attach failed");
+            session.finish(Outcome::from(e)).await;
         }
     }
 }
@@ -34,38 +35,42 @@ pub struct Monitor {
     wr: tokio::net::unix::OwnedWriteHalf,
 }
 
-pub async fn connect(agent: &Arc<Agent>, req: &AttachRequest) -> Result<Monitor, String> {
-    let c =
-        agent.containers.get(&req.container_id).ok_or_else(|| format!("container {} not found", req.container_id))?;
+pub async fn connect(agent: &Arc<Agent>, req: &AttachRequest) -> Result<Monitor, ReefError> {
+    use reef_runtime::monitor::client::ClientError;
+    let c = agent
+        .containers
+        .get(&req.container_id)
+        .ok_or_else(|| ReefError::NotFound(format!("container {:?} not found", req.container_id)))?;
     let socket = agent.pods.pod_dir(&c.pod_id).join(reef_runtime::monitor::SOCKET);
-    let stream = UnixStream::connect(&socket).await.map_err(|e| format!("connect to the pod monitor: {e}"))?;
+    let stream = UnixStream::connect(&socket).await.map_err(|source| {
+        ReefError::MonitorUnreachable(ClientError::Connect { path: socket.display().to_string(), source })
+    })?;
     let (rd, mut wr) = stream.into_split();
     let mut rd = BufReader::new(rd);
     let request: Request = Request::Attach { id: c.id.clone(), stdin: req.opts.stdin };
-    let mut line = serde_json::to_vec(&request).map_err(|e| e.to_string())?;
+    let mut line = serde_json::to_vec(&request).map_err(|e| ReefError::Internal(format!("encode attach: {e}")))?;
     line.push(b'\n');
-    wr.write_all(&line).await.map_err(|e| format!("talk to the pod monitor: {e}"))?;
+    let talk = |e| ReefError::MonitorCall(ClientError::Io(e));
+    wr.write_all(&line).await.map_err(talk)?;
     let mut reply = String::new();
-    rd.read_line(&mut reply).await.map_err(|e| format!("talk to the pod monitor: {e}"))?;
-    match serde_json::from_str::<Response>(&reply) {
-        Ok(Response::Ok { .. }) => Ok(Monitor { rd, wr }),
-        Ok(Response::Error { message, .. }) => Err(message),
-        Err(e) => Err(format!("pod monitor: {e}")),
-    }
+    rd.read_line(&mut reply).await.map_err(talk)?;
+    let response = serde_json::from_str::<Response>(&reply)
+        .map_err(|e| ReefError::MonitorCall(ClientError::BadResponse(e.to_string())))?;
+    crate::containers::ok_state(response).map(|_| Monitor { rd, wr })
 }
 
 pub async fn relay(monitor: Monitor, req: AttachRequest, mut session: Session) {
     let outcome = match attach(monitor, &mut session).await {
         Ok(()) => Outcome::Exited { code: 0, cmd: Vec::new() },
-        Err(message) => {
-            tracing::warn!(container = %req.container_id, error = %message, "attach failed");
-            Outcome::Failed(message)
+        Err(e) => {
+            tracing::warn!(container = %req.container_id, error = %crate::error::chain(&e), "attach failed");
+            Outcome::from(e)
         }
     };
     session.finish(outcome).await;
 }
 
-async fn attach(monitor: Monitor, session: &mut Session) -> Result<(), String> {
+async fn attach(monitor: Monitor, session: &mut Session) -> Result<(), ReefError> {
     let Monitor { mut rd, mut wr } = monitor;
     let (stdout, stderr) = (session.stdout.take(), session.stderr.take());
     let from_container = async move {

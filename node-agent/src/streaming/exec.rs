@@ -15,6 +15,7 @@ use tokio::task::JoinSet;
 use super::fdio::Fd;
 use super::remotecommand::{Options, Outcome, Outlet, Session};
 use crate::agent::Agent;
+use crate::error::{ReefError, internal};
 
 /// After the command exits, output still in flight gets this long to reach the client (something the command
 /// left running in the background may hold the pipes open forever).
@@ -29,9 +30,9 @@ pub struct ExecRequest {
 pub async fn run(agent: Arc<Agent>, req: ExecRequest, mut session: Session) {
     let outcome = match exec(agent, &req, &mut session).await {
         Ok(code) => Outcome::Exited { code, cmd: req.cmd.clone() },
-        Err(message) => {
-            tracing::warn!(container = %req.container_id, error = %message, "exec failed");
-            Outcome::Failed(message)
+        Err(e) => {
+            tracing::warn!(container = %req.container_id, error = %crate::error::chain(&e), "exec failed");
+            Outcome::from(e)
         }
     };
     session.finish(outcome).await;
@@ -94,15 +95,13 @@ fn stdio(opts: Options) -> nix::Result<Stdio> {
     })
 }
 
-async fn exec(agent: Arc<Agent>, req: &ExecRequest, session: &mut Session) -> Result<i32, String> {
+async fn exec(agent: Arc<Agent>, req: &ExecRequest, session: &mut Session) -> Result<i32, ReefError> {
     let (id, cmd) = (req.container_id.clone(), req.cmd.clone());
     let a = Arc::clone(&agent);
-    let (mut plan, target) = tokio::task::spawn_blocking(move || a.containers.exec_target(&a.pods, &id, &cmd))
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| crate::error::chain(&e))?;
+    let (mut plan, target) =
+        crate::blocking::run("exec target", move || a.containers.exec_target(&a.pods, &id, &cmd)).await?;
     plan.terminal = req.opts.tty;
-    let io = stdio(req.opts).map_err(|e| format!("set up the exec's stdio: {e}"))?;
+    let io = stdio(req.opts).map_err(|e| internal("set up the exec's stdio")(e.into()))?;
     // A size the client sent before the process starts (rctl's start message, an early resize) is the terminal's
     // from its first instruction on: a shell reading type-ahead must not see a 0x0 terminal.
     let mut early_sizes = Vec::new();
@@ -117,13 +116,13 @@ async fn exec(agent: Arc<Agent>, req: &ExecRequest, session: &mut Session) -> Re
         }
     }
     let fds = io.fds;
-    let pid = tokio::task::spawn_blocking(move || reef_runtime::launch::spawn_exec(&plan, target, fds))
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| crate::error::chain(&e))?;
+    let pid = crate::blocking::run("start the exec", move || {
+        reef_runtime::launch::spawn_exec(&plan, target, fds).map_err(|e| ReefError::Failed(crate::error::chain(&e)))
+    })
+    .await?;
     drop(io.theirs);
-    let exited = reef_runtime::launch::pidfd(pid).map_err(|e| format!("pidfd: {e}")).and_then(|fd| {
-        let fd = super::fdio::register(fd, tokio::io::Interest::READABLE).map_err(|e| format!("watch the exec: {e}"));
+    let exited = reef_runtime::launch::pidfd(pid).map_err(|e| internal("pidfd")(e.into())).and_then(|fd| {
+        let fd = super::fdio::register(fd, tokio::io::Interest::READABLE).map_err(internal("watch the exec"));
         if fd.is_err() {
             kill_and_reap(pid);
         }
@@ -135,7 +134,7 @@ async fn exec(agent: Arc<Agent>, req: &ExecRequest, session: &mut Session) -> Re
     let wrap = |fd: Option<OwnedFd>| fd.map(Fd::new).transpose();
     let fail = |e: std::io::Error| {
         kill_and_reap(pid);
-        format!("exec stdio: {e}")
+        internal("exec stdio")(e)
     };
     let (ours_in, ours_out, ours_err, tty) = (
         wrap(io.ours_in).map_err(fail)?,
@@ -164,10 +163,10 @@ async fn exec(agent: Arc<Agent>, req: &ExecRequest, session: &mut Session) -> Re
         tracing::info!(container = %req.container_id, pid = pid.as_raw(), "exec client went away: killing the exec");
         kill_session(pid);
     }
-    let exit = tokio::task::spawn_blocking(move || reef_runtime::launch::wait(pid))
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| format!("wait for the exec: {e}"))?;
+    let exit = crate::blocking::run("wait for the exec", move || {
+        reef_runtime::launch::wait(pid).map_err(|e| internal("wait for the exec")(e.into()))
+    })
+    .await?;
     feeders.abort_all();
     if gone {
         pumps.abort_all();

@@ -126,7 +126,7 @@ impl Session {
             use reef_api::v1::stdio_output::Output;
             let last = match outcome {
                 Outcome::Exited { code, .. } => Ok(reef_api::v1::StdioOutput { output: Some(Output::ExitCode(code)) }),
-                Outcome::Failed(message) => Err(tonic::Status::unknown(message)),
+                Outcome::Failed { code, message } => Err(tonic::Status::new(code, message)),
             };
             let _ = tx.send(last).await;
             return;
@@ -142,8 +142,21 @@ impl Session {
 /// How an exec or attach ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    Exited { code: i32, cmd: Vec<String> },
-    Failed(String),
+    Exited {
+        code: i32,
+        cmd: Vec<String>,
+    },
+    /// The error as every RPC reports it: its code from the one mapping (`error.rs`), its whole cause chain.
+    Failed {
+        code: tonic::Code,
+        message: String,
+    },
+}
+
+impl From<crate::error::ReefError> for Outcome {
+    fn from(e: crate::error::ReefError) -> Self {
+        Outcome::Failed { code: e.code(), message: crate::error::chain(&e) }
+    }
 }
 
 impl Outcome {
@@ -161,7 +174,7 @@ impl Outcome {
                 "reason": "NonZeroExitCode",
                 "details": {"causes": [{"reason": "ExitCode", "message": code.to_string()}]},
             }),
-            Outcome::Failed(message) => serde_json::json!({
+            Outcome::Failed { message, .. } => serde_json::json!({
                 "metadata": {},
                 "status": "Failure",
                 "message": format!("Internal error occurred: {message}"),

@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use super::fdio::Fd;
-use super::remotecommand::{Options, Outcome, Outlet, Session};
+use super::remotecommand::{Options, Outcome, Session};
 use crate::agent::Agent;
 use crate::error::{ReefError, internal};
 
@@ -143,10 +143,10 @@ async fn exec(agent: Arc<Agent>, req: &ExecRequest, session: &mut Session) -> Re
         wrap(io.tty).map_err(fail)?,
     );
     if let (Some(fd), Some(outlet)) = (ours_out, session.stdout.take()) {
-        pumps.spawn(pump_out(fd, outlet));
+        pumps.spawn(async move { super::remotecommand::pump(fd, &outlet).await });
     }
     if let (Some(fd), Some(outlet)) = (ours_err, session.stderr.take()) {
-        pumps.spawn(pump_out(fd, outlet));
+        pumps.spawn(async move { super::remotecommand::pump(fd, &outlet).await });
     }
     if let (Some(fd), Some(rx)) = (ours_in, session.stdin.take()) {
         feeders.spawn(pump_in(fd, rx));
@@ -207,21 +207,6 @@ fn kill_stragglers(pid: Pid) {
             let _ = kill(Pid::from_raw(other), Signal::SIGKILL);
         }
     }
-}
-
-async fn pump_out(fd: Fd, outlet: Outlet) {
-    let mut buf = vec![0u8; 32 * 1024];
-    loop {
-        match fd.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => {
-                if !outlet.send(Bytes::copy_from_slice(&buf[..n])).await {
-                    return;
-                }
-            }
-        }
-    }
-    outlet.close().await;
 }
 
 /// The client's stdin into the exec; its end closes the exec's stdin (for a pipe: EOF; a pty stays open).

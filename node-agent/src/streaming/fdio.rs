@@ -31,18 +31,6 @@ impl Fd {
         self.inner.get_ref().as_fd()
     }
 
-    /// 0 at end of file; a pty master whose slave is closed everywhere (EIO) counts as end of file.
-    pub async fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
-        loop {
-            let mut guard = self.inner.readable().await?;
-            match guard.try_io(|fd| nix::unistd::read(fd.get_ref(), buf).map_err(io::Error::from)) {
-                Ok(Err(e)) if e.raw_os_error() == Some(nix::libc::EIO) => return Ok(0),
-                Ok(result) => return result,
-                Err(_would_block) => continue,
-            }
-        }
-    }
-
     pub async fn write_all(&self, mut buf: &[u8]) -> io::Result<()> {
         while !buf.is_empty() {
             let mut guard = self.inner.writable().await?;
@@ -53,5 +41,34 @@ impl Fd {
             }
         }
         Ok(())
+    }
+}
+
+/// A pipe or pty master read like any other async source (so one pump serves it and a TCP stream alike). A pty
+/// master whose slave is closed everywhere (EIO) reads as end of file.
+impl tokio::io::AsyncRead for Fd {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        use std::task::Poll;
+        loop {
+            let mut guard = match self.inner.poll_read_ready(cx) {
+                Poll::Ready(Ok(guard)) => guard,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            };
+            let unfilled = buf.initialize_unfilled();
+            match guard.try_io(|fd| nix::unistd::read(fd.get_ref(), unfilled).map_err(io::Error::from)) {
+                Ok(Ok(n)) => {
+                    buf.advance(n);
+                    return Poll::Ready(Ok(()));
+                }
+                Ok(Err(e)) if e.raw_os_error() == Some(nix::libc::EIO) => return Poll::Ready(Ok(())),
+                Ok(Err(e)) => return Poll::Ready(Err(e)),
+                Err(_would_block) => continue,
+            }
+        }
     }
 }

@@ -16,7 +16,7 @@ use axum::extract::Request;
 use axum::http::StatusCode;
 use axum::response::Response;
 use bytes::Bytes;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
@@ -178,20 +178,7 @@ async fn forward(target: Target, port: u16, mut input: mpsc::Receiver<Bytes>, da
         }
         let _ = wr.shutdown().await;
     };
-    let from_pod = async {
-        let mut buf = vec![0u8; 32 * 1024];
-        loop {
-            match rd.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    if !data.send(Bytes::copy_from_slice(&buf[..n])).await {
-                        return;
-                    }
-                }
-            }
-        }
-        data.close().await;
-    };
+    let from_pod = super::remotecommand::pump(&mut rd, &data);
     tokio::join!(to_pod, from_pod);
     error.close().await;
 }

@@ -84,6 +84,23 @@ impl Outlet {
     }
 }
 
+/// Sends what `source` yields to `outlet` until the source ends (then the outlet is closed) or the client goes.
+pub async fn pump(mut source: impl tokio::io::AsyncRead + Unpin, outlet: &Outlet) {
+    use tokio::io::AsyncReadExt;
+    let mut buf = vec![0u8; 32 * 1024];
+    loop {
+        match source.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if !outlet.send(Bytes::copy_from_slice(&buf[..n])).await {
+                    return;
+                }
+            }
+        }
+    }
+    outlet.close().await;
+}
+
 /// Ends the connection once the outcome is written.
 pub enum Closer {
     Spdy(spdy::Writer),

@@ -68,6 +68,30 @@ pub fn container_config(s: &Setup, name: &str, script: &str) -> cri::ContainerCo
     }
 }
 
+/// A container that eats memory past a 16 MiB limit: tail keeps a line-less stream whole in memory.
+pub fn memory_eater(s: &Setup, name: &str) -> cri::ContainerConfig {
+    let mut config = container_config(s, name, "head -c 200000000 /dev/zero | tail");
+    config.linux.as_mut().expect("linux config").resources =
+        Some(cri::LinuxContainerResources { memory_limit_in_bytes: 16 << 20, ..Default::default() });
+    config
+}
+
+/// Nothing of a refused or failed CreateContainer exists: no record, upper dir, rootfs mount, listed container,
+/// or log file `log` in the test's log directory.
+pub async fn assert_no_container_left(s: &Setup, rt: &mut Runtime, log: &str) {
+    let containers = s.reefd.root().join("containers");
+    let upper: Vec<_> = std::fs::read_dir(&containers)
+        .map(|d| d.flatten().map(|e| e.file_name()).filter(|n| n != "records").collect())
+        .unwrap_or_default();
+    assert!(upper.is_empty(), "no upper dir left: {upper:?}");
+    let records = std::fs::read_dir(containers.join("records")).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(records, 0, "no container record left");
+    assert_eq!(mounts_under(&s.reefd.root()), 0, "no rootfs left mounted");
+    assert!(!s.logs.path().join(log).exists(), "no log file {log} left");
+    let listed = rt.list_containers(cri::ListContainersRequest { filter: None }).await.expect("list").into_inner();
+    assert!(listed.containers.is_empty(), "{:?}", listed.containers);
+}
+
 pub async fn run_pod(rt: &mut Runtime, config: &cri::PodSandboxConfig) -> String {
     rt.run_pod_sandbox(cri::RunPodSandboxRequest { config: Some(config.clone()), runtime_handler: String::new() })
         .await

@@ -4,7 +4,10 @@
 use std::time::{Duration, Instant};
 
 use k8s_cri::v1 as cri;
-use reef_tests::pod::{container_config, create, mounts_under, pod_config, run_pod, setup, sh, status, wait_exited};
+use reef_tests::pod::{
+    assert_no_container_left, container_config, create, memory_eater, mounts_under, pod_config, run_pod, setup, sh,
+    status, wait_exited,
+};
 use reef_tests::require_e2e;
 use tonic::Code;
 
@@ -347,17 +350,7 @@ async fn a_create_that_fails_inside_the_container_leaves_no_cgroup_rootfs_record
             .unwrap_or_default();
         assert!(left.is_empty(), "no container cgroup left in {ctrl}: {left:?}");
     }
-    let containers = s.reefd.root().join("containers");
-    let upper: Vec<_> = std::fs::read_dir(&containers)
-        .map(|d| d.flatten().map(|e| e.file_name()).filter(|n| n != "records").collect())
-        .unwrap_or_default();
-    assert!(upper.is_empty(), "no upper dir left: {upper:?}");
-    let records = std::fs::read_dir(containers.join("records")).map(|d| d.count()).unwrap_or(0);
-    assert_eq!(records, 0, "no container record left");
-    assert!(!s.logs.path().join("unmountable.log").exists(), "no empty log file left");
-    assert_eq!(mounts_under(&s.reefd.root()), 0, "no rootfs left mounted");
-    let listed = rt.list_containers(cri::ListContainersRequest { filter: None }).await.unwrap().into_inner();
-    assert!(listed.containers.is_empty(), "{:?}", listed.containers);
+    assert_no_container_left(&s, &mut rt, "unmountable.log").await;
 
     // The name was given back: the same container without the mount is made.
     let id = create(&mut rt, &pod, &sandbox, container_config(&s, "unmountable", "exec sleep 300")).await;
@@ -431,11 +424,7 @@ async fn a_container_killed_for_memory_reports_oomkilled() {
     let mut rt = s.reefd.runtime().await;
     let sandbox = pod_config(&s, "hungry");
     let pod = run_pod(&mut rt, &sandbox).await;
-    // tail keeps a line-less stream whole in memory: far past the 16 MiB limit.
-    let mut config = container_config(&s, "eater", "head -c 200000000 /dev/zero | tail");
-    config.linux.as_mut().unwrap().resources =
-        Some(cri::LinuxContainerResources { memory_limit_in_bytes: 16 << 20, ..Default::default() });
-    let id = create(&mut rt, &pod, &sandbox, config).await.unwrap();
+    let id = create(&mut rt, &pod, &sandbox, memory_eater(&s, "eater")).await.unwrap();
     rt.start_container(cri::StartContainerRequest { container_id: id.clone() }).await.unwrap();
     let st = wait_exited(&mut rt, &id).await;
     assert_eq!(st.state, cri::ContainerState::ContainerExited as i32);

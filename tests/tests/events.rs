@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use k8s_cri::v1 as cri;
 use reef_api::v1 as api;
-use reef_tests::pod::{self, Runtime, Setup, container_config, pod_config, run_pod, setup};
+use reef_tests::pod::{self, Runtime, Setup, container_config, memory_eater, pod_config, run_pod, setup};
 use reef_tests::require_e2e;
 use tokio::sync::mpsc;
 
@@ -175,10 +175,7 @@ async fn an_oom_kill_is_an_event_before_the_exit() {
     let mut rt = s.reefd.runtime().await;
     let sandbox = pod_config(&s, "hungry");
     let pod = run_pod(&mut rt, &sandbox).await;
-    let mut config = container_config(&s, "eater", "head -c 200000000 /dev/zero | tail");
-    config.linux.as_mut().unwrap().resources =
-        Some(cri::LinuxContainerResources { memory_limit_in_bytes: 16 << 20, ..Default::default() });
-    let id = create(&mut rt, &pod, &sandbox, config).await;
+    let id = create(&mut rt, &pod, &sandbox, memory_eater(&s, "eater")).await;
     let mut reef = {
         let mut stream = s
             .reefd

@@ -4,27 +4,12 @@
 use k8s_cri::v1 as cri;
 use reef_tests::image::{Compression, ImageBuilder, busybox_layer};
 use reef_tests::pod::{
-    Runtime, Setup, container_config, create, mounts_under, pod_config, run_pod, setup, wait_exited,
+    Runtime, Setup, assert_no_container_left, container_config, create, pod_config, run_pod, setup, wait_exited,
 };
 use reef_tests::push::push_image;
 use reef_tests::require_e2e;
 use serde_json::json;
 use tonic::Code;
-
-/// Nothing of a refused CreateContainer exists: no record, upper dir, rootfs mount, listed container or log.
-async fn assert_no_container_left(s: &Setup, rt: &mut Runtime, log: &str) {
-    let containers = s.reefd.root().join("containers");
-    let upper: Vec<_> = std::fs::read_dir(&containers)
-        .map(|d| d.flatten().map(|e| e.file_name()).filter(|n| n != "records").collect())
-        .unwrap_or_default();
-    assert!(upper.is_empty(), "no upper dir left: {upper:?}");
-    let records = std::fs::read_dir(containers.join("records")).map(|d| d.count()).unwrap_or(0);
-    assert_eq!(records, 0, "no container record left");
-    assert_eq!(mounts_under(&s.reefd.root()), 0, "no rootfs left mounted");
-    assert!(!s.logs.path().join(log).exists(), "no log file {log} left");
-    let listed = rt.list_containers(cri::ListContainersRequest { filter: None }).await.unwrap().into_inner();
-    assert!(listed.containers.is_empty(), "{:?}", listed.containers);
-}
 
 /// Nothing of a refused RunPodSandbox exists: no listed pod, no pod directory, no pin.
 async fn assert_no_pod_left(s: &Setup, rt: &mut Runtime, before: usize) {

@@ -114,6 +114,18 @@ pub fn pod(config: &cri::PodSandboxConfig) -> Result<(), ReefError> {
     }
     labels(&config.labels)?;
     annotations(&config.annotations)?;
+    // Reef runs no process as the pod's own user, but a client that sends the unchanged id means something
+    // wrong, and later code may come to use it: the same bounds as a container's.
+    if let Some(sc) = config.linux.as_ref().and_then(|l| l.security_context.as_ref()) {
+        for (field, v) in [("run_as_user", &sc.run_as_user), ("run_as_group", &sc.run_as_group)] {
+            if let Some(v) = v {
+                id(field, v.value)?;
+            }
+        }
+        for g in &sc.supplemental_groups {
+            id("supplemental_groups", *g)?;
+        }
+    }
     let parent = config.linux.as_ref().map(|l| l.cgroup_parent.as_str()).unwrap_or_default();
     if Path::new(parent).components().any(|c| c == Component::ParentDir) {
         return Err(invalid("cgroup_parent", format!("{parent:?} climbs out with '..'")));
@@ -417,6 +429,21 @@ mod tests {
         assert!(code(pod(&with("kernel.panic", cri::NamespaceMode::Pod))).unwrap().contains("not namespaced"));
         assert!(code(pod(&with("net.ipv4.nope", cri::NamespaceMode::Pod))).unwrap().contains("does not exist"));
         assert!(code(pod(&with("kernel.shm_rmid_forced", cri::NamespaceMode::Pod))).is_none());
+    }
+
+    #[test]
+    fn a_pod_s_own_ids_are_held_to_the_same_bounds() {
+        let err = code(pod(&pod_with(|p| {
+            p.linux = Some(cri::LinuxPodSandboxConfig {
+                security_context: Some(cri::LinuxSandboxSecurityContext {
+                    run_as_user: Some(cri::Int64Value { value: 4294967295 }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+        })))
+        .unwrap();
+        assert!(err.contains("run_as_user"), "{err}");
     }
 
     #[test]

@@ -60,9 +60,9 @@ impl CgroupJoin {
         Ok(CgroupJoin(fds))
     }
 
-    pub fn fds(&self) -> Vec<std::os::fd::RawFd> {
-        use std::os::fd::AsRawFd;
-        self.0.iter().map(|fd| fd.as_raw_fd()).collect()
+    pub fn fds(&self) -> Vec<std::os::fd::BorrowedFd<'_>> {
+        use std::os::fd::AsFd;
+        self.0.iter().map(|fd| fd.as_fd()).collect()
     }
 }
 
@@ -92,7 +92,7 @@ impl PendingCgroup {
     }
 
     /// What the launched process writes itself into; empty when it is put in from outside.
-    pub fn join_fds(&self) -> Vec<std::os::fd::RawFd> {
+    pub fn join_fds(&self) -> Vec<std::os::fd::BorrowedFd<'_>> {
         self.join.as_ref().map(CgroupJoin::fds).unwrap_or_default()
     }
 

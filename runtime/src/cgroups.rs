@@ -188,6 +188,11 @@ impl ContainerCgroup {
             .collect()
     }
 
+    /// Whether the kernel's OOM killer ended a process of it, from the hierarchies it was made in.
+    pub fn oom_killed(&self) -> bool {
+        self.hierarchies.oom_file(&self.path).is_some_and(|f| oom_kills_in(&f))
+    }
+
     /// Removes it (stops the scope under systemd). Its processes must be gone.
     pub fn destroy(&self) -> Result<(), String> {
         if let Some(unit) = &self.systemd {
@@ -199,6 +204,14 @@ impl ContainerCgroup {
         }
         remove_dirs(&cgroups_rs::fs::Cgroup::load(hierarchy, &self.path))
     }
+}
+
+/// Whether `file` (`memory.events` or `memory.oom_control`) counts an OOM kill.
+fn oom_kills_in(file: &Path) -> bool {
+    std::fs::read_to_string(file)
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.strip_prefix("oom_kill ").and_then(|n| n.trim().parse::<u64>().ok()).is_some_and(|n| n > 0))
 }
 
 /// Where the systemd driver puts a container: the unit path handed to systemd and the cgroup path below each
@@ -326,6 +339,20 @@ pub fn update(path: &str, resources: &oci_spec::runtime::LinuxResources) -> Resu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cgroup_that_counted_an_oom_kill_says_so_wherever_its_memory_hierarchy_is_mounted() {
+        let dir = tempfile::tempdir().unwrap();
+        let own = dir.path().join("kubepods/c1");
+        std::fs::create_dir_all(&own).unwrap();
+        let memory = V1Mount { controller: "memory".into(), point: dir.path().to_path_buf(), root: "/".into() };
+        let cgroup =
+            ContainerCgroup { path: "kubepods/c1".into(), systemd: None, hierarchies: Hierarchies::V1(vec![memory]) };
+        std::fs::write(own.join("memory.oom_control"), "oom_kill_disable 0\nunder_oom 0\noom_kill 0\n").unwrap();
+        assert!(!cgroup.oom_killed());
+        std::fs::write(own.join("memory.oom_control"), "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n").unwrap();
+        assert!(cgroup.oom_killed());
+    }
 
     #[test]
     fn systemd_paths_nest_kubelet_slices_like_systemd() {

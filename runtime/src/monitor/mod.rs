@@ -76,9 +76,44 @@ struct Container {
 /// Input for a container's stdin waits here up to this much; beyond it, attach clients are not read.
 const STDIN_PENDING: usize = 64 << 10;
 
+/// A request connection. Non-blocking, like everything the loop waits on: a client that sends half a request or
+/// does not read its answers holds only its own connection, never the pod's loop.
 struct Conn {
     reader: BufReader<UnixStream>,
     writer: UnixStream,
+    /// The request line read so far.
+    line: Vec<u8>,
+    /// Answers the client has not taken yet.
+    out: Vec<u8>,
+}
+
+/// A request line longer than this (a Create's plan is a few KiB) ends its connection.
+const MAX_REQUEST: usize = 16 << 20;
+/// Answers a client leaves unread beyond this end its connection.
+const MAX_UNREAD: usize = 1 << 20;
+
+impl Conn {
+    fn new(stream: UnixStream) -> std::io::Result<Conn> {
+        stream.set_nonblocking(true)?;
+        let writer = stream.try_clone()?;
+        Ok(Conn { reader: BufReader::new(stream), writer, line: Vec::new(), out: Vec::new() })
+    }
+
+    /// Writes what the socket takes of the answers; false when the client is gone or too far behind.
+    fn flush(&mut self) -> bool {
+        while !self.out.is_empty() {
+            match (&self.writer).write(&self.out) {
+                Ok(0) => return false,
+                Ok(n) => {
+                    self.out.drain(..n);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => return false,
+            }
+        }
+        self.out.len() <= MAX_UNREAD
+    }
 }
 
 pub struct Monitor {
@@ -100,6 +135,15 @@ fn write_atomic<T: serde::Serialize>(path: &Path, value: &T) -> std::io::Result<
     f.write_all(&serde_json::to_vec(value).map_err(std::io::Error::other)?)?;
     f.sync_all()?;
     std::fs::rename(&tmp, path)
+}
+
+/// Writes the record `<dir>/<id>.<ext>` (`write_atomic`). A failure is logged, not returned: the container's state
+/// is still the monitor's to tell while it runs, but reefd finds no record on disk after it, and must be told why.
+fn write_record<T: serde::Serialize>(dir: &Path, id: &str, ext: &str, value: &T) {
+    let path = dir.join(format!("{id}.{ext}"));
+    if let Err(e) = write_atomic(&path, value) {
+        let _ = writeln!(std::io::stderr(), "reef-monitor: write {}: {e}", path.display());
+    }
 }
 
 impl Monitor {
@@ -196,7 +240,8 @@ impl Monitor {
             PollFd::new(self.signals.as_fd(), PollFlags::POLLIN),
         ];
         for (i, c) in self.conns.iter().enumerate() {
-            fds.push(PollFd::new(c.writer.as_fd(), PollFlags::POLLIN));
+            let flags = if c.out.is_empty() { PollFlags::POLLIN } else { PollFlags::POLLIN | PollFlags::POLLOUT };
+            fds.push(PollFd::new(c.writer.as_fd(), flags));
             sources.push(Src::Conn(i));
         }
         for (i, a) in self.attachers.iter().enumerate() {

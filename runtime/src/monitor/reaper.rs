@@ -1,8 +1,7 @@
 //! The monitor as the pod's one reaper: every exited child is collected here and matched to its container; an
 //! exit is recorded (`<id>.exit`, with whether the cgroup saw an OOM kill) once the container's output is read.
 
-use std::io::{Read, Write};
-use std::path::Path;
+use std::io::Write;
 use std::time::SystemTime;
 
 use nix::sys::signal::Signal;
@@ -10,10 +9,14 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
 use super::protocol::ExitRecord;
-use super::stdio::deliver;
-use super::{Monitor, attach, build, write_atomic};
+use super::stdio::drain;
+use super::{Monitor, attach, build, write_record};
 use crate::clock::now_nanos;
 use crate::logging::Stream;
+
+/// What a container's pipes still hold when its exit is recorded is read up to this much, per pipe: a pipe's
+/// buffer four times over, enough for what the container wrote before it died.
+const EXIT_DRAIN: usize = 256 << 10;
 
 impl Monitor {
     /// The one reaper of the pod: every exited child is collected here and matched to its container by pid.
@@ -41,35 +44,23 @@ impl Monitor {
         }
     }
 
-    /// Records exits whose output has been read to the end.
+    /// Records exits: what the container left running in the pod's shared PID namespace is killed first, then
+    /// what is still buffered in its pipes is read, a bounded amount (a process that keeps them open, killed or
+    /// not in the container's cgroup, must not hold the pod's loop), and no log line comes after the record.
     pub(super) fn finish_exits(&mut self) {
         let finished_at = now_nanos();
         for (id, c) in self.containers.iter_mut() {
             let Some((code, signal)) = c.pending_exit else { continue };
-            // Grandchildren may keep the pipes open; the exit does not wait for them beyond what is buffered.
-            for stream in [Stream::Stdout, Stream::Stderr] {
-                let pipe = match stream {
-                    Stream::Stdout => &mut c.stdout,
-                    Stream::Stderr => &mut c.stderr,
-                };
-                if let Some(f) = pipe.as_mut() {
-                    let mut buf = [0u8; 32 * 1024];
-                    while let Ok(n) = f.read(&mut buf) {
-                        if n == 0 {
-                            break;
-                        }
-                        let _ = c.log.write(stream, &buf[..n], SystemTime::now());
-                        deliver(&mut self.attachers, id, stream, &buf[..n]);
-                    }
-                }
-            }
-            let _ = c.log.flush_partial(SystemTime::now());
             if !c.own_pid_namespace {
                 kill_leftovers(c.cgroup.as_ref());
             }
-            let oom_killed = c.cgroup.as_ref().is_some_and(|g| oom_kills(g.path()));
+            for stream in [Stream::Stdout, Stream::Stderr] {
+                drain(c, &mut self.attachers, id, stream, EXIT_DRAIN);
+            }
+            let _ = c.log.flush_partial(SystemTime::now());
+            let oom_killed = c.cgroup.as_ref().is_some_and(|g| g.oom_killed());
             let record = ExitRecord { code, signal, finished_at, oom_killed };
-            let _ = write_atomic(&self.dir.join(format!("{id}.exit")), &record);
+            write_record(&self.dir, id, "exit", &record);
             c.exit = Some(record);
             c.pending_exit = None;
             for a in self.attachers.iter_mut().filter(|a| &a.container == id) {
@@ -113,16 +104,4 @@ fn kill_leftovers(cgroup: Option<&crate::cgroups::ContainerCgroup>) {
             let _ = nix::sys::signal::kill(Pid::from_raw(p), Signal::SIGKILL);
         }
     }
-}
-
-/// Whether the container's cgroup saw an OOM kill: `oom_kill` in memory.events (v2) or memory.oom_control (v1).
-fn oom_kills(path: &str) -> bool {
-    let v2 = Path::new("/sys/fs/cgroup").join(path).join("memory.events");
-    let v1 = Path::new("/sys/fs/cgroup/memory").join(path).join("memory.oom_control");
-    [v2, v1].iter().any(|f| {
-        std::fs::read_to_string(f)
-            .unwrap_or_default()
-            .lines()
-            .any(|l| l.strip_prefix("oom_kill ").and_then(|n| n.trim().parse::<u64>().ok()).is_some_and(|n| n > 0))
-    })
 }

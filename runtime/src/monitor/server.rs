@@ -1,14 +1,14 @@
 //! The monitor's request side: connections on `monitor.sock`, one JSON request per line (`protocol`), and what
 //! each request does to the pod's containers. A Create's plan is decoded and built in a child (`build`).
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::BufRead;
 
 use nix::sys::signal::Signal;
 use nix::sys::wait::waitpid;
 use nix::unistd::Pid;
 
 use super::protocol::{ErrorKind, PlanHead, Request, Response};
-use super::{Conn, Container, Monitor, attach, build, state_of, write_atomic};
+use super::{Conn, Container, MAX_REQUEST, Monitor, attach, build, state_of, write_record};
 use crate::clock::now_nanos;
 use crate::logging::LogWriter;
 
@@ -19,21 +19,40 @@ fn not_found(id: &str) -> Response {
 impl Monitor {
     pub(super) fn accept(&mut self) {
         while let Ok((stream, _)) = self.listener.accept() {
-            let _ = stream.set_nonblocking(false);
-            if let Ok(writer) = stream.try_clone() {
-                self.conns.push(Conn { reader: BufReader::new(stream), writer });
+            if let Ok(conn) = Conn::new(stream) {
+                self.conns.push(conn);
             }
         }
     }
 
-    /// Handles one request line; false when the connection is gone.
+    /// Writes pending answers, reads what the connection sent and answers each whole request line; false when
+    /// the connection is gone (or became an attach stream).
     pub(super) fn serve_conn(&mut self, i: usize) -> bool {
-        let mut line = String::new();
-        match self.conns[i].reader.read_line(&mut line) {
-            Ok(0) | Err(_) => return false,
-            Ok(_) => {}
+        if !self.conns[i].flush() {
+            return false;
         }
-        let response = match serde_json::from_str::<Request<PlanHead>>(&line) {
+        loop {
+            let conn = &mut self.conns[i];
+            match conn.reader.read_until(b'\n', &mut conn.line) {
+                Ok(_) if conn.line.last() == Some(&b'\n') => {
+                    let line = std::mem::take(&mut conn.line);
+                    if !self.answer(i, &line) {
+                        return false;
+                    }
+                }
+                // The end of the stream, in the middle of a line or not.
+                Ok(_) => return false,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return conn.line.len() <= MAX_REQUEST,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => return false,
+            }
+        }
+    }
+
+    /// Answers one request line; false when the connection is done.
+    fn answer(&mut self, i: usize, line: &[u8]) -> bool {
+        let Ok(line) = std::str::from_utf8(line) else { return false };
+        let response = match serde_json::from_str::<Request<PlanHead>>(line) {
             Ok(Request::Attach { id, stdin }) => match self.containers.get(&id) {
                 None => not_found(&id),
                 // A created container may be attached before it starts (docker run -it does), so nothing is missed.
@@ -41,30 +60,34 @@ impl Monitor {
                     Response::error(ErrorKind::InvalidState, format!("container {id} is not running"))
                 }
                 Some(_) => {
-                    let mut out = serde_json::to_vec(&Response::Ok { state: None }).unwrap_or_default();
-                    out.push(b'\n');
-                    if self.conns[i].writer.write_all(&out).is_err() {
-                        return false;
-                    }
-                    let stream = match self.conns[i].writer.try_clone() {
-                        Ok(s) => s,
-                        Err(_) => return false,
-                    };
-                    self.attachers.push(attach::Attacher::new(id, stream, stdin));
+                    self.attach(i, id, stdin);
                     // The request connection is now the attach stream; the JSON side of it is done.
                     return false;
                 }
             },
             Ok(Request::Create { id, plan, log_path, log_dir, stdin, stdin_once }) => {
                 let log = crate::logging::Target::new(log_dir, log_path);
-                self.create(id, &line, plan.terminal, &log, stdin, stdin_once)
+                self.create(id, line, plan.terminal, &log, stdin, stdin_once)
             }
             Ok(req) => self.handle(req),
             Err(e) => Response::error(ErrorKind::BadRequest, e.to_string()),
         };
-        let mut out = serde_json::to_vec(&response).unwrap_or_default();
-        out.push(b'\n');
-        self.conns[i].writer.write_all(&out).is_ok()
+        let conn = &mut self.conns[i];
+        conn.out.extend(serde_json::to_vec(&response).unwrap_or_default());
+        conn.out.push(b'\n');
+        conn.flush()
+    }
+
+    /// Turns connection `i` into an attach stream of container `id`, its answer the stream's first bytes.
+    fn attach(&mut self, i: usize, id: String, stdin: bool) {
+        let conn = &mut self.conns[i];
+        let Ok(stream) = conn.writer.try_clone() else { return };
+        let mut attacher = attach::Attacher::new(id, stream, stdin);
+        attacher.out = std::mem::take(&mut conn.out);
+        attacher.out.extend(serde_json::to_vec(&Response::Ok { state: None }).unwrap_or_default());
+        attacher.out.push(b'\n');
+        attacher.flush();
+        self.attachers.push(attacher);
     }
 
     fn handle(&mut self, req: Request<PlanHead>) -> Response {
@@ -220,7 +243,7 @@ impl Monitor {
             return Response::Error { kind: ErrorKind::Launch, errno, message: crate::error_chain(&e) };
         }
         c.started_at = Some(started_at);
-        let _ = write_atomic(&self.dir.join(format!("{id}.started")), &started_at);
+        write_record(&self.dir, id, "started", &started_at);
         Response::Ok { state: Some(state_of(c)) }
     }
 }

@@ -5,36 +5,50 @@ use std::io::{Read, Write};
 use std::os::fd::AsFd;
 use std::time::SystemTime;
 
-use super::{Monitor, attach};
+use super::{Container, Monitor, attach};
 use crate::logging::Stream;
 
 impl Monitor {
+    /// Output the container wrote: up to `PUMP_BUDGET` per round, so that a container writing as fast as the
+    /// monitor reads cannot keep the pod's loop from its other containers and clients.
     pub(super) fn pump(&mut self, id: &str, stream: Stream) {
         let Some(c) = self.containers.get_mut(id) else { return };
-        let pipe = match stream {
-            Stream::Stdout => &mut c.stdout,
-            Stream::Stderr => &mut c.stderr,
-        };
-        let Some(f) = pipe.as_mut() else { return };
-        let mut buf = [0u8; 32 * 1024];
-        loop {
-            match f.read(&mut buf) {
-                Ok(0) => {
-                    *pipe = None;
-                    return;
+        drain(c, &mut self.attachers, id, stream, PUMP_BUDGET);
+    }
+}
+
+/// What one poll round reads of one pipe at most.
+const PUMP_BUDGET: usize = 128 << 10;
+
+/// Reads up to `budget` bytes of a container's `stream`, or until its pipe is empty, into its log and to its
+/// attach clients. A pipe that ended or failed is closed.
+pub(super) fn drain(c: &mut Container, attachers: &mut [attach::Attacher], id: &str, stream: Stream, budget: usize) {
+    let pipe = match stream {
+        Stream::Stdout => &mut c.stdout,
+        Stream::Stderr => &mut c.stderr,
+    };
+    let Some(f) = pipe.as_mut() else { return };
+    let mut buf = [0u8; 32 * 1024];
+    let mut read = 0;
+    while read < budget {
+        match f.read(&mut buf) {
+            Ok(0) => {
+                *pipe = None;
+                return;
+            }
+            Ok(n) => {
+                read += n;
+                if let Err(e) = c.log.write(stream, &buf[..n], SystemTime::now()) {
+                    // The log is kubelet's to rotate or lose; the container keeps running either way.
+                    let _ = writeln!(std::io::stderr(), "reef-monitor: {e}");
                 }
-                Ok(n) => {
-                    if let Err(e) = c.log.write(stream, &buf[..n], SystemTime::now()) {
-                        // The log is kubelet's to rotate or lose; the container keeps running either way.
-                        let _ = writeln!(std::io::stderr(), "reef-monitor: {e}");
-                    }
-                    deliver(&mut self.attachers, id, stream, &buf[..n]);
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
-                Err(_) => {
-                    *pipe = None;
-                    return;
-                }
+                deliver(attachers, id, stream, &buf[..n]);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => {
+                *pipe = None;
+                return;
             }
         }
     }

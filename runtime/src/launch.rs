@@ -351,8 +351,7 @@ pub fn spawn_exec(plan: &LaunchPlan, target: Pid, stdio: Stdio) -> Result<Pid, L
         .cgroup
         .as_ref()
         .map(|c| crate::cgroups::CgroupJoin::open(&c.path, crate::cgroups::hierarchy_of(c)))
-        .transpose()
-        .map_err(LaunchError::InvalidPlan)?;
+        .transpose()?;
     let prepared = Prepared::new(&joined, stdio, cgroup.as_ref().map(|c| c.fds()).unwrap_or_default(), true)?;
     let pid = via_intermediate(&prepared, reports_tx, None)?;
     match protocol::read_report(&reports_rx)? {

@@ -42,8 +42,8 @@ fn cgroup_plan(path: &str, linux: &oci_spec::runtime::Linux) -> Result<crate::la
     let hierarchies = Some(crate::cgroups::Hierarchies::node().clone());
     if cgroups_rs::manager::is_systemd_cgroup(path) {
         let parts: Vec<&str> = path.split(':').collect();
-        let (unit, fs_path) =
-            crate::cgroups::systemd_paths(parts[0], parts[1], parts[2]).map_err(PlanError::Unsupported)?;
+        let (unit, fs_path) = crate::cgroups::systemd_paths(parts[0], parts[1], parts[2])
+            .map_err(|e| PlanError::Unsupported(e.to_string()))?;
         return Ok(crate::launch::CgroupPlan { path: fs_path, systemd: Some(unit), resources, hierarchies });
     }
     Ok(crate::launch::CgroupPlan {

@@ -13,13 +13,15 @@ use cgroups_rs::fs::pid::PidController;
 use cgroups_rs::fs::{Controller, MaxValue};
 use oci_spec::runtime::{LinuxDeviceCgroup, LinuxMemory, LinuxResources};
 
+use super::CgroupError;
+
 /// Whether `apply` writes everything `resources` asks for.
 pub fn handles(resources: &LinuxResources) -> bool {
     resources.block_io().is_none() && resources.network().is_none()
 }
 
-pub fn apply(cgroup: &Cgroup, r: &LinuxResources) -> Result<(), String> {
-    let err = |e: cgroups_rs::fs::error::Error| e.to_string();
+pub fn apply(cgroup: &Cgroup, r: &LinuxResources) -> Result<(), CgroupError> {
+    let err = |source| CgroupError::Fs { path: cgroup.path().to_string(), source };
     if let Some(cpu) = r.cpu() {
         if cpu.cpus().is_some() || cpu.mems().is_some() {
             let set: &CpuSetController = controller(cgroup, "cpuset")?;
@@ -37,7 +39,8 @@ pub fn apply(cgroup: &Cgroup, r: &LinuxResources) -> Result<(), String> {
             || cpu.realtime_runtime().is_some()
             || cpu.realtime_period().is_some();
         if wants_cpu {
-            let c = c.ok_or("no cpu hierarchy")?;
+            let c =
+                c.ok_or_else(|| CgroupError::NoController { path: cgroup.path().to_string(), controller: "cpu" })?;
             if let Some(shares) = cpu.shares().filter(|s| *s != 0) {
                 c.set_shares(shares).map_err(err)?;
             }
@@ -56,7 +59,7 @@ pub fn apply(cgroup: &Cgroup, r: &LinuxResources) -> Result<(), String> {
         }
     }
     if let Some(memory) = r.memory() {
-        set_memory(controller(cgroup, "memory")?, memory)?;
+        set_memory(controller(cgroup, "memory")?, memory, cgroup.path())?;
     }
     if let Some(pids) = r.pids() {
         let p: &PidController = controller(cgroup, "pids")?;
@@ -73,8 +76,13 @@ pub fn apply(cgroup: &Cgroup, r: &LinuxResources) -> Result<(), String> {
     if let Some(devices) = r.devices() {
         let d: &DevicesController = controller(cgroup, "devices")?;
         for rule in devices {
-            let kind = DeviceType::from_char(rule.typ().unwrap_or_default().as_str().chars().next())
-                .ok_or_else(|| format!("device rule type {:?}", rule.typ()))?;
+            let kind =
+                DeviceType::from_char(rule.typ().unwrap_or_default().as_str().chars().next()).ok_or_else(|| {
+                    CgroupError::Invalid {
+                        path: cgroup.path().to_string(),
+                        what: format!("device rule type {:?}", rule.typ()),
+                    }
+                })?;
             let access: Vec<DevicePermissions> =
                 rule.access().as_deref().unwrap_or_default().chars().filter_map(DevicePermissions::from_char).collect();
             let (major, minor) = numbers_of(rule);
@@ -94,18 +102,20 @@ fn numbers_of(rule: &LinuxDeviceCgroup) -> (i64, i64) {
     (rule.major().unwrap_or(-1), rule.minor().unwrap_or(-1))
 }
 
-fn controller<'a, T>(cgroup: &'a Cgroup, name: &str) -> Result<&'a T, String>
+fn controller<'a, T>(cgroup: &'a Cgroup, name: &'static str) -> Result<&'a T, CgroupError>
 where
     &'a T: From<&'a cgroups_rs::fs::Subsystem>,
     T: Controller + cgroups_rs::fs::ControllIdentifier,
 {
-    cgroup.controller_of().ok_or_else(|| format!("no {name} hierarchy"))
+    cgroup
+        .controller_of()
+        .ok_or_else(|| CgroupError::NoController { path: cgroup.path().to_string(), controller: name })
 }
 
 /// Memory and memory+swap in an order the kernel accepts from any current value (the limit may not exceed
 /// memsw, so whichever moves first depends on the direction), as FsManager writes them.
-fn set_memory(m: &MemController, memory: &LinuxMemory) -> Result<(), String> {
-    let err = |e: cgroups_rs::fs::error::Error| e.to_string();
+fn set_memory(m: &MemController, memory: &LinuxMemory, path: &str) -> Result<(), CgroupError> {
+    let err = |source| CgroupError::Fs { path: path.to_string(), source };
     let limit = memory.limit().unwrap_or(0);
     let mut swap = memory.swap().unwrap_or(0);
     if limit == -1 && swap == 0 {
@@ -131,7 +141,10 @@ fn set_memory(m: &MemController, memory: &LinuxMemory) -> Result<(), String> {
     }
     if let Some(swappiness) = memory.swappiness() {
         if swappiness > 100 {
-            return Err(format!("swappiness {swappiness} is over 100"));
+            return Err(CgroupError::Invalid {
+                path: path.to_string(),
+                what: format!("swappiness {swappiness} is over 100"),
+            });
         }
         m.set_swappiness(swappiness).map_err(err)?;
     }

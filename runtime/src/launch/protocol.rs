@@ -96,6 +96,8 @@ pub enum LaunchError {
     },
     #[error("invalid launch plan: {0}")]
     InvalidPlan(String),
+    #[error(transparent)]
+    Cgroup(#[from] crate::cgroups::CgroupError),
     #[error("the container was already started")]
     AlreadyStarted,
     #[error("launch protocol: {0}")]

@@ -27,7 +27,7 @@ use nix::unistd::{ForkResult, Pid};
 use serde::{Deserialize, Serialize};
 
 use super::protocol::{ErrorKind, Request, Response};
-use crate::cgroups::{ContainerCgroup, PendingCgroup};
+use crate::cgroups::{CgroupError, ContainerCgroup, PendingCgroup};
 use crate::launch::{Forker, Gate, InitEnds, LaunchError, LaunchPlan, Stdio};
 use crate::sys;
 
@@ -157,8 +157,8 @@ fn from_here(
     }
 }
 
-fn cgroup_error(message: String) -> Response {
-    Response::error(ErrorKind::Launch, message)
+fn cgroup_error(e: CgroupError) -> Response {
+    Response::Error { kind: ErrorKind::Launch, errno: e.errno().map(|e| e as i32), message: crate::error_chain(&e) }
 }
 
 fn launch_error(e: &LaunchError) -> Response {
@@ -194,6 +194,7 @@ fn fork_remover(cgroups: &[(String, ContainerCgroup)]) -> nix::Result<Pid> {
             let _ = std::panic::catch_unwind(|| {
                 for (id, cgroup) in cgroups {
                     if let Err(e) = cgroup.destroy() {
+                        let e = crate::error_chain(&e);
                         let _ = writeln!(std::io::stderr(), "reef-monitor: remove the cgroup of {id}: {e}");
                     }
                 }

@@ -1,5 +1,7 @@
 //! rctl: the Reef node debugging CLI.
 
+#![deny(unsafe_code)]
+
 mod cli;
 mod client;
 mod commands;

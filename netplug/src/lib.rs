@@ -5,6 +5,8 @@
 //! `teardown` undoes whatever exists, and `reconcile` at start tears down every network whose pod is gone, so a
 //! crash at any point leaks nothing once reefd has started again.
 
+#![deny(unsafe_code)]
+
 mod builtin;
 pub mod cni;
 mod error;

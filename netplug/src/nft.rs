@@ -174,6 +174,7 @@ impl fmt::Display for RuleSpec {
 struct FibDaddrType;
 
 impl expr::Expression for FibDaddrType {
+    #[allow(unsafe_code)]
     fn to_expr(&self, _rule: &Rule) -> std::ptr::NonNull<nftnl_sys::nftnl_expr> {
         // SAFETY: allocates a libnftnl expression and sets u32 attributes on it; a null allocation aborts like
         // nftnl's own expressions do. The rule takes ownership of the returned pointer.

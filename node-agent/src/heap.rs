@@ -60,12 +60,14 @@ pub fn spawn_trimmer() {
 /// go, and the arenas they leave keep their pages. Two arenas bound that, as `MALLOC_ARENA_MAX=2` would, however
 /// reefd is started.
 #[cfg(target_env = "gnu")]
+#[allow(unsafe_code)]
 pub fn limit_arenas() {
     // SAFETY: mallopt takes two integers and touches only the allocator's settings; it runs before any thread.
     unsafe { nix::libc::mallopt(nix::libc::M_ARENA_MAX, 2) };
 }
 
 #[cfg(target_env = "gnu")]
+#[allow(unsafe_code)]
 fn trim() {
     // SAFETY: malloc_trim takes an integer and works under the allocator's own locks; any thread may call it.
     unsafe { nix::libc::malloc_trim(0) };

@@ -1,5 +1,7 @@
 //! reefd: the Reef node agent. Serves the Kubernetes CRI and Reef's own API on a unix socket.
 
+#![deny(unsafe_code)]
+
 mod agent;
 mod api;
 mod blocking;

@@ -11,8 +11,10 @@ use cgroups_rs::manager::{FsManager, Manager, SystemdManager};
 
 use crate::launch::CgroupPlan;
 
+mod error;
 mod hierarchies;
 mod v1_limits;
+pub use error::CgroupError;
 pub use hierarchies::{Hierarchies, V1Mount, ViewEntry};
 
 /// The plan's hierarchies when reefd sent them, else this process's own.
@@ -35,7 +37,7 @@ pub struct CgroupJoin(Vec<std::os::fd::OwnedFd>);
 
 impl CgroupJoin {
     /// For the existing cgroup at `path` (below each hierarchy's root).
-    pub fn open(path: &str, hierarchy: Box<dyn cgroups_rs::fs::Hierarchy>) -> Result<CgroupJoin, String> {
+    pub fn open(path: &str, hierarchy: Box<dyn cgroups_rs::fs::Hierarchy>) -> Result<CgroupJoin, CgroupError> {
         let files: Vec<std::path::PathBuf> = if hierarchy.v2() {
             vec![hierarchy.root().join(path.trim_start_matches('/')).join("cgroup.procs")]
         } else {
@@ -54,15 +56,15 @@ impl CgroupJoin {
                     .write(true)
                     .open(f)
                     .map(std::os::fd::OwnedFd::from)
-                    .map_err(|e| format!("cgroup {}: {e}", f.display()))
+                    .map_err(|source| CgroupError::Io { path: f.clone(), source })
             })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(CgroupJoin(fds))
     }
 
-    pub fn fds(&self) -> Vec<std::os::fd::RawFd> {
-        use std::os::fd::AsRawFd;
-        self.0.iter().map(|fd| fd.as_raw_fd()).collect()
+    pub fn fds(&self) -> Vec<std::os::fd::BorrowedFd<'_>> {
+        use std::os::fd::AsFd;
+        self.0.iter().map(|fd| fd.as_fd()).collect()
     }
 }
 
@@ -74,14 +76,14 @@ pub struct PendingCgroup {
 }
 
 impl PendingCgroup {
-    pub fn new(plan: &CgroupPlan) -> Result<PendingCgroup, String> {
+    pub fn new(plan: &CgroupPlan) -> Result<PendingCgroup, CgroupError> {
         let pending = PendingCgroup { plan: plan.clone(), join: None };
         if plan.systemd.is_some() {
             return Ok(pending);
         }
         let cgroup = cgroups_rs::fs::Cgroup::load(hierarchy_of(plan), &plan.path);
         // Creating also copies cpuset.cpus and cpuset.mems down on v1, without which nothing may join.
-        cgroup.create().map_err(|e| format!("cgroup {}: {e}", plan.path))?;
+        cgroup.create().map_err(|source| CgroupError::Fs { path: plan.path.clone(), source })?;
         match CgroupJoin::open(&plan.path, hierarchy_of(plan)) {
             Ok(join) => Ok(PendingCgroup { join: Some(join), ..pending }),
             Err(e) => {
@@ -92,7 +94,7 @@ impl PendingCgroup {
     }
 
     /// What the launched process writes itself into; empty when it is put in from outside.
-    pub fn join_fds(&self) -> Vec<std::os::fd::RawFd> {
+    pub fn join_fds(&self) -> Vec<std::os::fd::BorrowedFd<'_>> {
         self.join.as_ref().map(CgroupJoin::fds).unwrap_or_default()
     }
 
@@ -109,10 +111,10 @@ impl PendingCgroup {
     }
 
     /// Once `pid` runs (and, under cgroupfs, has joined): puts it in under systemd, then applies the limits.
-    pub fn finish(self, pid: i32) -> Result<ContainerCgroup, String> {
+    pub fn finish(self, pid: i32) -> Result<ContainerCgroup, CgroupError> {
         let plan = &self.plan;
         let Some(unit) = &plan.systemd else { return self.limit() };
-        let what = |e: cgroups_rs::manager::Error| format!("cgroup {}: {e}", plan.path);
+        let what = |source| CgroupError::Manager { path: plan.path.clone(), source: Box::new(source) };
         let mut manager = SystemdManager::new(unit).map_err(what)?;
         manager.add_proc(cgroups_rs::CgroupPid { pid: pid as u64 }).map_err(what)?;
         if let Err(e) = manager.set(&plan.resources) {
@@ -123,15 +125,15 @@ impl PendingCgroup {
     }
 
     /// Under cgroupfs, the limits, before or after a process joins.
-    pub fn limit(&self) -> Result<ContainerCgroup, String> {
+    pub fn limit(&self) -> Result<ContainerCgroup, CgroupError> {
         let plan = &self.plan;
-        let what = |e: cgroups_rs::manager::Error| format!("cgroup {}: {e}", plan.path);
+        let what = |source| CgroupError::Manager { path: plan.path.clone(), source: Box::new(source) };
         let hierarchy = hierarchy_of(plan);
         if !hierarchy.v2() && v1_limits::handles(&plan.resources) {
             let cgroup = cgroups_rs::fs::Cgroup::load(hierarchy, &plan.path);
             if let Err(e) = v1_limits::apply(&cgroup, &plan.resources) {
                 let _ = remove_dirs(&cgroup);
-                return Err(format!("cgroup {}: {e}", plan.path));
+                return Err(e);
             }
             return Ok(self.made());
         }
@@ -153,14 +155,14 @@ impl PendingCgroup {
 }
 
 /// Moves any thread left out to the root (rmdir refuses a populated cgroup) and removes the directories.
-fn remove_dirs(cgroup: &cgroups_rs::fs::Cgroup) -> Result<(), String> {
+fn remove_dirs(cgroup: &cgroups_rs::fs::Cgroup) -> Result<(), CgroupError> {
     if !cgroup.exists() {
         return Ok(());
     }
     for pid in cgroup.tasks() {
         let _ = cgroup.remove_task(pid);
     }
-    cgroup.delete().map_err(|e| e.to_string())
+    cgroup.delete().map_err(|source| CgroupError::Fs { path: cgroup.path().to_string(), source })
 }
 
 /// The cgroup of a running container, as the monitor keeps it: plain data, so it crosses from the short-lived
@@ -188,25 +190,38 @@ impl ContainerCgroup {
             .collect()
     }
 
+    /// Whether the kernel's OOM killer ended a process of it, from the hierarchies it was made in.
+    pub fn oom_killed(&self) -> bool {
+        self.hierarchies.oom_file(&self.path).is_some_and(|f| oom_kills_in(&f))
+    }
+
     /// Removes it (stops the scope under systemd). Its processes must be gone.
-    pub fn destroy(&self) -> Result<(), String> {
+    pub fn destroy(&self) -> Result<(), CgroupError> {
+        let what = |source| CgroupError::Manager { path: self.path.clone(), source: Box::new(source) };
         if let Some(unit) = &self.systemd {
-            return SystemdManager::new(unit).and_then(|mut m| m.destroy()).map_err(|e| e.to_string());
+            return SystemdManager::new(unit).and_then(|mut m| m.destroy()).map_err(what);
         }
         let hierarchy = self.hierarchies.boxed();
         if hierarchy.v2() {
-            return FsManager::new(&self.path).and_then(|mut fs| fs.destroy()).map_err(|e| e.to_string());
+            return FsManager::new(&self.path).and_then(|mut fs| fs.destroy()).map_err(what);
         }
         remove_dirs(&cgroups_rs::fs::Cgroup::load(hierarchy, &self.path))
     }
 }
 
+/// Whether `file` (`memory.events` or `memory.oom_control`) counts an OOM kill.
+fn oom_kills_in(file: &Path) -> bool {
+    std::fs::read_to_string(file)
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.strip_prefix("oom_kill ").and_then(|n| n.trim().parse::<u64>().ok()).is_some_and(|n| n > 0))
+}
+
 /// Where the systemd driver puts a container: the unit path handed to systemd and the cgroup path below each
 /// hierarchy's root, from kubelet's parent slice (`kubepods-besteffort-pod<uid>.slice`).
-pub fn systemd_paths(parent_slice: &str, prefix: &str, name: &str) -> Result<(String, String), String> {
+pub fn systemd_paths(parent_slice: &str, prefix: &str, name: &str) -> Result<(String, String), CgroupError> {
     let slice = if parent_slice.is_empty() { "system.slice" } else { parent_slice };
-    let dir = cgroups_rs::systemd::utils::expand_slice(slice)
-        .map_err(|_| format!("cgroup parent {slice:?} is not a systemd slice name"))?;
+    let dir = cgroups_rs::systemd::utils::expand_slice(slice).map_err(|_| CgroupError::NotASlice(slice.into()))?;
     let unit = format!("{prefix}-{name}.scope");
     Ok((format!("{slice}:{prefix}:{name}"), format!("{dir}/{unit}")))
 }
@@ -315,17 +330,32 @@ pub fn limits(path: &str) -> Option<Limits> {
 }
 
 /// UpdateContainerResources: applies new limits to a running container's cgroup.
-pub fn update(path: &str, resources: &oci_spec::runtime::LinuxResources) -> Result<(), String> {
-    let mut manager = FsManager::new(path).map_err(|e| format!("cgroup {path}: {e}"))?;
+pub fn update(path: &str, resources: &oci_spec::runtime::LinuxResources) -> Result<(), CgroupError> {
+    let what = |source| CgroupError::Manager { path: path.to_string(), source: Box::new(source) };
+    let mut manager = FsManager::new(path).map_err(what)?;
     if !manager.exists() {
-        return Err(format!("cgroup {path} does not exist"));
+        return Err(CgroupError::Missing { path: path.to_string() });
     }
-    manager.set(resources).map_err(|e| format!("cgroup {path}: {e}"))
+    manager.set(resources).map_err(what)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cgroup_that_counted_an_oom_kill_says_so_wherever_its_memory_hierarchy_is_mounted() {
+        let dir = tempfile::tempdir().unwrap();
+        let own = dir.path().join("kubepods/c1");
+        std::fs::create_dir_all(&own).unwrap();
+        let memory = V1Mount { controller: "memory".into(), point: dir.path().to_path_buf(), root: "/".into() };
+        let cgroup =
+            ContainerCgroup { path: "kubepods/c1".into(), systemd: None, hierarchies: Hierarchies::V1(vec![memory]) };
+        std::fs::write(own.join("memory.oom_control"), "oom_kill_disable 0\nunder_oom 0\noom_kill 0\n").unwrap();
+        assert!(!cgroup.oom_killed());
+        std::fs::write(own.join("memory.oom_control"), "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n").unwrap();
+        assert!(cgroup.oom_killed());
+    }
 
     #[test]
     fn systemd_paths_nest_kubelet_slices_like_systemd() {

@@ -26,6 +26,22 @@ pub enum RuntimeError {
     #[error(transparent)]
     Monitor(#[from] crate::monitor::MonitorError),
 
+    /// reefd's side of a pod monitor's socket.
+    #[error(transparent)]
+    MonitorClient(#[from] crate::monitor::client::ClientError),
+
+    #[error(transparent)]
+    Cgroup(#[from] crate::cgroups::CgroupError),
+
+    #[error(transparent)]
+    User(#[from] crate::users::UserError),
+
+    #[error(transparent)]
+    Seccomp(#[from] crate::seccomp::SeccompError),
+
+    #[error(transparent)]
+    Sysctl(#[from] crate::sysctl::SysctlError),
+
     #[error("{op} {path}")]
     Io {
         op: &'static str,

@@ -1,34 +1,45 @@
 //! Starting a container process natively: no runc, no helper binary.
 //!
-//! Roles (youki's three, for the same reason):
-//! - the **caller** (the pod monitor's build child) forks the intermediate, or is the intermediate itself when it
-//!   has nothing to do afterwards outside the container's namespaces (`fork_here`); the monitor keeps the start
-//!   gate and the error pipe;
-//! - the **intermediate** joins the pod's namespaces by path, unshares the new ones and forks again, because a new
-//!   PID namespace only applies to children: its child is PID 1 there. It reports that pid and exits, so the caller
-//!   must be a child subreaper (`PR_SET_CHILD_SUBREAPER`) to inherit and reap the container;
-//! - the **init** sets up the root filesystem, pivots into it, drops to the container's user, reports Ready and
-//!   blocks on the start gate until StartContainer, then execs the container's command.
+//! Roles (youki's three, for the same reason), one module each:
+//! - the **caller** (this module; the pod monitor's build child) makes a `Gate` and forks the intermediate, or is
+//!   the intermediate itself when it has nothing to do afterwards outside the container's namespaces
+//!   (`Forker::Caller`); the monitor keeps the start gate and the error pipe;
+//! - the **intermediate** (`intermediate`) joins the pod's namespaces by path, unshares the new ones and forks
+//!   again, because a new PID namespace only applies to children: its child is PID 1 there. It reports that pid
+//!   and exits, so the caller must be a child subreaper (`PR_SET_CHILD_SUBREAPER`) to inherit and reap the
+//!   container;
+//! - the **init** (`init`) sets up the root filesystem (`rootfs::setup`, `rootfs::devices`), pivots into it,
+//!   drops to the container's user (`process`), reports Ready and blocks on the start gate until StartContainer,
+//!   then execs the container's command. An **exec** (`exec`, from `spawn_exec`) is forked by an intermediate
+//!   that joined a running container, and becomes the container's process the same way.
 //!
-//! Everything the children need is computed before forking (`LaunchPlan`), so a failure in the plan is an error
-//! in the caller, not in a half-made child. A child that fails writes a typed record (step and errno) on a
-//! close-on-exec pipe; a successful exec closes the pipe, which the caller sees as end-of-file.
+//! Everything the children need is computed before forking (`LaunchPlan`, then `prepared`), so a failure in the
+//! plan is an error in the caller, not in a half-made child. A child that fails writes a typed record (step and
+//! errno) on a close-on-exec pipe (`protocol`); a successful exec closes the pipe, which the caller sees as
+//! end-of-file.
 
-mod child;
+mod exec;
+mod init;
+mod intermediate;
+mod prepared;
+mod process;
 mod protocol;
 
 use crate::sys;
 
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use nix::fcntl::OFlag;
 use nix::sched::CloneFlags;
 use nix::sys::wait::{WaitStatus, waitpid};
-use nix::unistd::{ForkResult, Pid, pipe2};
+use nix::unistd::{Pid, pipe2};
 
 pub use protocol::{LaunchError, Step};
+
+use prepared::Prepared;
+use protocol::Pipes;
 
 use crate::mounts::MountPlan;
 
@@ -197,27 +208,13 @@ impl Stdio {
     }
 }
 
-/// Forks the container and returns when its init is ready at the start gate.
-///
-/// The caller must be a child subreaper (or the init will be reparented away from it) and must reap the pid.
-pub fn launch(plan: &LaunchPlan, stdio: Stdio) -> Result<Launched, LaunchError> {
-    launch_into(plan, stdio, &[])
-}
-
-/// As `launch`, with the container's first process writing itself into a cgroup through `cgroup` (from
-/// `cgroups::PendingCgroup::join_fds`) before it unshares anything.
-pub fn launch_into(plan: &LaunchPlan, stdio: Stdio, cgroup: &[RawFd]) -> Result<Launched, LaunchError> {
-    let (gate, init_ends) = gate()?;
-    let pid = launch_through(plan, stdio, cgroup, &gate, init_ends)?;
-    Ok(gate.launched(pid))
-}
-
 /// The caller's ends of the pipes to a container's init: the start gate it opens, and the reports it reads (Ready,
-/// a failure, or end-of-file once the command exec'd).
+/// a failure, or end-of-file once the command exec'd). Made before the container, with `InitEnds`, the other ends.
 ///
-/// Made apart from the launch so that a caller can hand the launch itself to a short-lived child process and keep
-/// these ends: the pod monitor does, so the code that builds a container never runs in the long-lived monitor and
-/// never stays resident there.
+/// The gate is the one way to start a container: `Gate::new`, then `Gate::fork` with the init's ends, then
+/// `Gate::wait_ready` and `Gate::launched`. The steps are apart so that a caller can hand the fork to a
+/// short-lived child process and keep the gate: the pod monitor does, so the code that builds a container never
+/// runs in the long-lived monitor and never stays resident there.
 pub struct Gate {
     start: OwnedFd,
     reports: OwnedFd,
@@ -229,92 +226,58 @@ pub struct InitEnds {
     reports: OwnedFd,
 }
 
-pub fn gate() -> Result<(Gate, InitEnds), LaunchError> {
-    let (reports_rx, reports_tx) =
-        pipe2(OFlag::O_CLOEXEC).map_err(|e| LaunchError::Protocol { step: Step::Pipe, errno: e })?;
-    let (start_rx, start_tx) =
-        pipe2(OFlag::O_CLOEXEC).map_err(|e| LaunchError::Protocol { step: Step::Pipe, errno: e })?;
-    Ok((Gate { start: start_tx, reports: reports_rx }, InitEnds { start: start_rx, reports: reports_tx }))
+/// Which process forks init (see `Gate::fork`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Forker {
+    /// A fresh intermediate, forked by the caller, joins the cgroup and namespaces, unshares, forks init and
+    /// exits; the caller stays where it was. The caller must be a child subreaper, or init will be reparented
+    /// away from it, unless it exits once init is ready (the monitor's build child), leaving init to its own.
+    Intermediate,
+    /// The caller does the intermediate's work itself: one fork fewer on the way to a container, one address space
+    /// fewer copied. For a process that only waits for init to be ready and exits (the monitor's build child):
+    /// whatever it does after, it does inside the container's namespaces and cgroup.
+    Caller,
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd), LaunchError> {
+    pipe2(OFlag::O_CLOEXEC).map_err(|e| LaunchError::Protocol { step: Step::Pipe, errno: e })
 }
 
 impl Gate {
-    /// The container launched through this gate as `pid`, waiting for `Launched::start`.
-    pub fn launched(self, pid: Pid) -> Launched {
-        Launched { pid, start: Some(self.start), reports: self.reports }
+    pub fn new() -> Result<(Gate, InitEnds), LaunchError> {
+        let (reports_rx, reports_tx) = pipe()?;
+        let (start_rx, start_tx) = pipe()?;
+        Ok((Gate { start: start_tx, reports: reports_rx }, InitEnds { start: start_rx, reports: reports_tx }))
     }
-}
 
-/// Forks the container with `init` as its ends of `gate`, and returns its pid (in the caller's PID namespace)
-/// once it is ready at the gate. A caller that is not the pod's subreaper (the monitor's launch child) may exit
-/// right after: the container is reparented to the subreaper, which keeps `gate`.
-pub fn launch_through(
-    plan: &LaunchPlan,
-    stdio: Stdio,
-    cgroup: &[RawFd],
-    gate: &Gate,
-    init: InitEnds,
-) -> Result<Pid, LaunchError> {
-    let pid = fork_through(plan, stdio, cgroup, gate, init)?;
-    gate.wait_ready(plan, pid)?;
-    Ok(pid)
-}
-
-/// The first half of `launch_through`: forks the container and returns its init's pid as soon as it is known,
-/// while init still sets itself up. What the caller does before `Gate::wait_ready` (the cgroup's limits, in the
-/// monitor's build child) overlaps with init's mounts, on another core.
-pub fn fork_through(
-    plan: &LaunchPlan,
-    stdio: Stdio,
-    cgroup: &[RawFd],
-    gate: &Gate,
-    init: InitEnds,
-) -> Result<Pid, LaunchError> {
-    let (pid_rx, pid_tx) = pipe2(OFlag::O_CLOEXEC).map_err(|e| LaunchError::Protocol { step: Step::Pipe, errno: e })?;
-    let mut prepared = child::Prepared::new(plan, stdio)?;
-    prepared.cgroup = cgroup.to_vec();
-
-    let intermediate = match sys::fork() {
-        Ok(ForkResult::Child) => {
-            child::intermediate(&prepared, init.reports.as_raw_fd(), init.start.as_raw_fd(), pid_tx.as_raw_fd())
+    /// Forks the container `plan` describes, with `init` as its ends of this gate, its first process writing
+    /// itself into a cgroup through `cgroup` (from `cgroups::PendingCgroup::join_fds`) before it unshares
+    /// anything. Returns its init's pid (in the caller's PID namespace) as soon as it is known, while init still
+    /// sets itself up: what the caller does before `wait_ready` (the cgroup's limits, in the monitor's build child)
+    /// overlaps with init's mounts, on another core.
+    pub fn fork(
+        &self,
+        plan: &LaunchPlan,
+        stdio: Stdio,
+        cgroup: &[BorrowedFd<'_>],
+        forker: Forker,
+        init: InitEnds,
+    ) -> Result<Pid, LaunchError> {
+        let prepared = Prepared::new(plan, stdio, cgroup.to_vec(), false)?;
+        if forker == Forker::Caller {
+            return fork_here(&prepared, init);
         }
-        Ok(ForkResult::Parent { child }) => child,
-        Err(e) => return Err(LaunchError::Protocol { step: Step::Fork, errno: e }),
-    };
-    // Only init may hold its ends: the reports read end-of-file when it execs or dies.
-    drop(init);
-    drop(pid_tx);
-
-    let pid = protocol::read_pid(&pid_rx);
-    // The intermediate exits right after reporting; reap it so it leaves no zombie.
-    let intermediate_status = waitpid(intermediate, None);
-    match (pid, intermediate_status) {
-        (Ok(Some(pid)), _) => Ok(pid),
-        _ => Err(match protocol::read_report(&gate.reports)? {
-            Some(protocol::Report::Failed { step, errno, index }) => child_error(plan, step, errno, index),
-            _ => LaunchError::Unexpected("the intermediate process exited without a pid"),
-        }),
+        match via_intermediate(&prepared, init.reports, Some(init.start))? {
+            Some(pid) => Ok(pid),
+            None => Err(match protocol::read_report(&self.reports)? {
+                Some(protocol::Report::Failed { step, errno, index }) => child_error(plan, step, errno, index),
+                _ => LaunchError::Unexpected("the intermediate process exited without a pid"),
+            }),
+        }
     }
-}
 
-/// As `fork_through`, with the calling process in the intermediate's place: it joins the cgroup and the pod's
-/// namespaces and unshares the new ones itself, then forks init. For a process that only waits for init to be
-/// ready and exits (the monitor's build child): one fork fewer on the way to a container, one address space fewer
-/// copied. Whatever the caller does after, it does inside the container's namespaces and cgroup.
-pub fn fork_here(plan: &LaunchPlan, stdio: Stdio, cgroup: &[RawFd], init: InitEnds) -> Result<Pid, LaunchError> {
-    let mut prepared = child::Prepared::new(plan, stdio)?;
-    prepared.cgroup = cgroup.to_vec();
-    child::enter(&prepared).map_err(|(step, errno)| child_error(plan, step, errno, 0))?;
-    let pid = child::fork_init(&prepared, init.reports.as_raw_fd(), init.start.as_raw_fd())
-        .map_err(|errno| LaunchError::Child { step: Step::ForkInit, detail: None, errno })?;
-    // Only init may hold its ends: the reports read end-of-file when it execs or dies.
-    drop(init);
-    Ok(pid)
-}
-
-impl Gate {
-    /// The second half of `launch_through`: returns once init (`pid`, forked by `fork_through` from `plan`) is
-    /// ready at the gate, or says why it failed. A failed init is reaped by its subreaper: here when the caller is
-    /// one, else by the monitor's reaper.
+    /// Returns once init (`pid`, forked by `fork` from `plan`) is ready at the gate, or says why it failed. A
+    /// failed init is reaped by its subreaper: here when the caller is one, else by the monitor's reaper.
     pub fn wait_ready(&self, plan: &LaunchPlan, pid: Pid) -> Result<(), LaunchError> {
         match protocol::read_report(&self.reports)? {
             Some(protocol::Report::Ready) => Ok(()),
@@ -328,6 +291,41 @@ impl Gate {
             }
         }
     }
+
+    /// The container launched through this gate as `pid`, waiting for `Launched::start`.
+    pub fn launched(self, pid: Pid) -> Launched {
+        Launched { pid, start: Some(self.start), reports: self.reports }
+    }
+}
+
+/// `Forker::Caller`: this process joins and unshares, then forks init.
+fn fork_here(p: &Prepared<'_>, init: InitEnds) -> Result<Pid, LaunchError> {
+    intermediate::enter(p).map_err(|(step, errno)| child_error(p.plan, step, errno, 0))?;
+    let pipes = Pipes { reports: init.reports.as_fd(), start: Some(init.start.as_fd()) };
+    let pid = intermediate::fork_init(p, pipes).map_err(|errno| LaunchError::Child {
+        step: Step::ForkInit,
+        detail: None,
+        errno,
+    })?;
+    // Only init may hold its ends: the reports read end-of-file when it execs or dies.
+    drop(init);
+    Ok(pid)
+}
+
+/// Forks an intermediate that hands `reports` (and `start`) on to the process it forks, which alone keeps them.
+/// Returns that process's pid as the intermediate reported it, once the intermediate is reaped; `None` when it
+/// exited without one (why is on `reports`).
+fn via_intermediate(p: &Prepared<'_>, reports: OwnedFd, start: Option<OwnedFd>) -> Result<Option<Pid>, LaunchError> {
+    let (pid_rx, pid_tx) = pipe()?;
+    let pipes = Pipes { reports: reports.as_fd(), start: start.as_ref().map(|s| s.as_fd()) };
+    let intermediate = intermediate::fork(p, pipes, pid_tx.as_fd())
+        .map_err(|errno| LaunchError::Protocol { step: Step::Fork, errno })?;
+    // The reports read end-of-file when the forked process execs or dies, once these copies are gone.
+    drop((reports, start, pid_tx));
+    let pid = protocol::read_pid(&pid_rx);
+    // The intermediate exits right after reporting; reap it so it leaves no zombie.
+    let _ = waitpid(intermediate, None);
+    Ok(pid.ok().flatten())
 }
 
 fn child_error(plan: &LaunchPlan, step: Step, errno: nix::errno::Errno, index: u32) -> LaunchError {
@@ -346,11 +344,36 @@ fn child_error(plan: &LaunchPlan, step: Step, errno: nix::errno::Errno, index: u
 /// namespaces, as its user, with its capabilities, in a process group of its own. Returns the process's pid once
 /// it exec'd; the caller is its parent and must reap it.
 pub fn spawn_exec(plan: &LaunchPlan, target: Pid, stdio: Stdio) -> Result<Pid, LaunchError> {
+    let joined = exec_plan(plan, target);
+    let (reports_rx, reports_tx) = pipe()?;
+    // Into the container's cgroup too, so its memory and pids count against the container, as under runc.
+    let cgroup = plan
+        .cgroup
+        .as_ref()
+        .map(|c| crate::cgroups::CgroupJoin::open(&c.path, crate::cgroups::hierarchy_of(c)))
+        .transpose()?;
+    let prepared = Prepared::new(&joined, stdio, cgroup.as_ref().map(|c| c.fds()).unwrap_or_default(), true)?;
+    let pid = via_intermediate(&prepared, reports_tx, None)?;
+    match protocol::read_report(&reports_rx)? {
+        None => pid.ok_or(LaunchError::Unexpected("the exec's intermediate process exited without a pid")),
+        Some(protocol::Report::Failed { step, errno, index }) => {
+            if let Some(pid) = pid {
+                let _ = waitpid(pid, None);
+            }
+            Err(child_error(&joined, step, errno, index))
+        }
+        Some(protocol::Report::Ready) => Err(LaunchError::Unexpected("an exec reported Ready")),
+    }
+}
+
+/// `plan` for an exec into its running container (init `target`): all of the container's namespaces joined, none
+/// made, nothing mounted.
+fn exec_plan(plan: &LaunchPlan, target: Pid) -> LaunchPlan {
     let mut joined = plan.clone();
     joined.new_namespaces = CloneFlags::empty();
     joined.mounts.clear();
     // Mount last: the others are opened by path under /proc, which the mount namespace change would hide.
-    // A container in the pod's user namespace: the exec joins it too (last, see `child::Prepared::new`).
+    // A container in the pod's user namespace: the exec joins it too (last, see `prepared::open_namespaces`).
     let user = plan.join_namespaces.iter().any(|(f, _)| *f == CloneFlags::CLONE_NEWUSER);
     joined.join_namespaces = ["ipc", "uts", "net", "pid", "cgroup", "mnt", "user"]
         .iter()
@@ -368,45 +391,7 @@ pub fn spawn_exec(plan: &LaunchPlan, target: Pid, stdio: Stdio) -> Result<Pid, L
             (flag, PathBuf::from(format!("/proc/{target}/ns/{ns}")))
         })
         .collect();
-    let (reports_rx, reports_tx) =
-        pipe2(OFlag::O_CLOEXEC).map_err(|e| LaunchError::Protocol { step: Step::Pipe, errno: e })?;
-    let (pid_rx, pid_tx) = pipe2(OFlag::O_CLOEXEC).map_err(|e| LaunchError::Protocol { step: Step::Pipe, errno: e })?;
-    // Into the container's cgroup too, so its memory and pids count against the container, as under runc.
-    let cgroup = plan
-        .cgroup
-        .as_ref()
-        .map(|c| crate::cgroups::CgroupJoin::open(&c.path, crate::cgroups::hierarchy_of(c)))
-        .transpose()
-        .map_err(LaunchError::InvalidPlan)?;
-    let mut prepared = child::Prepared::new(&joined, stdio)?;
-    prepared.exec = true;
-    prepared.cgroup = cgroup.as_ref().map(|c| c.fds()).unwrap_or_default();
-    let intermediate = match sys::fork() {
-        Ok(ForkResult::Child) => {
-            drop(reports_rx);
-            drop(pid_rx);
-            child::intermediate(&prepared, reports_tx.as_raw_fd(), -1, pid_tx.as_raw_fd())
-        }
-        Ok(ForkResult::Parent { child }) => child,
-        Err(e) => return Err(LaunchError::Protocol { step: Step::Fork, errno: e }),
-    };
-    drop(reports_tx);
-    drop(pid_tx);
-    let pid = protocol::read_pid(&pid_rx);
-    let _ = waitpid(intermediate, None);
-    match protocol::read_report(&reports_rx)? {
-        None => match pid {
-            Ok(Some(pid)) => Ok(pid),
-            _ => Err(LaunchError::Unexpected("the exec's intermediate process exited without a pid")),
-        },
-        Some(protocol::Report::Failed { step, errno, index }) => {
-            if let Ok(Some(pid)) = pid {
-                let _ = waitpid(pid, None);
-            }
-            Err(child_error(&joined, step, errno, index))
-        }
-        Some(protocol::Report::Ready) => Err(LaunchError::Unexpected("an exec reported Ready")),
-    }
+    joined
 }
 
 /// A pidfd for `pid` (a child of the caller): readable once the process exits, so an async caller can wait for it

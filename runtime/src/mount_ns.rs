@@ -153,8 +153,12 @@ fn pin_from(node: &OwnedFd, pin: &Path) -> nix::Result<()> {
 }
 
 /// Runs `f` in a child that enters the mount namespace `ns` first; its errno comes back as the exit code.
+#[allow(unsafe_code)]
 fn in_namespace(ns: &OwnedFd, f: impl FnOnce() -> nix::Result<()>) -> nix::Result<()> {
-    match sys::fork()? {
+    // SAFETY: `f` (a mount of paths made before the fork) only makes syscalls, and allocates, if at all, through
+    // glibc's malloc, which its fork handlers leave usable in the child of a threaded reefd; the child ends in
+    // `exit_now`.
+    match unsafe { sys::fork() }? {
         ForkResult::Child => {
             let done = nix::sched::setns(ns.as_fd(), CloneFlags::CLONE_NEWNS).and_then(|()| f());
             sys::exit_now(match done {

@@ -2,14 +2,14 @@
 //! bind-mounting its nsfs file onto a file in the pod's state directory (CRI-O's pinns idea). The namespaces
 //! then live as long as the pins, whatever happens to processes, and containers join them by path.
 
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::OFlag;
 use nix::mount::{MntFlags, MsFlags, mount};
 use nix::sched::CloneFlags;
 use nix::sys::wait::waitpid;
-use nix::unistd::ForkResult;
+use nix::unistd::{ForkResult, Pid};
 
 use crate::sys;
 
@@ -79,51 +79,7 @@ pub fn pin(dir: &Path, set: &PodNamespaceSet, hostname: &str) -> Result<Pinned, 
     let flags = wanted.iter().fold(CloneFlags::empty(), |acc, (_, f)| acc | *f) - CloneFlags::CLONE_NEWUSER;
     let (ready_r, ready_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(sys_err("pipe"))?;
     let (hold_r, hold_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(sys_err("pipe"))?;
-    let child = match sys::fork().map_err(sys_err("fork"))? {
-        ForkResult::Child => {
-            // reefd pins pods on several threads at once: a helper that kept another pod's hold pipe open (fds
-            // are inherited at fork whatever O_CLOEXEC says) would keep that helper from seeing EOF, and two
-            // helpers holding each other's pipes would wait forever. The socket lock goes too: a killed reefd's
-            // successor must not find it held by an orphaned helper.
-            sys::close_fds_except(&[ready_w.as_raw_fd(), hold_r.as_raw_fd()]);
-            std::mem::forget(ready_r);
-            std::mem::forget(hold_w);
-            // One byte per outcome: 0 ready, else the failed step's number.
-            let report = |code: u8| {
-                let _ = nix::unistd::write(&ready_w, &[code]);
-            };
-            if set.user.is_some() {
-                if nix::sched::unshare(CloneFlags::CLONE_NEWUSER).is_err() {
-                    report(4);
-                    sys::exit_now(1);
-                }
-                report(0);
-                // The parent writes the maps, then says go on (a closed pipe means it gave up).
-                let mut b = [0u8; 1];
-                if !matches!(nix::unistd::read(&hold_r, &mut b), Ok(1)) {
-                    sys::exit_now(1);
-                }
-            }
-            if nix::sched::unshare(flags).is_err() {
-                report(1);
-                sys::exit_now(1);
-            }
-            if set.uts && nix::unistd::sethostname(hostname).is_err() {
-                report(2);
-                sys::exit_now(1);
-            }
-            if set.network && sys::loopback_up().is_err() {
-                report(3);
-                sys::exit_now(1);
-            }
-            report(0);
-            // Stay until the parent has pinned everything (it writes a byte, or closes the hold pipe).
-            let mut b = [0u8; 1];
-            let _ = nix::unistd::read(&hold_r, &mut b);
-            sys::exit_now(0)
-        }
-        ForkResult::Parent { child } => child,
-    };
+    let child = fork_helper(set, flags, hostname, &ready_w, &hold_r).map_err(sys_err("fork"))?;
     drop(ready_w);
     drop(hold_r);
     let mut code = [0u8; 1];
@@ -153,6 +109,73 @@ pub fn pin(dir: &Path, set: &PodNamespaceSet, hostname: &str) -> Result<Pinned, 
         unpin(dir);
     }
     result
+}
+
+/// Forks the helper, which runs `helper` and never returns here; returns its pid.
+#[allow(unsafe_code)]
+fn fork_helper(
+    set: &PodNamespaceSet,
+    flags: CloneFlags,
+    hostname: &str,
+    ready_w: &OwnedFd,
+    hold_r: &OwnedFd,
+) -> nix::Result<Pid> {
+    // SAFETY: reefd forks this from one of its threads: the child only makes syscalls and allocates through
+    // glibc's malloc, which its fork handlers leave usable, and it ends in `exit_now`.
+    match unsafe { sys::fork() }? {
+        ForkResult::Child => helper(set, flags, hostname, ready_w, hold_r),
+        ForkResult::Parent { child } => Ok(child),
+    }
+}
+
+/// The helper: unshares the pod's namespaces (the user namespace first, alone, and waits for its maps), reports
+/// on `ready_w` (one byte per outcome: 0 ready, else the failed step's number), and holds the namespaces until
+/// the parent has pinned them (a byte, or the end of `hold_r`).
+fn helper(set: &PodNamespaceSet, flags: CloneFlags, hostname: &str, ready_w: &OwnedFd, hold_r: &OwnedFd) -> ! {
+    close_all_but(&[ready_w.as_raw_fd(), hold_r.as_raw_fd()]);
+    let report = |code: u8| {
+        let _ = nix::unistd::write(ready_w, &[code]);
+    };
+    let fail = |code: u8| -> ! {
+        report(code);
+        sys::exit_now(1)
+    };
+    if set.user.is_some() {
+        if nix::sched::unshare(CloneFlags::CLONE_NEWUSER).is_err() {
+            fail(4);
+        }
+        report(0);
+        // The parent writes the maps, then says go on (a closed pipe means it gave up).
+        let mut b = [0u8; 1];
+        if !matches!(nix::unistd::read(hold_r, &mut b), Ok(1)) {
+            sys::exit_now(1);
+        }
+    }
+    if nix::sched::unshare(flags).is_err() {
+        fail(1);
+    }
+    if set.uts && nix::unistd::sethostname(hostname).is_err() {
+        fail(2);
+    }
+    if set.network && sys::loopback_up().is_err() {
+        fail(3);
+    }
+    report(0);
+    // Stay until the parent has pinned everything (it writes a byte, or closes the hold pipe).
+    let mut b = [0u8; 1];
+    let _ = nix::unistd::read(hold_r, &mut b);
+    sys::exit_now(0)
+}
+
+/// In the helper: reefd pins pods on several threads at once, and a helper that kept another pod's hold pipe open
+/// (fds are inherited at fork whatever O_CLOEXEC says) would keep that helper from seeing EOF; two helpers holding
+/// each other's pipes would wait forever. The socket lock goes too: a killed reefd's successor must not find it
+/// held by an orphaned helper.
+#[allow(unsafe_code)]
+fn close_all_but(keep: &[i32]) {
+    // SAFETY: the helper ends in `exit_now` without dropping anything its parent owned, so no owner closes, and
+    // nothing uses, the descriptors closed here.
+    unsafe { sys::close_fds_except(keep) }
 }
 
 /// Pins the helper's namespaces (`pid`) here, and the network one in the node's namespace too.

@@ -42,8 +42,8 @@ fn cgroup_plan(path: &str, linux: &oci_spec::runtime::Linux) -> Result<crate::la
     let hierarchies = Some(crate::cgroups::Hierarchies::node().clone());
     if cgroups_rs::manager::is_systemd_cgroup(path) {
         let parts: Vec<&str> = path.split(':').collect();
-        let (unit, fs_path) =
-            crate::cgroups::systemd_paths(parts[0], parts[1], parts[2]).map_err(PlanError::Unsupported)?;
+        let (unit, fs_path) = crate::cgroups::systemd_paths(parts[0], parts[1], parts[2])
+            .map_err(|e| PlanError::Unsupported(e.to_string()))?;
         return Ok(crate::launch::CgroupPlan { path: fs_path, systemd: Some(unit), resources, hierarchies });
     }
     Ok(crate::launch::CgroupPlan {
@@ -60,14 +60,57 @@ pub fn plan_from_spec(spec: &Spec) -> Result<LaunchPlan, PlanError> {
     let args = process.args().clone().filter(|a| !a.is_empty()).ok_or(PlanError::Missing("process.args"))?;
     let linux = spec.linux().as_ref().ok_or(PlanError::Missing("linux"))?;
     // Compiled here, in the caller, so a bad profile fails the create before anything is forked.
-    let seccomp = linux
+    let profile = linux
         .seccomp()
         .as_ref()
         .map(crate::seccomp::compile_profile_cached)
         .transpose()
         .map_err(|e| PlanError::Seccomp(e.to_string()))?
         .map(|p| p.to_vec());
+    let (new_namespaces, join_namespaces) = namespaces(linux)?;
+    // Only a UTS namespace of the container's own takes the hostname; a joined one belongs to the pod.
+    let hostname = if new_namespaces.contains(CloneFlags::CLONE_NEWUTS) { spec.hostname().clone() } else { None };
+    let capabilities = process.capabilities().as_ref().map(capability_sets);
+    let seccomp = match profile {
+        None => runtime_default_seccomp(spec, capabilities.as_ref())?,
+        profile => profile,
+    };
+    let user = process.user();
+    check_ids(process, linux)?;
+    Ok(LaunchPlan {
+        rootfs: root.path().clone(),
+        readonly_rootfs: root.readonly().unwrap_or(false),
+        new_namespaces,
+        join_namespaces,
+        mounts: mounts(spec),
+        masked_paths: linux.masked_paths().clone().unwrap_or_default(),
+        readonly_paths: linux.readonly_paths().clone().unwrap_or_default(),
+        hostname,
+        args,
+        env: process.env().clone().unwrap_or_default(),
+        cwd: process.cwd().display().to_string(),
+        uid: user.uid(),
+        gid: user.gid(),
+        additional_gids: user.additional_gids().clone().unwrap_or_default(),
+        no_new_privileges: process.no_new_privileges().unwrap_or(false),
+        seccomp,
+        devices: devices(linux),
+        oom_score_adj: process.oom_score_adj(),
+        // The monitor gives such a container a pty; an exec sets its own.
+        terminal: process.terminal().unwrap_or(false),
+        sysctls: {
+            let mut v: Vec<(String, String)> = linux.sysctl().clone().unwrap_or_default().into_iter().collect();
+            v.sort();
+            v
+        },
+        cgroup: linux.cgroups_path().as_ref().map(|p| cgroup_plan(&p.display().to_string(), linux)).transpose()?,
+        rlimits: rlimits(process),
+        capabilities,
+    })
+}
 
+/// The namespaces to make and those to join (by path), in the spec's order.
+fn namespaces(linux: &oci_spec::runtime::Linux) -> Result<(CloneFlags, Vec<(CloneFlags, PathBuf)>), PlanError> {
     let mut new_namespaces = CloneFlags::empty();
     let mut join_namespaces: Vec<(CloneFlags, PathBuf)> = Vec::new();
     for ns in linux.namespaces().iter().flatten() {
@@ -81,11 +124,11 @@ pub fn plan_from_spec(spec: &Spec) -> Result<LaunchPlan, PlanError> {
             None => new_namespaces |= flag,
         }
     }
-    // Only a UTS namespace of the container's own takes the hostname; a joined one belongs to the pod.
-    let hostname = if new_namespaces.contains(CloneFlags::CLONE_NEWUTS) { spec.hostname().clone() } else { None };
+    Ok((new_namespaces, join_namespaces))
+}
 
-    let mounts = spec
-        .mounts()
+fn mounts(spec: &Spec) -> Vec<MountPlan> {
+    spec.mounts()
         .iter()
         .flatten()
         .map(|m| {
@@ -96,36 +139,42 @@ pub fn plan_from_spec(spec: &Spec) -> Result<LaunchPlan, PlanError> {
                 m.options().as_deref().unwrap_or_default(),
             )
         })
-        .collect();
-    let capabilities = process.capabilities().as_ref().map(|c| {
-        let names = |set: &Option<oci_spec::runtime::Capabilities>| -> Vec<String> {
-            let mut v: Vec<String> = set.iter().flatten().map(|cap| format!("CAP_{cap}")).collect();
-            v.sort();
-            v
-        };
-        crate::launch::CapabilitySets {
-            bounding: names(c.bounding()),
-            effective: names(c.effective()),
-            permitted: names(c.permitted()),
-            inheritable: names(c.inheritable()),
-            ambient: names(c.ambient()),
-        }
-    });
+        .collect()
+}
+
+fn capability_sets(c: &oci_spec::runtime::LinuxCapabilities) -> crate::launch::CapabilitySets {
+    let names = |set: &Option<oci_spec::runtime::Capabilities>| -> Vec<String> {
+        let mut v: Vec<String> = set.iter().flatten().map(|cap| format!("CAP_{cap}")).collect();
+        v.sort();
+        v
+    };
+    crate::launch::CapabilitySets {
+        bounding: names(c.bounding()),
+        effective: names(c.effective()),
+        permitted: names(c.permitted()),
+        inheritable: names(c.inheritable()),
+        ambient: names(c.ambient()),
+    }
+}
+
+/// RuntimeDefault, when the spec's annotation asks for it and it has no profile of its own.
+fn runtime_default_seccomp(
+    spec: &Spec,
+    capabilities: Option<&crate::launch::CapabilitySets>,
+) -> Result<Option<Vec<u8>>, PlanError> {
     let runtime_default = spec.annotations().as_ref().and_then(|a| a.get(crate::seccomp::RUNTIME_DEFAULT_ANNOTATION))
         == Some(&crate::seccomp::RUNTIME_DEFAULT_VALUE.to_string());
-    let seccomp = match seccomp {
-        None if runtime_default => {
-            let bounding = capabilities.as_ref().map(|c| c.bounding.as_slice()).unwrap_or_default();
-            Some(
-                crate::seccomp::runtime_default_cached(bounding)
-                    .map_err(|e| PlanError::Seccomp(e.to_string()))?
-                    .to_vec(),
-            )
-        }
-        other => other,
-    };
+    if !runtime_default {
+        return Ok(None);
+    }
+    let bounding = capabilities.map(|c| c.bounding.as_slice()).unwrap_or_default();
+    let program = crate::seccomp::runtime_default_cached(bounding).map_err(|e| PlanError::Seccomp(e.to_string()))?;
+    Ok(Some(program.to_vec()))
+}
+
+/// The last line of defence: whatever built the spec, no id that setresuid or chown skip reaches the launch.
+fn check_ids(process: &oci_spec::runtime::Process, linux: &oci_spec::runtime::Linux) -> Result<(), PlanError> {
     let user = process.user();
-    // The last line of defence: whatever built the spec, no id that setresuid or chown skip reaches the launch.
     let unchanged = crate::users::UNCHANGED_ID;
     let bad = [("uid", user.uid()), ("gid", user.gid())]
         .into_iter()
@@ -138,63 +187,40 @@ pub fn plan_from_spec(spec: &Spec) -> Result<LaunchPlan, PlanError> {
                 .flat_map(|d| [("device uid", d.uid().unwrap_or(0)), ("device gid", d.gid().unwrap_or(0))]),
         )
         .find(|(_, id)| *id == unchanged);
-    if let Some((what, id)) = bad {
-        return Err(PlanError::UnchangedId { what, id });
+    match bad {
+        Some((what, id)) => Err(PlanError::UnchangedId { what, id }),
+        None => Ok(()),
     }
-    Ok(LaunchPlan {
-        rootfs: root.path().clone(),
-        readonly_rootfs: root.readonly().unwrap_or(false),
-        new_namespaces,
-        join_namespaces,
-        mounts,
-        masked_paths: linux.masked_paths().clone().unwrap_or_default(),
-        readonly_paths: linux.readonly_paths().clone().unwrap_or_default(),
-        hostname,
-        args,
-        env: process.env().clone().unwrap_or_default(),
-        cwd: process.cwd().display().to_string(),
-        uid: user.uid(),
-        gid: user.gid(),
-        additional_gids: user.additional_gids().clone().unwrap_or_default(),
-        no_new_privileges: process.no_new_privileges().unwrap_or(false),
-        seccomp,
-        devices: linux
-            .devices()
-            .iter()
-            .flatten()
-            .map(|d| crate::launch::DevicePlan {
-                path: d.path().display().to_string(),
-                kind: if d.typ() == oci_spec::runtime::LinuxDeviceType::B { 'b' } else { 'c' },
-                major: d.major(),
-                minor: d.minor(),
-                mode: d.file_mode().unwrap_or(0o666),
-                uid: d.uid().unwrap_or(0),
-                gid: d.gid().unwrap_or(0),
-            })
-            .collect(),
-        oom_score_adj: process.oom_score_adj(),
-        // The monitor gives such a container a pty; an exec sets its own.
-        terminal: process.terminal().unwrap_or(false),
-        sysctls: {
-            let mut v: Vec<(String, String)> = linux.sysctl().clone().unwrap_or_default().into_iter().collect();
-            v.sort();
-            v
-        },
-        cgroup: linux.cgroups_path().as_ref().map(|p| cgroup_plan(&p.display().to_string(), linux)).transpose()?,
-        rlimits: process
-            .rlimits()
-            .iter()
-            .flatten()
-            .map(|r| {
-                (
-                    format!("RLIMIT_{}", format!("{:?}", r.typ()).trim_start_matches("Rlimit").to_ascii_uppercase()),
-                    r.soft(),
-                    r.hard(),
-                )
-            })
-            .collect(),
-        capabilities,
-    })
+}
+
+fn devices(linux: &oci_spec::runtime::Linux) -> Vec<crate::launch::DevicePlan> {
+    linux
+        .devices()
+        .iter()
+        .flatten()
+        .map(|d| crate::launch::DevicePlan {
+            path: d.path().display().to_string(),
+            kind: if d.typ() == oci_spec::runtime::LinuxDeviceType::B { 'b' } else { 'c' },
+            major: d.major(),
+            minor: d.minor(),
+            mode: d.file_mode().unwrap_or(0o666),
+            uid: d.uid().unwrap_or(0),
+            gid: d.gid().unwrap_or(0),
+        })
+        .collect()
+}
+
+/// As (`RLIMIT_NOFILE`, soft, hard).
+fn rlimits(process: &oci_spec::runtime::Process) -> Vec<(String, u64, u64)> {
+    process
+        .rlimits()
+        .iter()
+        .flatten()
+        .map(|r| {
+            let name = format!("{:?}", r.typ()).trim_start_matches("Rlimit").to_ascii_uppercase();
+            (format!("RLIMIT_{name}"), r.soft(), r.hard())
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -1,6 +1,12 @@
 //! A container's root filesystem: the image's unpacked layers as overlay lowerdirs, with a writable upper
 //! directory of the container's own. Mounted in the caller's mount namespace (so reefd can unmount it on
 //! removal, even after a restart), at a path under the container's state directory.
+//!
+//! What happens inside the rootfs once a container's init has it (its mounts, devices, pivot, masked paths) is in
+//! `setup` and `devices`, run by `launch`'s init role.
+
+pub(crate) mod devices;
+pub(crate) mod setup;
 
 use std::path::{Path, PathBuf};
 

@@ -5,12 +5,16 @@ use std::os::fd::{AsRawFd as _, BorrowedFd};
 
 use nix::unistd::ForkResult;
 
-/// fork(2). Sound here because the children only run code that is safe after fork: syscalls, and allocation
-/// through glibc malloc, whose fork handlers leave it usable in the child, or through the monitor's dlmalloc,
-/// whose lock no other thread can hold (the monitor and the children it forks are single-threaded when they
-/// fork). No child ever returns into the caller's code: each ends in exec or `exit_now`.
-pub fn fork() -> nix::Result<ForkResult> {
-    // SAFETY: see above.
+/// fork(2).
+///
+/// # Safety
+///
+/// The child may only run code that is safe after fork: syscalls, and allocation through glibc malloc, whose fork
+/// handlers leave it usable in the child, or through the monitor's dlmalloc, whose lock no other thread can hold.
+/// So the caller must be single-threaded (the monitor and the children it forks are), or the child must not
+/// allocate; and the child must never return into the caller's code: it ends in exec or `exit_now`.
+pub unsafe fn fork() -> nix::Result<ForkResult> {
+    // SAFETY: the caller upholds fork's contract (see above).
     unsafe { nix::unistd::fork() }
 }
 
@@ -36,15 +40,20 @@ pub fn yield_to_waker() {
 /// once it is known to be open; it is then close-on-exec, like every other descriptor of this process.
 pub fn take_inherited(fd: i32) -> nix::Result<std::os::fd::OwnedFd> {
     use nix::fcntl::{FcntlArg, FdFlag, fcntl};
-    fcntl(borrow(fd), FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))?;
+    // SAFETY: the descriptor is only used for this call; if it is not open, fcntl fails with EBADF.
+    fcntl(unsafe { borrow(fd) }, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))?;
     // SAFETY: fcntl succeeded, so `fd` is open; the command line names it once, so nothing else owns it.
     Ok(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
 }
 
-/// A pipe end the child inherited as a raw number across fork.
-pub fn borrow(fd: i32) -> BorrowedFd<'static> {
-    // SAFETY: the launch code passes only descriptors it opened (pipe ends, cgroup files) and keeps open until
-    // the child is done with them (it ends in exec or exit), so the fd stays valid for as long as it is used.
+/// A descriptor known only by its number, such as one a forked child inherited.
+///
+/// # Safety
+///
+/// `fd` must stay open, and name the same file, for as long as the returned borrow is used: the caller opened it
+/// and keeps its owner alive (a child that ends in exec or exit keeps everything its parent held).
+pub unsafe fn borrow(fd: i32) -> BorrowedFd<'static> {
+    // SAFETY: the caller keeps `fd` open while the borrow lives (see above).
     unsafe { BorrowedFd::borrow_raw(fd) }
 }
 
@@ -78,7 +87,13 @@ pub fn loopback_up() -> nix::Result<()> {
 /// Closes every fd of the calling process except `keep`. A forked container init holds what the parent had open
 /// at fork time until it execs, which may be long after (it waits at the start gate): any file another thread was
 /// writing then stays open for writing, and exec'ing that file elsewhere fails with ETXTBSY.
-pub fn close_fds_except(keep: &[i32]) {
+///
+/// # Safety
+///
+/// Nothing in the process may use a closed descriptor afterwards, nor close it again through its owner (an
+/// `OwnedFd` or `File` dropped later would close whatever reused the number): for a forked child that ends in
+/// exec or `exit_now` without dropping what its parent owned.
+pub unsafe fn close_fds_except(keep: &[i32]) {
     // close_range over the gaps between the kept descriptors: a few syscalls instead of listing /proc/self/fd
     // (which cost ~0.1 ms of every container start). Older kernels (before 5.9) take the listing.
     let mut kept: Vec<u32> = keep.iter().filter(|fd| **fd > 2).map(|fd| *fd as u32).collect();
@@ -121,9 +136,14 @@ fn close_range(first: u32, last: u32) -> bool {
 
 /// clone(CLONE_PARENT) with fork semantics: the child becomes a sibling of the caller, so the caller's parent
 /// can wait for it. Used by the single-threaded intermediate of an exec, whose own parent is the one waiting.
-pub fn fork_sibling() -> nix::Result<Option<nix::unistd::Pid>> {
-    // SAFETY: raw clone without a new stack behaves like fork; the caller is single-threaded (a freshly forked
-    // intermediate), so no lock can be held by another thread in the child. Returns None in the child.
+/// Returns None in the child.
+///
+/// # Safety
+///
+/// As for `fork`: the caller is single-threaded, so no lock can be held by another thread in the child, and the
+/// child never returns into the caller's code. (A raw clone also skips libc's fork handlers.)
+pub unsafe fn fork_sibling() -> nix::Result<Option<nix::unistd::Pid>> {
+    // SAFETY: raw clone without a new stack behaves like fork; the caller upholds the rest (see above).
     let ret = unsafe {
         nix::libc::syscall(
             nix::libc::SYS_clone,
@@ -389,8 +409,9 @@ mod tests {
     fn an_inherited_descriptor_is_taken_only_when_open_and_becomes_close_on_exec() {
         use std::os::fd::IntoRawFd;
         assert_eq!(super::take_inherited(1 << 20).err(), Some(nix::errno::Errno::EBADF));
-        let raw = std::fs::File::open("/proc/self/ns/mnt").unwrap().into_raw_fd();
-        nix::fcntl::fcntl(super::borrow(raw), nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty())).unwrap();
+        let file = std::fs::File::open("/proc/self/ns/mnt").unwrap();
+        nix::fcntl::fcntl(&file, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty())).unwrap();
+        let raw = file.into_raw_fd();
         let fd = super::take_inherited(raw).unwrap();
         let flags = nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_GETFD).unwrap();
         assert_ne!(flags & nix::libc::FD_CLOEXEC, 0);

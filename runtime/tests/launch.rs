@@ -5,8 +5,18 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use nix::sched::CloneFlags;
-use reef_runtime::launch::{CapabilitySets, Exit, LaunchError, LaunchPlan, Stdio, Step, launch, spawn_exec, wait};
+use reef_runtime::launch::{
+    CapabilitySets, Exit, Forker, Gate, LaunchError, LaunchPlan, Launched, Stdio, Step, spawn_exec, wait,
+};
 use reef_runtime::mounts::MountPlan;
+
+/// The whole way in for a caller that is its own subreaper: gate, fork through an intermediate, ready.
+fn launch(plan: &LaunchPlan, stdio: Stdio) -> Result<Launched, LaunchError> {
+    let (gate, init) = Gate::new()?;
+    let pid = gate.fork(plan, stdio, &[], Forker::Intermediate, init)?;
+    gate.wait_ready(plan, pid)?;
+    Ok(gate.launched(pid))
+}
 
 fn privileged() -> bool {
     let ok = std::env::var("REEF_E2E").as_deref() == Ok("1")

@@ -1,6 +1,8 @@
 //! The pod monitor as reefd uses it: a separate daemon, containers created, started, signalled and reaped
 //! through its socket, their output in CRI log files, their exits on disk (needs root).
 
+use std::io::Write;
+use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -192,4 +194,49 @@ fn a_killed_container_reports_its_signal_and_unknown_ids_are_not_found() {
     assert_eq!((exit.code, exit.signal), (137, Some(9)));
     let missing = client.call(&Request::State { id: "nope".into() }).unwrap();
     assert!(matches!(missing, Response::Error { kind: ErrorKind::NotFound, .. }));
+}
+
+#[test]
+fn a_client_that_sends_half_a_request_does_not_hold_up_another_client() {
+    let pod = Pod::start();
+    let mut stalled = UnixStream::connect(pod.dir.path().join("monitor.sock")).expect("connect");
+    stalled.write_all(br#"{"op":"state","id":"#).expect("write half a request");
+    std::thread::sleep(Duration::from_millis(100));
+    let asked = Instant::now();
+    let answer = pod.client().call(&Request::State { id: "nope".into() }).expect("an answer");
+    assert!(matches!(answer, Response::Error { kind: ErrorKind::NotFound, .. }), "{answer:?}");
+    assert!(asked.elapsed() < Duration::from_secs(2), "answered in {:?}", asked.elapsed());
+    // The stalled client is still served once it finishes its request.
+    stalled.write_all(b"\"nope\"}\n").expect("write the rest");
+    let mut reply = String::new();
+    stalled.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(&stalled), &mut reply).expect("read the answer");
+    assert!(reply.contains("not_found"), "{reply}");
+}
+
+#[test]
+fn a_state_record_that_cannot_be_written_is_logged() {
+    if !privileged() {
+        return;
+    }
+    let pod = Pod::start();
+    let root = pod.dir.path().join("rootfs");
+    rootfs(&root);
+    // Records are written through `<id>.tmp`: a directory there makes every write fail.
+    std::fs::create_dir(pod.dir.path().join("c1.tmp")).unwrap();
+    let mut client = pod.client();
+    let create = Request::Create {
+        log_dir: None,
+        id: "c1".into(),
+        plan: plan(&root, "exit 0"),
+        log_path: pod.dir.path().join("c1.log"),
+        stdin: false,
+        stdin_once: false,
+    };
+    client.call(&create).unwrap();
+    client.call(&Request::Start { id: "c1".into() }).unwrap();
+    assert_eq!(pod.wait_exit("c1").status, Status::Exited, "the monitor still knows");
+    let log = std::fs::read_to_string(pod.dir.path().join("monitor.log")).unwrap_or_default();
+    assert!(log.contains("c1.started"), "{log}");
+    assert!(log.contains("c1.exit"), "{log}");
 }

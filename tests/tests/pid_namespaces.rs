@@ -1,10 +1,10 @@
 //! PID namespaces through the CRI: a pod sharing one among its containers (shareProcessNamespace), with a tiny init
 //! as its PID 1 and no pause image; a container of its own; and an ephemeral-style container joining another's.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use k8s_cri::v1 as cri;
-use reef_tests::pod::{Runtime, Setup, container_config, create, pod_config, run_pod, setup, sh, wait_exited};
+use reef_tests::pod::{Runtime, Setup, container_config, create, pod_config, run_pod, setup, sh, status, wait_exited};
 use reef_tests::require_e2e;
 use tonic::Code;
 
@@ -209,4 +209,32 @@ async fn a_shared_pid_namespace_goes_with_its_pod_even_when_the_monitor_was_kill
     rt.stop_pod_sandbox(cri::StopPodSandboxRequest { pod_sandbox_id: pod.clone() }).await.expect("StopPodSandbox");
     rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod }).await.expect("RemovePodSandbox");
     assert_eq!(wait_pid_namespace_empty(&ns).await, 0, "nothing of the pod survives its removal");
+}
+
+#[tokio::test]
+async fn a_container_whose_orphan_floods_its_output_exits_and_the_pod_keeps_answering() {
+    require_e2e!();
+    let s = setup().await;
+    let mut rt = s.reefd.runtime().await;
+    let sandbox = pod_with_pid(&s, "flooded", cri::NamespaceMode::Pod);
+    let pod = run_pod(&mut rt, &sandbox).await;
+    let shared = |name: &str, script: &str| with_pid(container_config(&s, name, script), cri::NamespaceMode::Pod, "");
+    let quiet = create(&mut rt, &pod, &sandbox, shared("quiet", "exec sleep 300")).await.expect("create quiet");
+    // `yes` writes faster than the monitor can log, and outlives the container's main process in the pod's
+    // namespace, holding its stdout open.
+    let chatty = create(&mut rt, &pod, &sandbox, shared("chatty", "yes spam & sleep 0.3; exit 5")).await;
+    let chatty = chatty.expect("create chatty");
+    start(&mut rt, &quiet).await;
+    start(&mut rt, &chatty).await;
+
+    let exited = wait_exited(&mut rt, &chatty).await;
+    assert_eq!(exited.exit_code, 5, "the exit is recorded though an orphan still writes: {exited:?}");
+    let asked = Instant::now();
+    let other = status(&mut rt, &quiet).await.expect("status of the pod's other container");
+    assert!(asked.elapsed() < Duration::from_secs(2), "answered in {:?}", asked.elapsed());
+    assert_eq!(other.state, cri::ContainerState::ContainerRunning as i32);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let after = exec(&mut rt, &quiet, LIST_PROCESSES).await;
+    assert!(!after.contains("yes spam"), "the orphan went with its container: {after}");
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod }).await.expect("RemovePodSandbox");
 }

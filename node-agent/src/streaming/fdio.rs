@@ -7,6 +7,7 @@ use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 
 /// Puts an owned descriptor on tokio's reactor.
+#[allow(unsafe_code)]
 pub fn register(fd: OwnedFd, interest: Interest) -> io::Result<AsyncFd<OwnedFd>> {
     // SAFETY: an OwnedFd is open, and stays open and the same descriptor for as long as the AsyncFd owns it: only
     // dropping the AsyncFd closes it.

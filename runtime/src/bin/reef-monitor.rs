@@ -6,6 +6,8 @@
 //! It daemonizes: the process reefd starts exits as soon as the monitor listens on `DIR/monitor.sock`, so reefd
 //! neither waits on the monitor nor has to reap it, and the monitor lives on in its own session when reefd dies.
 
+#![deny(unsafe_code)]
+
 use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;

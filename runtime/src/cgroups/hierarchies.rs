@@ -103,6 +103,18 @@ impl Hierarchies {
         }
     }
 
+    /// The file where the kernel counts OOM kills (`oom_kill N`) of the cgroup at `path`: `memory.events` on v2,
+    /// `memory.oom_control` of the memory hierarchy, wherever it is mounted, on v1 (None without one).
+    pub fn oom_file(&self, path: &str) -> Option<PathBuf> {
+        let path = path.trim_start_matches('/');
+        match self {
+            Hierarchies::Unified => Some(Path::new("/sys/fs/cgroup").join(path).join("memory.events")),
+            Hierarchies::V1(mounts) => {
+                mounts.iter().find(|m| m.controller == "memory").map(|m| m.point.join(path).join("memory.oom_control"))
+            }
+        }
+    }
+
     /// A cgroups-rs hierarchy that answers from this layout instead of parsing mountinfo.
     pub fn boxed(&self) -> Box<dyn fs::Hierarchy> {
         match self {
@@ -230,6 +242,18 @@ mod tests {
         let no_memory = Hierarchies::V1(vec![mount("pids")]);
         assert_eq!(no_memory.procs_file("a/b"), PathBuf::from("/sys/fs/cgroup/pids/a/b/tasks"));
         assert_eq!(Hierarchies::Unified.procs_file("/a/b"), PathBuf::from("/sys/fs/cgroup/a/b/cgroup.procs"));
+    }
+
+    #[test]
+    fn oom_kills_are_read_from_the_memory_hierarchy_where_it_is_mounted() {
+        let v1 = Hierarchies::V1(vec![V1Mount {
+            controller: "memory".into(),
+            point: "/run/cg/mem".into(),
+            root: "/".into(),
+        }]);
+        assert_eq!(v1.oom_file("/kubepods/c1"), Some(PathBuf::from("/run/cg/mem/kubepods/c1/memory.oom_control")));
+        assert_eq!(Hierarchies::V1(vec![]).oom_file("c1"), None);
+        assert_eq!(Hierarchies::Unified.oom_file("/a/c1"), Some(PathBuf::from("/sys/fs/cgroup/a/c1/memory.events")));
     }
 
     #[test]

@@ -11,52 +11,22 @@ use cgroups_rs::fs::hugetlb::HugeTlbController;
 use cgroups_rs::fs::memory::MemController;
 use cgroups_rs::fs::pid::PidController;
 use cgroups_rs::fs::{Controller, MaxValue};
-use oci_spec::runtime::{LinuxDeviceCgroup, LinuxMemory, LinuxResources};
+use oci_spec::runtime::{LinuxCpu, LinuxDeviceCgroup, LinuxMemory, LinuxResources};
+
+use super::CgroupError;
 
 /// Whether `apply` writes everything `resources` asks for.
 pub fn handles(resources: &LinuxResources) -> bool {
     resources.block_io().is_none() && resources.network().is_none()
 }
 
-pub fn apply(cgroup: &Cgroup, r: &LinuxResources) -> Result<(), String> {
-    let err = |e: cgroups_rs::fs::error::Error| e.to_string();
+pub fn apply(cgroup: &Cgroup, r: &LinuxResources) -> Result<(), CgroupError> {
+    let err = |source| CgroupError::Fs { path: cgroup.path().to_string(), source };
     if let Some(cpu) = r.cpu() {
-        if cpu.cpus().is_some() || cpu.mems().is_some() {
-            let set: &CpuSetController = controller(cgroup, "cpuset")?;
-            if let Some(cpus) = cpu.cpus() {
-                set.set_cpus(cpus).map_err(err)?;
-            }
-            if let Some(mems) = cpu.mems() {
-                set.set_mems(mems).map_err(err)?;
-            }
-        }
-        let c: Option<&CpuController> = cgroup.controller_of();
-        let wants_cpu = cpu.shares().is_some_and(|s| s != 0)
-            || cpu.quota().is_some()
-            || cpu.period().is_some()
-            || cpu.realtime_runtime().is_some()
-            || cpu.realtime_period().is_some();
-        if wants_cpu {
-            let c = c.ok_or("no cpu hierarchy")?;
-            if let Some(shares) = cpu.shares().filter(|s| *s != 0) {
-                c.set_shares(shares).map_err(err)?;
-            }
-            if let Some(quota) = cpu.quota() {
-                c.set_cfs_quota(quota).map_err(err)?;
-            }
-            if let Some(period) = cpu.period() {
-                c.set_cfs_period(period).map_err(err)?;
-            }
-            if let Some(rt) = cpu.realtime_runtime() {
-                c.set_rt_runtime(rt).map_err(err)?;
-            }
-            if let Some(rt) = cpu.realtime_period() {
-                c.set_rt_period_us(rt).map_err(err)?;
-            }
-        }
+        set_cpu(cgroup, cpu)?;
     }
     if let Some(memory) = r.memory() {
-        set_memory(controller(cgroup, "memory")?, memory)?;
+        set_memory(controller(cgroup, "memory")?, memory, cgroup.path())?;
     }
     if let Some(pids) = r.pids() {
         let p: &PidController = controller(cgroup, "pids")?;
@@ -71,18 +41,65 @@ pub fn apply(cgroup: &Cgroup, r: &LinuxResources) -> Result<(), String> {
         }
     }
     if let Some(devices) = r.devices() {
-        let d: &DevicesController = controller(cgroup, "devices")?;
-        for rule in devices {
-            let kind = DeviceType::from_char(rule.typ().unwrap_or_default().as_str().chars().next())
-                .ok_or_else(|| format!("device rule type {:?}", rule.typ()))?;
-            let access: Vec<DevicePermissions> =
-                rule.access().as_deref().unwrap_or_default().chars().filter_map(DevicePermissions::from_char).collect();
-            let (major, minor) = numbers_of(rule);
-            if rule.allow() {
-                d.allow_device(kind, major, minor, &access).map_err(err)?;
-            } else {
-                d.deny_device(kind, major, minor, &access).map_err(err)?;
-            }
+        set_devices(cgroup, devices)?;
+    }
+    Ok(())
+}
+
+/// cpuset's CPUs and memory nodes, CFS shares, quota and period, and the realtime budget.
+fn set_cpu(cgroup: &Cgroup, cpu: &LinuxCpu) -> Result<(), CgroupError> {
+    let err = |source| CgroupError::Fs { path: cgroup.path().to_string(), source };
+    if cpu.cpus().is_some() || cpu.mems().is_some() {
+        let set: &CpuSetController = controller(cgroup, "cpuset")?;
+        if let Some(cpus) = cpu.cpus() {
+            set.set_cpus(cpus).map_err(err)?;
+        }
+        if let Some(mems) = cpu.mems() {
+            set.set_mems(mems).map_err(err)?;
+        }
+    }
+    let wants_cpu = cpu.shares().is_some_and(|s| s != 0)
+        || cpu.quota().is_some()
+        || cpu.period().is_some()
+        || cpu.realtime_runtime().is_some()
+        || cpu.realtime_period().is_some();
+    if !wants_cpu {
+        return Ok(());
+    }
+    let c: &CpuController = controller(cgroup, "cpu")?;
+    if let Some(shares) = cpu.shares().filter(|s| *s != 0) {
+        c.set_shares(shares).map_err(err)?;
+    }
+    if let Some(quota) = cpu.quota() {
+        c.set_cfs_quota(quota).map_err(err)?;
+    }
+    if let Some(period) = cpu.period() {
+        c.set_cfs_period(period).map_err(err)?;
+    }
+    if let Some(rt) = cpu.realtime_runtime() {
+        c.set_rt_runtime(rt).map_err(err)?;
+    }
+    if let Some(rt) = cpu.realtime_period() {
+        c.set_rt_period_us(rt).map_err(err)?;
+    }
+    Ok(())
+}
+
+/// The device rules, in order.
+fn set_devices(cgroup: &Cgroup, devices: &[LinuxDeviceCgroup]) -> Result<(), CgroupError> {
+    let err = |source| CgroupError::Fs { path: cgroup.path().to_string(), source };
+    let d: &DevicesController = controller(cgroup, "devices")?;
+    for rule in devices {
+        let kind = DeviceType::from_char(rule.typ().unwrap_or_default().as_str().chars().next()).ok_or_else(|| {
+            CgroupError::Invalid { path: cgroup.path().to_string(), what: format!("device rule type {:?}", rule.typ()) }
+        })?;
+        let access: Vec<DevicePermissions> =
+            rule.access().as_deref().unwrap_or_default().chars().filter_map(DevicePermissions::from_char).collect();
+        let (major, minor) = numbers_of(rule);
+        if rule.allow() {
+            d.allow_device(kind, major, minor, &access).map_err(err)?;
+        } else {
+            d.deny_device(kind, major, minor, &access).map_err(err)?;
         }
     }
     Ok(())
@@ -94,18 +111,20 @@ fn numbers_of(rule: &LinuxDeviceCgroup) -> (i64, i64) {
     (rule.major().unwrap_or(-1), rule.minor().unwrap_or(-1))
 }
 
-fn controller<'a, T>(cgroup: &'a Cgroup, name: &str) -> Result<&'a T, String>
+fn controller<'a, T>(cgroup: &'a Cgroup, name: &'static str) -> Result<&'a T, CgroupError>
 where
     &'a T: From<&'a cgroups_rs::fs::Subsystem>,
     T: Controller + cgroups_rs::fs::ControllIdentifier,
 {
-    cgroup.controller_of().ok_or_else(|| format!("no {name} hierarchy"))
+    cgroup
+        .controller_of()
+        .ok_or_else(|| CgroupError::NoController { path: cgroup.path().to_string(), controller: name })
 }
 
 /// Memory and memory+swap in an order the kernel accepts from any current value (the limit may not exceed
 /// memsw, so whichever moves first depends on the direction), as FsManager writes them.
-fn set_memory(m: &MemController, memory: &LinuxMemory) -> Result<(), String> {
-    let err = |e: cgroups_rs::fs::error::Error| e.to_string();
+fn set_memory(m: &MemController, memory: &LinuxMemory, path: &str) -> Result<(), CgroupError> {
+    let err = |source| CgroupError::Fs { path: path.to_string(), source };
     let limit = memory.limit().unwrap_or(0);
     let mut swap = memory.swap().unwrap_or(0);
     if limit == -1 && swap == 0 {
@@ -131,7 +150,10 @@ fn set_memory(m: &MemController, memory: &LinuxMemory) -> Result<(), String> {
     }
     if let Some(swappiness) = memory.swappiness() {
         if swappiness > 100 {
-            return Err(format!("swappiness {swappiness} is over 100"));
+            return Err(CgroupError::Invalid {
+                path: path.to_string(),
+                what: format!("swappiness {swappiness} is over 100"),
+            });
         }
         m.set_swappiness(swappiness).map_err(err)?;
     }

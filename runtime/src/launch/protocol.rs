@@ -1,7 +1,7 @@
 //! The records children send back. Fixed-size and plain (kind, step, errno) so a child writes one with a single
 //! write(2) and no allocation, and the caller gets a typed error rather than a string.
 
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd};
 
 use nix::errno::Errno;
 use nix::unistd::Pid;
@@ -96,6 +96,8 @@ pub enum LaunchError {
     },
     #[error("invalid launch plan: {0}")]
     InvalidPlan(String),
+    #[error(transparent)]
+    Cgroup(#[from] crate::cgroups::CgroupError),
     #[error("the container was already started")]
     AlreadyStarted,
     #[error("launch protocol: {0}")]
@@ -110,13 +112,20 @@ pub enum Report {
 const READY: u32 = 1;
 const FAILED: u32 = 2;
 
+/// The pipe ends a forked role reports on, and the start gate init waits at (none for an exec).
+#[derive(Clone, Copy)]
+pub struct Pipes<'a> {
+    pub reports: BorrowedFd<'a>,
+    pub start: Option<BorrowedFd<'a>>,
+}
+
 /// In a child: one record, one write.
-pub fn send_failed(fd: i32, step: Step, errno: Errno) {
+pub fn send_failed(fd: BorrowedFd<'_>, step: Step, errno: Errno) {
     send_failed_at(fd, step, errno, u32::MAX);
 }
 
 /// As `send_failed`, naming the item of the step (a mount's index) that failed.
-pub fn send_failed_at(fd: i32, step: Step, errno: Errno, index: u32) {
+pub fn send_failed_at(fd: BorrowedFd<'_>, step: Step, errno: Errno, index: u32) {
     let mut rec = [0u8; 16];
     rec[..4].copy_from_slice(&FAILED.to_ne_bytes());
     rec[4..8].copy_from_slice(&(step as u32).to_ne_bytes());
@@ -125,19 +134,49 @@ pub fn send_failed_at(fd: i32, step: Step, errno: Errno, index: u32) {
     raw_write(fd, &rec);
 }
 
-pub fn send_ready(fd: i32) {
+pub fn send_ready(fd: BorrowedFd<'_>) {
     let mut rec = [0u8; 16];
     rec[..4].copy_from_slice(&READY.to_ne_bytes());
     raw_write(fd, &rec);
 }
 
-pub fn send_pid(fd: i32, pid: Pid) {
+pub fn send_pid(fd: BorrowedFd<'_>, pid: Pid) {
     raw_write(fd, &pid.as_raw().to_ne_bytes());
 }
 
-fn raw_write(fd: i32, data: &[u8]) {
+fn raw_write(fd: BorrowedFd<'_>, data: &[u8]) {
     // A short or failed write can only lose the report, which the reader then sees as end-of-file.
-    let _ = nix::unistd::write(crate::sys::borrow(fd), data);
+    let _ = nix::unistd::write(fd, data);
+}
+
+/// In a child: reports the failure and exits, since there is nobody to return an error to.
+pub fn fail(reports: BorrowedFd<'_>, step: Step, errno: Errno) -> ! {
+    send_failed(reports, step, errno);
+    crate::sys::exit_now(1)
+}
+
+/// In a child: the value, or the failure reported (and the child gone).
+pub fn check<T>(reports: BorrowedFd<'_>, step: Step, r: nix::Result<T>) -> T {
+    match r {
+        Ok(v) => v,
+        Err(e) => fail(reports, step, e),
+    }
+}
+
+/// In a child: `f` for each of `count` items of a step, the first failure reported with its item's index (which
+/// the caller turns into the item's name, see `launch::child_error`).
+pub fn each(reports: BorrowedFd<'_>, step: Step, count: usize, mut f: impl FnMut(usize) -> nix::Result<()>) {
+    for i in 0..count {
+        if let Err(e) = f(i) {
+            fail_at(reports, step, e, i);
+        }
+    }
+}
+
+/// As `fail`, naming the item of the step that failed by its index.
+pub fn fail_at(reports: BorrowedFd<'_>, step: Step, errno: Errno, index: usize) -> ! {
+    send_failed_at(reports, step, errno, index as u32);
+    crate::sys::exit_now(1)
 }
 
 pub fn write_all(fd: &impl AsFd, data: &[u8]) -> Result<(), Errno> {

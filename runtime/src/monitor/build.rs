@@ -23,12 +23,12 @@ use std::os::unix::net::UnixStream;
 
 use nix::sched::CloneFlags;
 use nix::sys::wait::waitpid;
-use nix::unistd::ForkResult;
+use nix::unistd::{ForkResult, Pid};
 use serde::{Deserialize, Serialize};
 
 use super::protocol::{ErrorKind, Request, Response};
-use crate::cgroups::{ContainerCgroup, PendingCgroup};
-use crate::launch::{Gate, InitEnds, LaunchError, Stdio};
+use crate::cgroups::{CgroupError, ContainerCgroup, PendingCgroup};
+use crate::launch::{Forker, Gate, InitEnds, LaunchError, LaunchPlan, Stdio};
 use crate::sys;
 
 /// A container built and waiting at its gate.
@@ -48,26 +48,9 @@ pub(super) fn in_child(line: &str, stdio: Stdio, gate: &Gate, init: InitEnds) ->
         errno: e.raw_os_error(),
         message: "socketpair".into(),
     })?;
-    match sys::fork() {
-        Ok(ForkResult::Child) => {
-            drop(ours);
-            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| build(line, stdio, gate, init)));
-            let result = result.unwrap_or_else(|_| Err(Response::error(ErrorKind::Launch, "building panicked")));
-            let mut out = serde_json::to_vec(&result).unwrap_or_default();
-            out.push(b'\n');
-            let _ = (&theirs).write_all(&out);
-            // After the write, not before: an idle-class process on a busy core may wait long for its turn, and
-            // the reply waits on this write. Nothing waits on the exit (the monitor's reaper collects it).
-            sys::yield_to_waker();
-            sys::exit_now(0)
-        }
-        Ok(ForkResult::Parent { .. }) => {}
-        Err(e) => {
-            return Err(Response::Error { kind: ErrorKind::Launch, errno: Some(e as i32), message: "fork".into() });
-        }
+    if let Err(e) = fork_builder(line, stdio, gate, init, &theirs) {
+        return Err(Response::Error { kind: ErrorKind::Launch, errno: Some(e as i32), message: "fork".into() });
     }
-    // Its ends now live in the child and the container only: the gate's reports end when they are gone.
-    drop(init);
     drop(theirs);
     // Up to the newline, not to end-of-file: the socket closes only once the child's exit has torn its memory
     // down, a third of a millisecond the reply need not wait for. The monitor's reaper collects the child.
@@ -77,6 +60,30 @@ pub(super) fn in_child(line: &str, stdio: Stdio, gate: &Gate, init: InitEnds) ->
         .unwrap_or_else(|_| Err(Response::error(ErrorKind::Launch, "the process building the container died")))
 }
 
+/// Forks the build child, which runs `builder` and never returns here. `init` goes with it: its ends then live
+/// in the child and the container only, so the gate's reports end when they are gone.
+#[allow(unsafe_code)]
+fn fork_builder(line: &str, stdio: Stdio, gate: &Gate, init: InitEnds, out: &UnixStream) -> nix::Result<()> {
+    // SAFETY: the monitor is single-threaded, and the child runs only `builder`, which ends in `exit_now`.
+    match unsafe { sys::fork() }? {
+        ForkResult::Child => builder(line, stdio, gate, init, out),
+        ForkResult::Parent { .. } => Ok(()),
+    }
+}
+
+/// The build child: builds, hands the result over as one line on `out`, exits.
+fn builder(line: &str, stdio: Stdio, gate: &Gate, init: InitEnds, out: &UnixStream) -> ! {
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| build(line, stdio, gate, init)));
+    let result = result.unwrap_or_else(|_| Err(Response::error(ErrorKind::Launch, "building panicked")));
+    let mut bytes = serde_json::to_vec(&result).unwrap_or_default();
+    bytes.push(b'\n');
+    let _ = (&*out).write_all(&bytes);
+    // After the write, not before: an idle-class process on a busy core may wait long for its turn, and the reply
+    // waits on this write. Nothing waits on the exit (the monitor's reaper collects it).
+    sys::yield_to_waker();
+    sys::exit_now(0)
+}
+
 /// In the child: the plan, the cgroup, the launch, the limits.
 fn build(line: &str, stdio: Stdio, gate: &Gate, init: InitEnds) -> Result<Made, Response> {
     let plan = match serde_json::from_str::<Request>(line) {
@@ -84,53 +91,13 @@ fn build(line: &str, stdio: Stdio, gate: &Gate, init: InitEnds) -> Result<Made, 
         Ok(_) => return Err(Response::error(ErrorKind::BadRequest, "not a create request")),
         Err(e) => return Err(Response::error(ErrorKind::BadRequest, e.to_string())),
     };
-    let pending = plan
-        .cgroup
-        .as_ref()
-        .map(PendingCgroup::new)
-        .transpose()
-        .map_err(|message| Response::error(ErrorKind::Launch, message))?;
-    let join = pending.as_ref().map(|p| p.join_fds()).unwrap_or_default();
+    let pending = plan.cgroup.as_ref().map(PendingCgroup::new).transpose().map_err(cgroup_error)?;
     // In a pod's user namespace this process would lose its rights over the host's cgroupfs, which a failed
     // launch still needs to remove the cgroup.
     let joins_user_namespace = plan.join_namespaces.iter().any(|(flag, _)| *flag == CloneFlags::CLONE_NEWUSER);
     let (pid, cgroup) = match pending {
-        // Under systemd the scope is made around the pid: an intermediate forks init, and this process stays in
-        // the host's namespaces to talk to systemd while init sets itself up (on the other core).
-        Some(p) if p.needs_pid() || joins_user_namespace => {
-            let pid = match crate::launch::fork_through(&plan, stdio, &join, gate, init) {
-                Ok(pid) => pid,
-                Err(e) => {
-                    p.abandon();
-                    return Err(launch_error(&e));
-                }
-            };
-            // On an error here init finds its gate closed (the monitor drops it) and exits.
-            let cgroup = p.finish(pid.as_raw()).map_err(|message| Response::error(ErrorKind::Launch, message))?;
-            (pid, Some(cgroup))
-        }
-        // Else the limits go on first, while this process is still in the host's namespaces, and it forks init
-        // itself: still before init runs anything of its own, so everything it ever runs is accounted and limited.
-        // Its device nodes are made under the device rules, which allow mknod.
-        pending => {
-            let cgroup = pending
-                .as_ref()
-                .map(PendingCgroup::limit)
-                .transpose()
-                .map_err(|message| Response::error(ErrorKind::Launch, message))?;
-            // `pending` holds the descriptors `join` names until init is forked.
-            let forked = crate::launch::fork_here(&plan, stdio, &join, init);
-            drop(pending);
-            match forked {
-                Ok(pid) => (pid, cgroup),
-                Err(e) => {
-                    if let Some(c) = &cgroup {
-                        let _ = c.destroy();
-                    }
-                    return Err(launch_error(&e));
-                }
-            }
-        }
+        Some(p) if p.needs_pid() || joins_user_namespace => through_intermediate(&plan, stdio, gate, init, p)?,
+        pending => from_here(&plan, stdio, gate, init, pending)?,
     };
     if let Err(e) = gate.wait_ready(&plan, pid) {
         if let Some(c) = &cgroup {
@@ -139,6 +106,59 @@ fn build(line: &str, stdio: Stdio, gate: &Gate, init: InitEnds) -> Result<Made, 
         return Err(launch_error(&e));
     }
     Ok(Made { pid: pid.as_raw(), own_pid_namespace: plan.new_namespaces.contains(CloneFlags::CLONE_NEWPID), cgroup })
+}
+
+/// Under systemd the scope is made around the pid: an intermediate forks init, and this process stays in the
+/// host's namespaces to talk to systemd while init sets itself up (on the other core).
+fn through_intermediate(
+    plan: &LaunchPlan,
+    stdio: Stdio,
+    gate: &Gate,
+    init: InitEnds,
+    pending: PendingCgroup,
+) -> Result<(Pid, Option<ContainerCgroup>), Response> {
+    let forked = gate.fork(plan, stdio, &pending.join_fds(), Forker::Intermediate, init);
+    let pid = match forked {
+        Ok(pid) => pid,
+        Err(e) => {
+            pending.abandon();
+            return Err(launch_error(&e));
+        }
+    };
+    // On an error here init finds its gate closed (the monitor drops it) and exits.
+    let cgroup = pending.finish(pid.as_raw()).map_err(cgroup_error)?;
+    Ok((pid, Some(cgroup)))
+}
+
+/// Else the limits go on first, while this process is still in the host's namespaces, and it forks init itself:
+/// still before init runs anything of its own, so everything it ever runs is accounted and limited. Its device
+/// nodes are made under the device rules, which allow mknod.
+fn from_here(
+    plan: &LaunchPlan,
+    stdio: Stdio,
+    gate: &Gate,
+    init: InitEnds,
+    pending: Option<PendingCgroup>,
+) -> Result<(Pid, Option<ContainerCgroup>), Response> {
+    let cgroup = pending.as_ref().map(PendingCgroup::limit).transpose().map_err(cgroup_error)?;
+    let join = pending.as_ref().map(PendingCgroup::join_fds).unwrap_or_default();
+    // `pending` holds the descriptors `join` names until init is forked.
+    let forked = gate.fork(plan, stdio, &join, Forker::Caller, init);
+    drop(join);
+    drop(pending);
+    match forked {
+        Ok(pid) => Ok((pid, cgroup)),
+        Err(e) => {
+            if let Some(c) = &cgroup {
+                let _ = c.destroy();
+            }
+            Err(launch_error(&e))
+        }
+    }
+}
+
+fn cgroup_error(e: CgroupError) -> Response {
+    Response::Error { kind: ErrorKind::Launch, errno: e.errno().map(|e| e as i32), message: crate::error_chain(&e) }
 }
 
 fn launch_error(e: &LaunchError) -> Response {
@@ -155,22 +175,32 @@ pub(super) fn remove_cgroups(cgroups: &[(String, ContainerCgroup)]) {
     if cgroups.is_empty() {
         return;
     }
-    match sys::fork() {
-        Ok(ForkResult::Child) => {
+    match fork_remover(cgroups) {
+        Ok(child) => {
+            let _ = waitpid(child, None);
+        }
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "reef-monitor: fork to remove cgroups: {e}");
+        }
+    }
+}
+
+/// Forks the child that removes `cgroups` and exits; returns its pid.
+#[allow(unsafe_code)]
+fn fork_remover(cgroups: &[(String, ContainerCgroup)]) -> nix::Result<Pid> {
+    // SAFETY: the monitor is single-threaded, and the child only removes the cgroups and ends in `exit_now`.
+    match unsafe { sys::fork() }? {
+        ForkResult::Child => {
             let _ = std::panic::catch_unwind(|| {
                 for (id, cgroup) in cgroups {
                     if let Err(e) = cgroup.destroy() {
+                        let e = crate::error_chain(&e);
                         let _ = writeln!(std::io::stderr(), "reef-monitor: remove the cgroup of {id}: {e}");
                     }
                 }
             });
             sys::exit_now(0)
         }
-        Ok(ForkResult::Parent { child }) => {
-            let _ = waitpid(child, None);
-        }
-        Err(e) => {
-            let _ = writeln!(std::io::stderr(), "reef-monitor: fork to remove cgroups: {e}");
-        }
+        ForkResult::Parent { child } => Ok(child),
     }
 }

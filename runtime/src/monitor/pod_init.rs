@@ -42,32 +42,9 @@ pub fn spawn(ns_dir: &Path, empty_root: &Path, user: Option<&Path>) -> Result<Po
     let user = user.map(|p| nix::fcntl::open(p, OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty())).transpose()?;
     let null = nix::fcntl::open("/dev/null", OFlag::O_RDWR | OFlag::O_CLOEXEC, Mode::empty()).ok();
     let (pid_r, pid_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
-    let intermediate = match sys::fork()? {
-        ForkResult::Child => {
-            drop(pid_r);
-            // Confined first, while still host root: inside the pod's user namespace the state directory's
-            // parents may not be searchable (they are owned by the host's root, which is unmapped there).
-            let confined = nix::unistd::chroot(empty_root).and_then(|_| nix::unistd::chdir("/"));
-            if confined.is_err() || user.as_ref().is_some_and(|u| become_its_root(u).is_err()) {
-                sys::exit_now(1);
-            }
-            if nix::sched::unshare(CloneFlags::CLONE_NEWPID).is_err() {
-                sys::exit_now(1);
-            }
-            match sys::fork() {
-                Ok(ForkResult::Child) => run_init(null),
-                Ok(ForkResult::Parent { child }) => {
-                    let _ = nix::unistd::write(&pid_w, &child.as_raw().to_ne_bytes());
-                    sys::exit_now(0)
-                }
-                Err(_) => sys::exit_now(1),
-            }
-        }
-        ForkResult::Parent { child } => child,
-    };
+    let intermediate = fork_intermediate(empty_root, user.as_ref(), null, &pid_w)?;
     drop(pid_w);
     drop(user);
-    drop(null);
     let mut buf = [0u8; 4];
     let read = nix::unistd::read(&pid_r, &mut buf);
     let _ = waitpid(intermediate, None);
@@ -89,6 +66,52 @@ pub fn spawn(ns_dir: &Path, empty_root: &Path, user: Option<&Path>) -> Result<Po
     Ok(PodPidNamespace { init })
 }
 
+/// Forks the intermediate, which runs `intermediate` and never returns here; returns its pid.
+#[allow(unsafe_code)]
+fn fork_intermediate(
+    empty_root: &Path,
+    user: Option<&OwnedFd>,
+    null: Option<OwnedFd>,
+    pid_w: &OwnedFd,
+) -> nix::Result<Pid> {
+    // SAFETY: the monitor is single-threaded, and the child runs only `intermediate`, which ends in `exit_now`.
+    match unsafe { sys::fork() }? {
+        ForkResult::Child => intermediate(empty_root, user, null, pid_w),
+        ForkResult::Parent { child } => Ok(child),
+    }
+}
+
+/// Confines itself, unshares the PID namespace (inside the pod's user namespace `user`, when it has one) and forks
+/// its init, whose pid goes to `pid_w`.
+fn intermediate(empty_root: &Path, user: Option<&OwnedFd>, null: Option<OwnedFd>, pid_w: &OwnedFd) -> ! {
+    // Confined first, while still host root: inside the pod's user namespace the state directory's parents may
+    // not be searchable (they are owned by the host's root, which is unmapped there).
+    let confined = nix::unistd::chroot(empty_root).and_then(|_| nix::unistd::chdir("/"));
+    if confined.is_err() || user.is_some_and(|u| become_its_root(u).is_err()) {
+        sys::exit_now(1);
+    }
+    if nix::sched::unshare(CloneFlags::CLONE_NEWPID).is_err() {
+        sys::exit_now(1);
+    }
+    match fork_init(null) {
+        Ok(child) => {
+            let _ = nix::unistd::write(pid_w, &child.as_raw().to_ne_bytes());
+            sys::exit_now(0)
+        }
+        Err(_) => sys::exit_now(1),
+    }
+}
+
+/// Forks PID 1 of the new namespace, which runs `run_init` and never returns.
+#[allow(unsafe_code)]
+fn fork_init(null: Option<OwnedFd>) -> nix::Result<Pid> {
+    // SAFETY: the intermediate is single-threaded, and the child runs only `run_init`, which never returns.
+    match unsafe { sys::fork() }? {
+        ForkResult::Child => run_init(null),
+        ForkResult::Parent { child } => Ok(child),
+    }
+}
+
 /// Joins the user namespace `user` and becomes its root (host root is unmapped there), as a container's
 /// intermediate does.
 fn become_its_root(user: &OwnedFd) -> nix::Result<()> {
@@ -101,8 +124,7 @@ fn become_its_root(user: &OwnedFd) -> nix::Result<()> {
 /// PID 1 of the pod, already in its empty root: confine, then reap forever. Never returns; only SIGKILL from the
 /// monitor ends it.
 fn run_init(null: Option<OwnedFd>) -> ! {
-    let keep: Vec<i32> = null.iter().map(|n| n.as_raw_fd()).collect();
-    sys::close_fds_except(&keep);
+    close_all_but(null.as_ref());
     if let Some(null) = &null {
         let _ = nix::unistd::dup2_stdin(null);
         let _ = nix::unistd::dup2_stdout(null);
@@ -131,6 +153,15 @@ fn run_init(null: Option<OwnedFd>) -> ! {
         }
         let _ = chld.wait();
     }
+}
+
+/// Closes every descriptor the init inherited from the monitor but `null`: containers see its /proc entries.
+#[allow(unsafe_code)]
+fn close_all_but(null: Option<&OwnedFd>) {
+    let keep: Vec<i32> = null.iter().map(|n| n.as_raw_fd()).collect();
+    // SAFETY: the init never returns and never drops what the monitor owned: no owner closes, and nothing uses,
+    // a descriptor closed here.
+    unsafe { sys::close_fds_except(&keep) }
 }
 
 fn drop_all_capabilities() -> nix::Result<()> {

@@ -45,6 +45,14 @@ pub enum ReefError {
     #[error("the pod's monitor")]
     MonitorCall(#[source] reef_runtime::monitor::client::ClientError),
 
+    /// A step of the runtime failed; `context` says which, the runtime's error why (errno and path kept).
+    #[error("{context}")]
+    Runtime {
+        context: String,
+        #[source]
+        source: reef_runtime::RuntimeError,
+    },
+
     /// The runtime tried and the operation failed (an exec that could not run, a setup step refused).
     #[error("{0}")]
     Failed(String),
@@ -91,6 +99,7 @@ impl ReefError {
             ReefError::DeadlineExceeded(_) => Code::DeadlineExceeded,
             ReefError::Failed(_) | ReefError::MonitorCall(_) => Code::Unknown,
             ReefError::MonitorUnreachable(_) => Code::FailedPrecondition,
+            ReefError::Runtime { source, .. } => runtime_code(source),
             ReefError::Unavailable(_) => Code::Unavailable,
             ReefError::Unimplemented(_) => Code::Unimplemented,
             ReefError::ResourceExhausted(_) => Code::ResourceExhausted,
@@ -106,6 +115,30 @@ impl From<crate::spec::SpecError> for ReefError {
             _ => ReefError::InvalidArgument(e.to_string()),
         }
     }
+}
+
+/// The runtime's failures, classified once: what the request asked for wrongly is InvalidArgument, what the
+/// runtime cannot do FailedPrecondition, a step that was tried and failed Unknown (as a failed launch is in
+/// containerd), and trouble with reefd's own files Internal.
+fn runtime_code(e: &reef_runtime::RuntimeError) -> Code {
+    use reef_runtime::RuntimeError as R;
+    use reef_runtime::plan::PlanError;
+    use reef_runtime::users::UserError;
+    match e {
+        R::Plan(PlanError::Seccomp(_) | PlanError::UnchangedId { .. }) => Code::InvalidArgument,
+        R::Plan(PlanError::Missing(_) | PlanError::Unsupported(_)) => Code::FailedPrecondition,
+        R::User(UserError::Read { .. }) => Code::Internal,
+        R::User(_) | R::Sysctl(_) | R::Seccomp(_) => Code::InvalidArgument,
+        R::MonitorClient(reef_runtime::monitor::client::ClientError::Connect { .. }) => Code::FailedPrecondition,
+        R::Launch(_) | R::Cgroup(_) | R::MonitorClient(_) => Code::Unknown,
+        R::Log(_) | R::Rootfs(_) | R::Pin(_) | R::MountNs(_) | R::Monitor(_) | R::Io { .. } => Code::Internal,
+    }
+}
+
+/// Wraps a runtime failure with what reefd was doing: `.map_err(runtime("mount the rootfs"))`.
+pub fn runtime<E: Into<reef_runtime::RuntimeError>>(context: impl Into<String>) -> impl FnOnce(E) -> ReefError {
+    let context = context.into();
+    move |e| ReefError::Runtime { context, source: e.into() }
 }
 
 /// An I/O failure of reefd's own (a record, a directory), named by what it was doing.
@@ -136,6 +169,22 @@ mod tests {
         assert_eq!(status.code(), Code::NotFound);
         assert!(status.message().contains("docker.io/library/nope:latest"));
         assert!(status.message().contains("manifest unknown"));
+    }
+
+    #[test]
+    fn runtime_failures_are_classified_once_and_keep_their_context_and_cause() {
+        use reef_runtime::users::UserError;
+        let user = runtime::<UserError>("image busybox")(UserError::NoSuchUser("app".into()));
+        assert_eq!(user.code(), Code::InvalidArgument);
+        let status = tonic::Status::from(user);
+        assert_eq!(status.message(), "image busybox: no user \"app\" in the image's /etc/passwd");
+        let read = runtime::<UserError>("image busybox")(UserError::Read {
+            path: "/etc/passwd",
+            errno: nix::errno::Errno::EIO,
+        });
+        assert_eq!(read.code(), Code::Internal);
+        let plan = runtime::<reef_runtime::plan::PlanError>("plan")(reef_runtime::plan::PlanError::Missing("root"));
+        assert_eq!(plan.code(), Code::FailedPrecondition);
     }
 
     #[test]

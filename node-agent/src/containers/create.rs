@@ -136,7 +136,7 @@ impl Containers {
         // Registered first: a mount that fails half-way may still have made the directories.
         let id_ = id.to_string();
         undo.push("mount the rootfs", move || self.remove_files(&id_));
-        overlay.mount().map_err(|e| ReefError::Internal(crate::error::chain(&e)))?;
+        overlay.mount().map_err(crate::error::runtime("mount the container's rootfs"))?;
         Ok(overlay)
     }
 
@@ -323,19 +323,12 @@ fn resolve_user(
     image_name: &str,
 ) -> Result<reef_runtime::users::ResolvedUser, ReefError> {
     let request = spec::user_request(&security_context(config), image_config)?;
-    reef_runtime::users::resolve(&overlay.target, &request).map_err(|e| match e {
-        reef_runtime::users::UserError::Read { .. } => ReefError::Internal(e.to_string()),
-        e => ReefError::InvalidArgument(format!("image {image_name}: {e}")),
-    })
+    reef_runtime::users::resolve(&overlay.target, &request)
+        .map_err(crate::error::runtime(format!("image {image_name}")))
 }
 
 fn plan(spec: &reef_runtime::oci_spec::runtime::Spec) -> Result<LaunchPlan, ReefError> {
-    use reef_runtime::plan::PlanError;
-    reef_runtime::plan::plan_from_spec(spec).map_err(|e| match e {
-        PlanError::Seccomp(m) => ReefError::InvalidArgument(m),
-        e @ PlanError::UnchangedId { .. } => ReefError::InvalidArgument(e.to_string()),
-        e => ReefError::FailedPrecondition(e.to_string()),
-    })
+    reef_runtime::plan::plan_from_spec(spec).map_err(crate::error::runtime("plan the container"))
 }
 
 /// Where the container's output goes: its log file, opened below the pod's log directory, or nowhere.

@@ -58,7 +58,7 @@ impl Containers {
             stderr: err_w.as_raw_fd(),
         };
         let pid = reef_runtime::launch::spawn_exec(&plan, target, stdio)
-            .map_err(|e| ReefError::Failed(crate::error::chain(&e)))?;
+            .map_err(crate::error::runtime(format!("start the exec in container {}", c.id)))?;
         drop((out_w, err_w, null));
         let deadline = timeout.map(|t| Instant::now() + t);
         let (stdout, stderr, timed_out) = collect_output(out_r, err_r, deadline, max_output);

@@ -326,7 +326,8 @@ impl Containers {
         let mut resources = spec::resources_for_update(r).map_err(|e| ReefError::InvalidArgument(e.to_string()))?;
         // Device rules are set once at creation; an update only changes limits.
         resources.set_devices(None);
-        reef_runtime::cgroups::update(&path, &resources).map_err(|e| ReefError::Failed(crate::error::chain(&e)))?;
+        reef_runtime::cgroups::update(&path, &resources)
+            .map_err(crate::error::runtime(format!("update the cgroup of container {}", c.id)))?;
         // ContainerStatus reports the limits in force: keep the record's copy in step (devices stay as created).
         let mut c = c;
         if let Some(cgroup) = c.plan.as_mut().and_then(|p| p.cgroup.as_mut()) {

@@ -104,7 +104,7 @@ impl Pods {
             user: userns,
         };
         let pinned =
-            pin::pin(&dir.join("ns"), &set, hostname).map_err(|e| ReefError::Internal(crate::error::chain(&e)))?;
+            pin::pin(&dir.join("ns"), &set, hostname).map_err(crate::error::runtime("pin the pod's namespaces"))?;
         Ok(PinnedPaths { network: pinned.network, ipc: pinned.ipc, uts: pinned.uts, pid: None, user: pinned.user })
     }
 

@@ -117,7 +117,7 @@ async fn exec(agent: Arc<Agent>, req: &ExecRequest, session: &mut Session) -> Re
     }
     let fds = io.fds;
     let pid = crate::blocking::run("start the exec", move || {
-        reef_runtime::launch::spawn_exec(&plan, target, fds).map_err(|e| ReefError::Failed(crate::error::chain(&e)))
+        reef_runtime::launch::spawn_exec(&plan, target, fds).map_err(crate::error::runtime("start the exec"))
     })
     .await?;
     drop(io.theirs);

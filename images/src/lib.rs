@@ -1,6 +1,8 @@
 //! Reef's image store: image references, registry pulls, digest-verified content and safely unpacked layers.
 //! Knows nothing of gRPC or the CRI: node-agent maps its types and errors to the wire.
 
+#![forbid(unsafe_code)]
+
 pub mod error;
 pub mod unpack;
 

@@ -296,6 +296,16 @@ mod tests {
         assert!(err.contains("registry"), "{err}");
     }
 
+    // A streaming timeout is added to Instant::now(): i64::MAX seconds loaded, then panicked the first Exec.
+    #[test]
+    fn streaming_timeouts_past_a_year_are_refused_rather_than_overflowing_a_deadline() {
+        for key in ["token_ttl_seconds", "idle_timeout_seconds", "stream_creation_timeout_seconds"] {
+            let err = parse(&format!("[streaming]\n{key} = 9223372036854775807")).unwrap_err().to_string();
+            assert!(err.contains(key), "{err}");
+            assert!(parse(&format!("[streaming]\n{key} = 31536000")).is_ok());
+        }
+    }
+
     #[test]
     fn network_settings_default_to_the_builtin_bridge_and_bad_ones_name_the_key() {
         let c = parse("").unwrap();

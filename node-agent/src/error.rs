@@ -125,7 +125,7 @@ fn runtime_code(e: &reef_runtime::RuntimeError) -> Code {
     use reef_runtime::plan::PlanError;
     use reef_runtime::users::UserError;
     match e {
-        R::Plan(PlanError::Seccomp(_) | PlanError::UnchangedId { .. }) => Code::InvalidArgument,
+        R::Plan(PlanError::Seccomp(_) | PlanError::Invalid(_)) => Code::InvalidArgument,
         R::Plan(PlanError::Missing(_) | PlanError::Unsupported(_)) => Code::FailedPrecondition,
         R::User(UserError::Read { .. }) => Code::Internal,
         R::User(_) | R::Sysctl(_) | R::Seccomp(_) => Code::InvalidArgument,

@@ -18,8 +18,63 @@ pub enum PlanError {
     Unsupported(String),
     #[error("{0}")]
     Seccomp(String),
-    #[error("spec asks for {what} {id}, which the kernel reads as \"leave unchanged\"")]
-    UnchangedId { what: &'static str, id: u32 },
+    #[error("spec has {0}")]
+    Invalid(String),
+}
+
+/// `..` has no place in a plan's paths: a mount source that climbs out of the host directory it names, or a
+/// destination, masked path or cgroup that climbs out of the rootfs or the container's cgroup, is a hostile
+/// request, whatever later resolution would make of it (kubelet itself refuses such host paths).
+fn refuse_climbing(what: &str, path: &str) -> Result<(), PlanError> {
+    if path.split('/').any(|c| c == "..") {
+        return Err(PlanError::Invalid(format!("{what} {path:?} with a '..' component")));
+    }
+    Ok(())
+}
+
+/// (uid_t)-1 and (gid_t)-1 mean "leave unchanged" to setresuid, setresgid and chown: the process would keep the
+/// launcher's root.
+fn refuse_unchanged_id(what: &str, id: u32) -> Result<(), PlanError> {
+    if id == crate::users::UNCHANGED_ID {
+        return Err(PlanError::Invalid(format!("{what} {id}, which the kernel reads as \"unchanged\"")));
+    }
+    Ok(())
+}
+
+/// What the spec asks that no container may have, checked once here for every caller.
+fn validate(spec: &Spec) -> Result<(), PlanError> {
+    if let Some(process) = spec.process() {
+        let user = process.user();
+        refuse_unchanged_id("uid", user.uid())?;
+        refuse_unchanged_id("gid", user.gid())?;
+        for gid in user.additional_gids().iter().flatten() {
+            refuse_unchanged_id("supplementary gid", *gid)?;
+        }
+    }
+    for m in spec.mounts().iter().flatten() {
+        let destination = m.destination().display().to_string();
+        if !destination.starts_with('/') {
+            return Err(PlanError::Invalid(format!("mount destination {destination:?}, not an absolute path")));
+        }
+        refuse_climbing("mount destination", &destination)?;
+        if let Some(source) = m.source() {
+            refuse_climbing("mount source", &source.display().to_string())?;
+        }
+    }
+    if let Some(linux) = spec.linux() {
+        for p in linux.masked_paths().iter().flatten().chain(linux.readonly_paths().iter().flatten()) {
+            refuse_climbing("masked or read-only path", p)?;
+        }
+        if let Some(cgroup) = linux.cgroups_path() {
+            refuse_climbing("cgroup path", &cgroup.display().to_string())?;
+        }
+        for d in linux.devices().iter().flatten() {
+            refuse_climbing("device path", &d.path().display().to_string())?;
+            refuse_unchanged_id("device uid", d.uid().unwrap_or(0))?;
+            refuse_unchanged_id("device gid", d.gid().unwrap_or(0))?;
+        }
+    }
+    Ok(())
 }
 
 fn clone_flag(t: LinuxNamespaceType) -> Result<CloneFlags, PlanError> {
@@ -59,6 +114,7 @@ pub fn plan_from_spec(spec: &Spec) -> Result<LaunchPlan, PlanError> {
     let process = spec.process().as_ref().ok_or(PlanError::Missing("process"))?;
     let args = process.args().clone().filter(|a| !a.is_empty()).ok_or(PlanError::Missing("process.args"))?;
     let linux = spec.linux().as_ref().ok_or(PlanError::Missing("linux"))?;
+    validate(spec)?;
     // Compiled here, in the caller, so a bad profile fails the create before anything is forked.
     let profile = linux
         .seccomp()
@@ -76,7 +132,6 @@ pub fn plan_from_spec(spec: &Spec) -> Result<LaunchPlan, PlanError> {
         profile => profile,
     };
     let user = process.user();
-    check_ids(process, linux)?;
     Ok(LaunchPlan {
         rootfs: root.path().clone(),
         readonly_rootfs: root.readonly().unwrap_or(false),
@@ -170,27 +225,6 @@ fn runtime_default_seccomp(
     let bounding = capabilities.map(|c| c.bounding.as_slice()).unwrap_or_default();
     let program = crate::seccomp::runtime_default_cached(bounding).map_err(|e| PlanError::Seccomp(e.to_string()))?;
     Ok(Some(program.to_vec()))
-}
-
-/// The last line of defence: whatever built the spec, no id that setresuid or chown skip reaches the launch.
-fn check_ids(process: &oci_spec::runtime::Process, linux: &oci_spec::runtime::Linux) -> Result<(), PlanError> {
-    let user = process.user();
-    let unchanged = crate::users::UNCHANGED_ID;
-    let bad = [("uid", user.uid()), ("gid", user.gid())]
-        .into_iter()
-        .chain(user.additional_gids().iter().flatten().map(|g| ("supplementary gid", *g)))
-        .chain(
-            linux
-                .devices()
-                .iter()
-                .flatten()
-                .flat_map(|d| [("device uid", d.uid().unwrap_or(0)), ("device gid", d.gid().unwrap_or(0))]),
-        )
-        .find(|(_, id)| *id == unchanged);
-    match bad {
-        Some((what, id)) => Err(PlanError::UnchangedId { what, id }),
-        None => Ok(()),
-    }
 }
 
 fn devices(linux: &oci_spec::runtime::Linux) -> Vec<crate::launch::DevicePlan> {
@@ -295,16 +329,6 @@ mod tests {
     }
 
     #[test]
-    fn a_spec_asking_for_the_unchanged_id_is_refused() {
-        let mut s = spec(vec![]);
-        s.process_mut().as_mut().unwrap().user_mut().set_uid(u32::MAX);
-        assert_eq!(plan_from_spec(&s).unwrap_err(), PlanError::UnchangedId { what: "uid", id: u32::MAX });
-        let mut s = spec(vec![]);
-        s.process_mut().as_mut().unwrap().user_mut().set_additional_gids(Some(vec![5, u32::MAX]));
-        assert!(matches!(plan_from_spec(&s), Err(PlanError::UnchangedId { what: "supplementary gid", .. })));
-    }
-
-    #[test]
     fn a_new_uts_namespace_takes_the_hostname() {
         let p = plan_from_spec(&spec(vec![(LinuxNamespaceType::Uts, None)])).unwrap();
         assert_eq!(p.hostname.as_deref(), Some("h"));
@@ -326,5 +350,55 @@ mod tests {
             .unwrap()
             .set_rlimits(Spec::default().process().as_ref().unwrap().rlimits().clone());
         assert_eq!(plan_from_spec(&limited).unwrap().rlimits, vec![("RLIMIT_NOFILE".to_string(), 1024, 1024)]);
+    }
+
+    fn with_bind(source: &str, destination: &str) -> Spec {
+        let mut s = spec(vec![]);
+        let bind = oci_spec::runtime::MountBuilder::default()
+            .destination(destination)
+            .typ("bind")
+            .source(source)
+            .options(vec!["rbind".to_string()])
+            .build()
+            .unwrap();
+        s.set_mounts(Some(vec![bind]));
+        s
+    }
+
+    // Found by fuzz/ (cri_spec): a CRI mount's host path `/mnt/..` (and a destination `/../sysm`) reached the plan.
+    #[test]
+    fn mounts_whose_source_or_destination_climbs_with_dotdot_are_refused() {
+        assert!(plan_from_spec(&with_bind("/var/lib/data", "/data")).is_ok());
+        assert!(plan_from_spec(&with_bind("/var/lib/x..y/data", "/data..")).is_ok(), "only whole components");
+        for (source, destination) in [("/mnt/..", "/data"), ("/h", "/data/../../etc"), ("/h", "data")] {
+            assert!(
+                matches!(plan_from_spec(&with_bind(source, destination)), Err(PlanError::Invalid(_))),
+                "{source} on {destination}"
+            );
+        }
+    }
+
+    // Seen writing fuzz/'s cri_spec invariant: run_as_user 4294967295 became uid (uid_t)-1, which setresuid reads
+    // as "unchanged": the container would have kept root.
+    #[test]
+    fn uid_and_gid_minus_one_are_refused_rather_than_left_as_root() {
+        for (uid, gid, groups) in [(u32::MAX, 0, vec![]), (0, u32::MAX, vec![]), (1000, 1000, vec![1000, u32::MAX])] {
+            let mut s = spec(vec![]);
+            let user = s.process_mut().as_mut().unwrap().user_mut();
+            user.set_uid(uid);
+            user.set_gid(gid);
+            user.set_additional_gids(Some(groups));
+            assert!(matches!(plan_from_spec(&s), Err(PlanError::Invalid(_))), "{uid}:{gid}");
+        }
+    }
+
+    #[test]
+    fn masked_paths_and_cgroups_that_climb_are_refused() {
+        let mut s = spec(vec![]);
+        s.linux_mut().as_mut().unwrap().set_masked_paths(Some(vec!["/proc/../../etc".into()]));
+        assert!(matches!(plan_from_spec(&s), Err(PlanError::Invalid(_))));
+        let mut s = spec(vec![]);
+        s.linux_mut().as_mut().unwrap().set_cgroups_path(Some("kubepods/../../escape/reef-c".into()));
+        assert!(matches!(plan_from_spec(&s), Err(PlanError::Invalid(_))));
     }
 }

@@ -36,6 +36,9 @@ use crate::agent::Agent;
 use crate::error::ReefError;
 use remotecommand::Options;
 
+/// The longest any streaming timeout may be.
+const MAX_SECONDS: u64 = 365 * 24 * 3600;
+
 /// `[streaming]` in the config file.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
@@ -82,6 +85,10 @@ impl StreamingConfig {
         ] {
             if v == 0 {
                 return invalid(k, "must be at least 1");
+            }
+            // Each is added to an Instant (a token's expiry, a deadline), which panics past its range.
+            if v > MAX_SECONDS {
+                return invalid(k, "must be at most 31536000 (a year)");
             }
         }
         Ok(())

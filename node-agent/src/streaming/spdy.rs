@@ -118,6 +118,12 @@ pub struct HeaderEncoder {
     z: Compress,
 }
 
+impl Default for HeaderEncoder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl HeaderEncoder {
     pub fn new() -> HeaderEncoder {
         let mut z = Compress::new(Compression::default(), true);
@@ -155,6 +161,12 @@ impl HeaderEncoder {
 /// Decompresses incoming header blocks: one zlib stream for the whole connection.
 pub struct HeaderDecoder {
     z: Decompress,
+}
+
+impl Default for HeaderDecoder {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl HeaderDecoder {

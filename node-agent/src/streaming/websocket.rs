@@ -42,6 +42,53 @@ impl Framing {
     }
 }
 
+/// What one client message asks for.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Incoming {
+    /// v5's close signal: the client is done sending on this channel.
+    CloseChannel(u8),
+    /// Input for a channel, never empty.
+    Data(u8, Bytes),
+    /// Nothing to deliver: an empty message, a malformed close signal, or text that is not base64.
+    Skip,
+}
+
+/// A client message, binary or text alike, as the channel protocol reads it.
+pub fn decode(framing: Framing, data: Bytes) -> Incoming {
+    let Some(&first) = data.first() else { return Incoming::Skip };
+    if framing.close_signal && first == CLOSE_SIGNAL {
+        return match data[..] {
+            [_, ch] => Incoming::CloseChannel(ch),
+            _ => Incoming::Skip,
+        };
+    }
+    let (ch, payload) = if framing.base64 {
+        let Some(ch) = first.checked_sub(b'0') else { return Incoming::Skip };
+        match base64::engine::general_purpose::STANDARD.decode(&data[1..]) {
+            Ok(p) => (ch, Bytes::from(p)),
+            Err(_) => return Incoming::Skip,
+        }
+    } else {
+        (first, data.slice(1..))
+    };
+    if payload.is_empty() { Incoming::Skip } else { Incoming::Data(ch, payload) }
+}
+
+/// One message of output on channel `ch` (the protocol's channels are single digits: 0 to 9).
+pub fn encode(framing: Framing, ch: u8, data: &[u8]) -> Message {
+    if framing.base64 {
+        let mut text = String::with_capacity(1 + data.len() * 4 / 3 + 4);
+        text.push((b'0' + ch) as char);
+        base64::engine::general_purpose::STANDARD.encode_string(data, &mut text);
+        Message::Text(text.into())
+    } else {
+        let mut framed = Vec::with_capacity(1 + data.len());
+        framed.push(ch);
+        framed.extend_from_slice(data);
+        Message::Binary(framed.into())
+    }
+}
+
 pub fn serve(socket: WebSocket, framing: Framing, channels: usize, readable: &[u8], idle: Duration) -> Channels {
     let (mut sink, mut stream) = socket.split();
     let (out_tx, mut out_rx) = mpsc::channel::<Out>(16);
@@ -63,18 +110,7 @@ pub fn serve(socket: WebSocket, framing: Framing, channels: usize, readable: &[u
     let writer = tokio::spawn(async move {
         while let Some(out) = out_rx.recv().await {
             let msg = match out {
-                Out::Data(ch, data) if framing.base64 => {
-                    let mut text = String::with_capacity(1 + data.len() * 4 / 3 + 4);
-                    text.push((b'0' + ch) as char);
-                    base64::engine::general_purpose::STANDARD.encode_string(&data, &mut text);
-                    Message::Text(text.into())
-                }
-                Out::Data(ch, data) => {
-                    let mut framed = Vec::with_capacity(1 + data.len());
-                    framed.push(ch);
-                    framed.extend_from_slice(&data);
-                    Message::Binary(framed.into())
-                }
+                Out::Data(ch, data) => encode(framing, ch, &data),
                 Out::Close => {
                     let close = CloseFrame { code: axum::extract::ws::close_code::NORMAL, reason: "".into() };
                     let _ = sink.send(Message::Close(Some(close))).await;
@@ -101,31 +137,20 @@ pub fn serve(socket: WebSocket, framing: Framing, channels: usize, readable: &[u
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
                 Some(Ok(_)) => continue,
             };
-            if data.is_empty() {
-                continue;
-            }
-            if framing.close_signal && data[0] == CLOSE_SIGNAL {
-                if let [_, ch] = data[..]
-                    && let Some(slot) = senders.get_mut(ch as usize)
-                {
-                    *slot = None;
+            match decode(framing, data) {
+                Incoming::Skip => {}
+                Incoming::CloseChannel(ch) => {
+                    if let Some(slot) = senders.get_mut(ch as usize) {
+                        *slot = None;
+                    }
                 }
-                continue;
-            }
-            let (ch, payload) = if framing.base64 {
-                let Some(ch) = data[0].checked_sub(b'0') else { continue };
-                match base64::engine::general_purpose::STANDARD.decode(&data[1..]) {
-                    Ok(p) => (ch, Bytes::from(p)),
-                    Err(_) => continue,
+                Incoming::Data(ch, payload) => {
+                    if let Some(Some(tx)) = senders.get(ch as usize)
+                        && tx.send(payload).await.is_err()
+                    {
+                        senders[ch as usize] = None;
+                    }
                 }
-            } else {
-                (data[0], data.slice(1..))
-            };
-            if let Some(Some(tx)) = senders.get(ch as usize)
-                && !payload.is_empty()
-                && tx.send(payload).await.is_err()
-            {
-                senders[ch as usize] = None;
             }
         }
         drop(senders);
@@ -136,4 +161,49 @@ pub fn serve(socket: WebSocket, framing: Framing, channels: usize, readable: &[u
         }
     });
     Channels { inputs, tx: out_tx, gone: gone_rx }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BINARY: Framing = Framing { base64: false, close_signal: false };
+    const BASE64_V5: Framing = Framing { base64: true, close_signal: true };
+
+    fn bytes(b: &[u8]) -> Bytes {
+        Bytes::copy_from_slice(b)
+    }
+
+    #[test]
+    fn a_message_names_its_channel_in_its_first_byte_or_digit() {
+        assert_eq!(decode(BINARY, bytes(b"\x00ls\n")), Incoming::Data(0, bytes(b"ls\n")));
+        assert_eq!(decode(BASE64_V5, bytes(b"0bHMK")), Incoming::Data(0, bytes(b"ls\n")));
+    }
+
+    #[test]
+    fn empty_undecodable_and_malformed_close_messages_deliver_nothing() {
+        assert_eq!(decode(BINARY, bytes(b"")), Incoming::Skip);
+        assert_eq!(decode(BINARY, bytes(b"\x00")), Incoming::Skip);
+        assert_eq!(decode(BASE64_V5, bytes(b"0!!")), Incoming::Skip);
+        assert_eq!(decode(BASE64_V5, bytes(b"\x01x")), Incoming::Skip, "below '0' is no channel");
+        assert_eq!(decode(BASE64_V5, bytes(b"\xff\x00\x00")), Incoming::Skip);
+    }
+
+    #[test]
+    fn v5_close_signals_close_a_channel_and_older_protocols_read_them_as_data() {
+        assert_eq!(decode(BASE64_V5, bytes(b"\xff\x00")), Incoming::CloseChannel(0));
+        assert_eq!(decode(BINARY, bytes(b"\xff\x00")), Incoming::Data(255, bytes(b"\x00")));
+    }
+
+    #[test]
+    fn what_is_encoded_on_a_channel_decodes_on_that_channel() {
+        for framing in [BINARY, BASE64_V5] {
+            let message = match encode(framing, 2, b"out") {
+                Message::Binary(b) => b,
+                Message::Text(t) => bytes(t.as_str().as_bytes()),
+                other => panic!("{other:?}"),
+            };
+            assert_eq!(decode(framing, message), Incoming::Data(2, bytes(b"out")));
+        }
+    }
 }

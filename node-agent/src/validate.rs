@@ -13,11 +13,12 @@ use reef_runtime::sysctl::{self, Namespace};
 use crate::error::ReefError;
 
 /// Kubernetes' own limits: object names, namespaces and uids are DNS subdomains at most (253 bytes); a label or
-/// annotation key is an optional DNS-subdomain prefix and a name of at most 63; a label value at most 63; all
-/// annotations of an object together at most 256 KiB.
+/// annotation key is an optional DNS-subdomain prefix and a name of at most 63; all annotations of an object
+/// together at most 256 KiB. A label value may be 63 bytes on an object, but kubelet puts object names in CRI
+/// labels (`io.kubernetes.pod.name` is the pod's name, up to 253 bytes): a CRI label value is held to that.
 const MAX_NAME: usize = 253;
 const MAX_KEY_NAME: usize = 63;
-const MAX_LABEL_VALUE: usize = 63;
+const MAX_LABEL_VALUE: usize = MAX_NAME;
 const MAX_ANNOTATIONS: usize = 256 * 1024;
 /// sethostname(2) takes at most HOST_NAME_MAX bytes.
 const MAX_HOSTNAME: usize = 64;
@@ -324,7 +325,9 @@ mod tests {
         assert!(err.contains("metadata.name") && err.contains("254 bytes"), "{err}");
         assert!(code(pod(&pod_with(|p| p.metadata.as_mut().unwrap().uid = long.clone()))).is_some());
         assert!(check(|c| c.metadata.as_mut().unwrap().name = "y".repeat(64 * 1024)).is_some());
-        assert!(check(|c| _ = c.labels.insert("k".into(), "v".repeat(64))).unwrap().contains("labels"));
+        assert!(check(|c| _ = c.labels.insert("k".into(), "v".repeat(254))).unwrap().contains("labels"));
+        let long_pod_name = "p".repeat(200);
+        assert_eq!(check(|c| _ = c.labels.insert("io.kubernetes.pod.name".into(), long_pod_name.clone())), None);
         assert!(check(|c| _ = c.labels.insert("k".repeat(64), "v".into())).is_some());
         assert_eq!(check(|c| _ = c.labels.insert(format!("{}/k", "d".repeat(253)), "v".into())), None);
         assert!(check(|c| _ = c.annotations.insert("a".into(), "v".repeat(MAX_ANNOTATIONS))).is_some());

@@ -220,7 +220,7 @@ async fn names_labels_and_annotations_over_kubernetes_limits_are_refused() {
         .unwrap_err();
     refused(&err, Code::InvalidArgument, &["metadata.name", "65536 bytes"]);
     let mut p = pod_config(&s, "labelled");
-    p.labels.insert("k".into(), "v".repeat(64));
+    p.labels.insert("k".into(), "v".repeat(254));
     let err = rt
         .run_pod_sandbox(cri::RunPodSandboxRequest { config: Some(p), runtime_handler: String::new() })
         .await

@@ -411,7 +411,18 @@ impl Store {
     /// Removes a name, or a whole image when given its id (or when its last name goes). Returns the image's id
     /// when something was removed; `None` when nothing matched, which the CRI treats as success.
     pub fn remove(&self, name: &str) -> Result<Option<String>> {
-        let writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let removed = self.forget(name)?;
+        if removed.is_some() {
+            self.collect_garbage()?;
+        }
+        Ok(removed)
+    }
+
+    /// `remove` without the garbage collection: the record or name is gone (nothing resolves to it any more), and
+    /// the files it alone held stay until `collect_garbage`. For a caller that must hold a lock of its own only
+    /// while the record changes, not while layers are deleted.
+    pub fn forget(&self, name: &str) -> Result<Option<String>> {
+        let _writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         let Some(record) = self.resolve(name) else { return Ok(None) };
         let by_name = ImageRef::parse(name).ok().and_then(|r| {
             [r.tagged(), r.digest.as_ref().map(|d| r.with_digest(d))]
@@ -443,8 +454,6 @@ impl Store {
             index.names.retain(|_, id| *id != record.id);
             index.images.remove(&record.id);
         }
-        drop(writer);
-        self.collect_garbage()?;
         Ok(Some(record.id))
     }
 

@@ -5,8 +5,11 @@
 //! Rust has no `defer`; this is containerd's deferred cleanups and CRI-O's resource cleaner as a drop guard.
 //! Undos run on the failing thread, never in the background: once the RPC answers, nothing of it is left.
 
+/// A step's name and how to take it back.
+type Undo<'a> = (&'static str, Box<dyn FnOnce() + 'a>);
+
 pub struct Rollback<'a> {
-    undo: Vec<(&'static str, Box<dyn FnOnce() + 'a>)>,
+    undo: Vec<Undo<'a>>,
 }
 
 impl<'a> Rollback<'a> {

@@ -371,7 +371,8 @@ mod tests {
 
     #[test]
     fn nonsensical_resources_name_the_field_and_the_bound() {
-        let cases: [(&str, Box<dyn Fn(&mut cri::LinuxContainerResources)>); 9] = [
+        type Tweak = Box<dyn Fn(&mut cri::LinuxContainerResources)>;
+        let cases: [(&str, Tweak); 9] = [
             ("cpu_quota", Box::new(|r| r.cpu_quota = -2)),
             ("cpu_quota", Box::new(|r| r.cpu_quota = 999)),
             ("cpu_period", Box::new(|r| r.cpu_period = 999)),

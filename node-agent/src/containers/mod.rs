@@ -372,11 +372,19 @@ impl Containers {
             self.list().into_iter().find(|c| c.image_id == image_id).map(|c| format!("container {} ({})", c.id, c.name))
         };
         self.image_holds
-            .remove_unless_used(store, name, in_use, || store.remove(name))
+            // Only the record goes under the image gate; deleting the layers (slow for a big image) must not hold
+            // up every CreateContainer's image lookup.
+            .remove_unless_used(store, name, in_use, || store.forget(name))
             .map_err(|user| {
                 ReefError::FailedPrecondition(format!("image {name:?} is in use by {user}: remove the container first"))
             })?
             .map_err(|source| ReefError::Image { image: name.to_string(), source })
+            .and_then(|removed| {
+                if removed.is_some() {
+                    store.collect_garbage().map_err(|source| ReefError::Image { image: name.to_string(), source })?;
+                }
+                Ok(removed)
+            })
     }
 
     /// A reefd killed in the middle of CreateContainer leaves a mounted rootfs and an upper dir with no record:

@@ -1,7 +1,6 @@
-# gdb script: records which functions of reef-monitor a monitor process runs, for the layout lists
-# (scripts/layout/README.md). Two modes, from the environment:
-#   TRACE_ATTACH=PID   attach to a running monitor and record until it exits
-#   (unset)            run `reef-monitor DIR` from the start, follow it into its daemon, record until it polls
+# gdb script: records which functions of reef-monitor a monitor runs from its start, following it into its
+# daemon, until it first polls, for the layout lists (scripts/layout/README.md). The daemon's life after that is
+# counted with uprobes (profile.sh).
 # Functions are recorded by mangled name, once each, into TRACE_OUT (appended).
 import os
 import subprocess
@@ -69,19 +68,11 @@ gdb.execute("set pagination off")
 gdb.execute("set confirm off")
 gdb.execute("set detach-on-fork on")
 gdb.events.exited.connect(save)
-attach = os.environ.get("TRACE_ATTACH")
-if attach:
-    gdb.execute("set follow-fork-mode parent")
-    gdb.execute(f"attach {attach}")
-    arm(int(attach))
-    open(os.environ["TRACE_READY"], "w").close()
-    gdb.execute("continue")
-else:
-    # From the start: arm at the first instruction, follow the daemon (the first fork), stop once it polls.
-    gdb.execute("set follow-fork-mode child")
-    gdb.execute("starti")
-    poll_once = arm(gdb.selected_inferior().pid)
-    gdb.execute(f"tbreak *{poll_once:#x}")
-    gdb.execute("continue")
-    save()
-    gdb.execute("kill")
+# From the start: arm at the first instruction, follow the daemon (the first fork), stop once it polls.
+gdb.execute("set follow-fork-mode child")
+gdb.execute("starti")
+poll_once = arm(gdb.selected_inferior().pid)
+gdb.execute(f"tbreak *{poll_once:#x}")
+gdb.execute("continue")
+save()
+gdb.execute("kill")

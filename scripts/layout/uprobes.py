@@ -1,11 +1,16 @@
 #!/usr/bin/env python3
 """Counts which functions of a binary run, with one uprobe per function (scripts/layout/profile.sh).
 
-  uprobes.py add BINARY NAMES    probe every function symbol of BINARY; NAMES gets the probes' symbol names
-  uprobes.py collect NAMES       print the names of the functions whose probe was hit
-  uprobes.py remove              remove the probes
+  uprobes.py add BINARY NAMES [PREFIX]   probe every function symbol of BINARY (events PREFIX<n>, default f);
+                                         NAMES gets the probes' symbol names
+  uprobes.py collect NAMES [PREFIX]      print the names of the functions whose probe was hit, by any process
+  uprobes.py collect-pids NAMES PREFIX TRACE PIDS
+                                         the same from TRACE (the trace buffer's lines, saved), hits of the
+                                         processes listed in the file PIDS only
+  uprobes.py remove                      remove the probes
 """
 import os
+import re
 import subprocess
 import sys
 
@@ -29,7 +34,7 @@ def functions(binary):
                     yield addr - start + offset, p[2]
 
 
-def add(binary, names_file):
+def add(binary, names_file, prefix="f"):
     binary = os.path.realpath(binary)
     # Symbols that share an address (merged identical functions) share a probe; a hit counts for each of them,
     # because a build with another layout may not merge them again.
@@ -41,7 +46,7 @@ def add(binary, names_file):
     events = os.open(f"{TRACING}/uprobe_events", os.O_WRONLY | os.O_APPEND)
     for offset, aliases in at.items():
         try:
-            os.write(events, f"p:{GROUP}/f{len(names)} {binary}:{offset:#x}\n".encode())
+            os.write(events, f"p:{GROUP}/{prefix}{len(names)} {binary}:{offset:#x}\n".encode())
         except OSError:
             continue  # not a place a probe can go
         names.append(" ".join(aliases))
@@ -52,13 +57,28 @@ def add(binary, names_file):
         f.write("1")
 
 
-def collect(names_file):
+def collect(names_file, prefix="f"):
     names = open(names_file).read().split("\n")
     hit = set()
     for line in open(f"{TRACING}/uprobe_profile"):
         f = line.split()
-        if len(f) >= 3 and f[1].startswith("f") and int(f[2]) > 0:
-            hit.update(names[int(f[1][1:])].split())
+        if len(f) >= 3 and re.fullmatch(prefix + r"[0-9]+", f[1]) and int(f[2]) > 0:
+            hit.update(names[int(f[1][len(prefix):])].split())
+    for name in sorted(hit):
+        print(name)
+
+
+def collect_pids(names_file, prefix, trace, pids_file):
+    """A probe's hit count does not say which process hit it: the trace buffer's lines do
+    (`reef-monitor-2746 [000] ..... 9761.687706: m37: (0x7f6be4edf9e0)`)."""
+    names = open(names_file).read().split("\n")
+    pids = set(open(pids_file).read().split())
+    event = re.compile(r"-(\d+)\s+\[\d+\].*?\s" + prefix + r"(\d+):")
+    hit = set()
+    for line in open(trace, errors="replace"):
+        m = event.search(line)
+        if m and m.group(1) in pids:
+            hit.update(names[int(m.group(2))].split())
     for name in sorted(hit):
         print(name)
 
@@ -81,4 +101,9 @@ def remove():
 
 
 if __name__ == "__main__":
-    {"add": lambda: add(sys.argv[2], sys.argv[3]), "collect": lambda: collect(sys.argv[2]), "remove": remove}[sys.argv[1]]()
+    {
+        "add": lambda: add(*sys.argv[2:5]),
+        "collect": lambda: collect(*sys.argv[2:4]),
+        "collect-pids": lambda: collect_pids(*sys.argv[2:6]),
+        "remove": remove,
+    }[sys.argv[1]]()

@@ -115,7 +115,12 @@ impl PendingCgroup {
 
     /// Removes what `new` made, after a launch that failed.
     pub fn abandon(self) {
-        if self.plan.systemd.is_none() {
+        if self.plan.systemd.is_some() {
+            return;
+        }
+        if let Some(dir) = v2_dir(hierarchies_of(&self.plan), &self.plan.path) {
+            let _ = v2::remove(Path::new(UNIFIED_ROOT), &dir);
+        } else {
             let _ = remove_dirs(&cgroups_rs::fs::Cgroup::load(hierarchy_of(&self.plan), &self.plan.path));
         }
     }
@@ -154,7 +159,7 @@ impl PendingCgroup {
             let limited = v2::apply(&dir, &plan.resources)
                 .and_then(|()| plan.resources.devices().as_ref().map_or(Ok(()), |d| device_filter::attach(&dir, d)));
             if let Err(e) = limited {
-                let _ = remove_dirs(&cgroups_rs::fs::Cgroup::load(hierarchy_of(plan), &plan.path));
+                let _ = v2::remove(Path::new(UNIFIED_ROOT), &dir);
                 return Err(e);
             }
             return Ok(self.made());
@@ -232,10 +237,10 @@ impl ContainerCgroup {
         if let Some(unit) = &self.systemd {
             return SystemdManager::new(unit).and_then(|mut m| m.destroy()).map_err(what);
         }
-        let hierarchy = self.hierarchies.boxed();
-        if hierarchy.v2() {
-            return FsManager::new(&self.path).and_then(|mut fs| fs.destroy()).map_err(what);
+        if let Some(dir) = v2_dir(&self.hierarchies, &self.path) {
+            return v2::remove(Path::new(UNIFIED_ROOT), &dir);
         }
+        let hierarchy = self.hierarchies.boxed();
         remove_dirs(&cgroups_rs::fs::Cgroup::load(hierarchy, &self.path))
     }
 }

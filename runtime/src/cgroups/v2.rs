@@ -56,6 +56,28 @@ fn enable_for_children(dir: &Path) {
     }
 }
 
+/// Removes the cgroup directory `dir`, moving any process still in it to the hierarchy's root `root` first (as on
+/// v1). rmdir is retried for a while: a container whose init has just failed and is still exiting keeps its cgroup
+/// busy for a moment (runc retries the same way), longer on a loaded node.
+pub fn remove(root: &Path, dir: &Path) -> Result<(), CgroupError> {
+    let mut pause = std::time::Duration::from_millis(5);
+    for attempt in 0.. {
+        for pid in read(dir, "cgroup.procs").unwrap_or_default().lines() {
+            let _ = std::fs::write(root.join("cgroup.procs"), pid.trim());
+        }
+        match std::fs::remove_dir(dir) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+            Err(e) if e.raw_os_error() == Some(nix::libc::EBUSY) && attempt < 10 => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(std::time::Duration::from_millis(200));
+            }
+            Err(source) => return Err(CgroupError::Io { path: dir.to_path_buf(), source }),
+        }
+    }
+    Ok(())
+}
+
 /// Writes the limits `r` asks for into the cgroup directory `dir`. Device rules are not files on v2: see
 /// `device_filter`.
 pub fn apply(dir: &Path, r: &LinuxResources) -> Result<(), CgroupError> {
@@ -401,5 +423,28 @@ mod tests {
         assert_eq!((u.memory_mapped_file, u.page_faults, u.major_page_faults), (4096, 9, 1));
         assert_eq!((u.memory_failcnt, u.memory_limit, u.pids, u.processes), (3, Some(67_108_864), 3, 2));
         assert_eq!(usage(&dir.path().join("gone")), None);
+    }
+
+    #[test]
+    fn a_cgroup_is_removed_with_a_process_still_in_it_moved_out_first() {
+        let root = Path::new("/sys/fs/cgroup/unified");
+        let is_cgroup2 =
+            nix::sys::statfs::statfs(root).is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC);
+        if !is_cgroup2 || !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: needs root and this host's cgroup2 mount at {}", root.display());
+            return;
+        }
+        let path = format!("reef-v2-remove-test-{}/c1", std::process::id());
+        create(root, &path).unwrap();
+        let dir = root.join(&path);
+        let mut sleeper = std::process::Command::new("sleep").arg("30").spawn().expect("sleep");
+        std::fs::write(dir.join("cgroup.procs"), sleeper.id().to_string()).unwrap();
+        let removed = remove(root, &dir);
+        let _ = sleeper.kill();
+        let _ = sleeper.wait();
+        let parent = dir.parent().unwrap().to_path_buf();
+        let _ = remove(root, &parent);
+        removed.unwrap();
+        assert!(!dir.exists() && !parent.exists());
     }
 }

@@ -11,11 +11,14 @@ use cgroups_rs::manager::{FsManager, Manager, SystemdManager};
 
 use crate::launch::CgroupPlan;
 
+mod device_filter;
 mod error;
 mod hierarchies;
 mod v1_limits;
+mod v2;
 pub use error::CgroupError;
 pub use hierarchies::{Hierarchies, V1Mount, ViewEntry};
+pub use v2::cpu_weight;
 
 /// The plan's hierarchies when reefd sent them, else this process's own.
 pub(crate) fn hierarchies_of(plan: &CgroupPlan) -> &Hierarchies {
@@ -24,6 +27,14 @@ pub(crate) fn hierarchies_of(plan: &CgroupPlan) -> &Hierarchies {
 
 pub(crate) fn hierarchy_of(plan: &CgroupPlan) -> Box<dyn cgroups_rs::fs::Hierarchy> {
     hierarchies_of(plan).boxed()
+}
+
+/// Where the unified hierarchy is mounted on a v2 node.
+const UNIFIED_ROOT: &str = "/sys/fs/cgroup";
+
+/// The cgroup's directory when `hierarchies` is v2's unified one.
+fn v2_dir(hierarchies: &Hierarchies, path: &str) -> Option<std::path::PathBuf> {
+    matches!(hierarchies, Hierarchies::Unified).then(|| Path::new(UNIFIED_ROOT).join(path.trim_start_matches('/')))
 }
 
 /// Open descriptors through which a forked process moves itself into a cgroup by writing `0`: the `tasks` file
@@ -82,8 +93,12 @@ impl PendingCgroup {
             return Ok(pending);
         }
         let cgroup = cgroups_rs::fs::Cgroup::load(hierarchy_of(plan), &plan.path);
-        // Creating also copies cpuset.cpus and cpuset.mems down on v1, without which nothing may join.
-        cgroup.create().map_err(|source| CgroupError::Fs { path: plan.path.clone(), source })?;
+        if v2_dir(hierarchies_of(plan), &plan.path).is_some() {
+            v2::create(Path::new(UNIFIED_ROOT), &plan.path)?;
+        } else {
+            // Creating also copies cpuset.cpus and cpuset.mems down on v1, without which nothing may join.
+            cgroup.create().map_err(|source| CgroupError::Fs { path: plan.path.clone(), source })?;
+        }
         match CgroupJoin::open(&plan.path, hierarchy_of(plan)) {
             Ok(join) => Ok(PendingCgroup { join: Some(join), ..pending }),
             Err(e) => {
@@ -100,7 +115,12 @@ impl PendingCgroup {
 
     /// Removes what `new` made, after a launch that failed.
     pub fn abandon(self) {
-        if self.plan.systemd.is_none() {
+        if self.plan.systemd.is_some() {
+            return;
+        }
+        if let Some(dir) = v2_dir(hierarchies_of(&self.plan), &self.plan.path) {
+            let _ = v2::remove(Path::new(UNIFIED_ROOT), &dir);
+        } else {
             let _ = remove_dirs(&cgroups_rs::fs::Cgroup::load(hierarchy_of(&self.plan), &self.plan.path));
         }
     }
@@ -121,6 +141,13 @@ impl PendingCgroup {
             let _ = manager.destroy();
             return Err(what(e));
         }
+        // systemd's properties carry no device rules: on v2 they are Reef's own filter on the scope's cgroup.
+        if let (Some(dir), Some(devices)) = (v2_dir(hierarchies_of(plan), &plan.path), plan.resources.devices())
+            && let Err(e) = device_filter::attach(&dir, devices)
+        {
+            let _ = manager.destroy();
+            return Err(e);
+        }
         Ok(self.made())
     }
 
@@ -128,8 +155,17 @@ impl PendingCgroup {
     pub fn limit(&self) -> Result<ContainerCgroup, CgroupError> {
         let plan = &self.plan;
         let what = |source| CgroupError::Manager { path: plan.path.clone(), source: Box::new(source) };
+        if let Some(dir) = v2_dir(hierarchies_of(plan), &plan.path) {
+            let limited = v2::apply(&dir, &plan.resources)
+                .and_then(|()| plan.resources.devices().as_ref().map_or(Ok(()), |d| device_filter::attach(&dir, d)));
+            if let Err(e) = limited {
+                let _ = v2::remove(Path::new(UNIFIED_ROOT), &dir);
+                return Err(e);
+            }
+            return Ok(self.made());
+        }
         let hierarchy = hierarchy_of(plan);
-        if !hierarchy.v2() && v1_limits::handles(&plan.resources) {
+        if v1_limits::handles(&plan.resources) {
             let cgroup = cgroups_rs::fs::Cgroup::load(hierarchy, &plan.path);
             if let Err(e) = v1_limits::apply(&cgroup, &plan.resources) {
                 let _ = remove_dirs(&cgroup);
@@ -201,10 +237,10 @@ impl ContainerCgroup {
         if let Some(unit) = &self.systemd {
             return SystemdManager::new(unit).and_then(|mut m| m.destroy()).map_err(what);
         }
-        let hierarchy = self.hierarchies.boxed();
-        if hierarchy.v2() {
-            return FsManager::new(&self.path).and_then(|mut fs| fs.destroy()).map_err(what);
+        if let Some(dir) = v2_dir(&self.hierarchies, &self.path) {
+            return v2::remove(Path::new(UNIFIED_ROOT), &dir);
         }
+        let hierarchy = self.hierarchies.boxed();
         remove_dirs(&cgroups_rs::fs::Cgroup::load(hierarchy, &self.path))
     }
 }
@@ -262,6 +298,9 @@ fn limit(value: i64) -> Option<u64> {
 
 /// `None` when the cgroup cannot be read (the container is gone).
 pub fn usage(path: &str) -> Option<Usage> {
+    if let Some(dir) = v2_dir(Hierarchies::node(), path) {
+        return v2::usage(&dir);
+    }
     let manager = FsManager::new(path).ok()?;
     if !manager.exists() {
         return None;
@@ -305,6 +344,9 @@ fn processes(path: &str) -> u64 {
 pub struct Limits {
     pub memory_limit: Option<u64>,
     pub cpu_shares: Option<u64>,
+    /// On v2, the weight the shares were mapped to (`cpu_shares` is then read back from it, which loses
+    /// precision: compare weights to tell whether asked shares are in force).
+    pub cpu_weight: Option<u64>,
     /// CFS quota and period in microseconds; no quota means no CPU limit.
     pub cpu_quota: Option<i64>,
     pub cpu_period: Option<u64>,
@@ -312,6 +354,9 @@ pub struct Limits {
 
 /// `None` when the cgroup is gone.
 pub fn limits(path: &str) -> Option<Limits> {
+    if let Some(dir) = v2_dir(Hierarchies::node(), path) {
+        return v2::limits(&dir);
+    }
     use cgroups_rs::fs::Cgroup;
     use cgroups_rs::fs::cpu::CpuController;
     use cgroups_rs::fs::memory::MemController;
@@ -324,6 +369,7 @@ pub fn limits(path: &str) -> Option<Limits> {
     Some(Limits {
         memory_limit: memory.and_then(|m| limit(m.memory_stat().limit_in_bytes)),
         cpu_shares: cpu.and_then(|c| c.shares().ok()),
+        cpu_weight: None,
         cpu_quota: cpu.and_then(|c| c.cfs_quota().ok()).filter(|q| *q > 0),
         cpu_period: cpu.and_then(|c| c.cfs_period().ok()),
     })
@@ -331,6 +377,12 @@ pub fn limits(path: &str) -> Option<Limits> {
 
 /// UpdateContainerResources: applies new limits to a running container's cgroup.
 pub fn update(path: &str, resources: &oci_spec::runtime::LinuxResources) -> Result<(), CgroupError> {
+    if let Some(dir) = v2_dir(Hierarchies::node(), path) {
+        if !dir.is_dir() {
+            return Err(CgroupError::Missing { path: path.to_string() });
+        }
+        return v2::apply(&dir, resources);
+    }
     let what = |source| CgroupError::Manager { path: path.to_string(), source: Box::new(source) };
     let mut manager = FsManager::new(path).map_err(what)?;
     if !manager.exists() {

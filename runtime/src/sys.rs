@@ -403,6 +403,118 @@ pub fn has_opaque_xattr(path: &std::ffi::CStr) -> bool {
     n == 1 && value[0] == b'y'
 }
 
+/// One eBPF instruction as the kernel reads it (`struct bpf_insn`): the two 4-bit register numbers share a byte,
+/// destination in the low bits on a little-endian machine.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BpfInsn {
+    pub code: u8,
+    pub regs: u8,
+    pub off: i16,
+    pub imm: i32,
+}
+
+impl BpfInsn {
+    pub const fn new(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> BpfInsn {
+        let regs = if cfg!(target_endian = "little") { (dst & 0xf) | (src << 4) } else { (dst << 4) | (src & 0xf) };
+        BpfInsn { code, regs, off, imm }
+    }
+}
+
+/// bpf(BPF_PROG_LOAD): loads `insns` as a program of `prog_type` and returns its descriptor. With `log`, the
+/// verifier writes why it refused the program there (a NUL-terminated text).
+pub fn bpf_prog_load(
+    prog_type: u32,
+    insns: &[BpfInsn],
+    license: &std::ffi::CStr,
+    log: Option<&mut [u8]>,
+) -> nix::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // The leading fields of `union bpf_attr` for BPF_PROG_LOAD, up to expected_attach_type; the kernel takes a
+    // shorter attr than its own and reads the rest as zero.
+    #[repr(C)]
+    struct ProgLoadAttr {
+        prog_type: u32,
+        insn_cnt: u32,
+        insns: u64,
+        license: u64,
+        log_level: u32,
+        log_size: u32,
+        log_buf: u64,
+        kern_version: u32,
+        prog_flags: u32,
+        prog_name: [u8; 16],
+        prog_ifindex: u32,
+        expected_attach_type: u32,
+    }
+    let insn_cnt = u32::try_from(insns.len()).map_err(|_| nix::errno::Errno::E2BIG)?;
+    let (log_level, log_size, log_buf) = match log {
+        Some(buf) if !buf.is_empty() => (1, u32::try_from(buf.len()).unwrap_or(u32::MAX), buf.as_mut_ptr() as u64),
+        _ => (0, 0, 0),
+    };
+    let mut prog_name = [0u8; 16];
+    prog_name[..4].copy_from_slice(b"reef");
+    let attr = ProgLoadAttr {
+        prog_type,
+        insn_cnt,
+        insns: insns.as_ptr() as u64,
+        license: license.as_ptr() as u64,
+        log_level,
+        log_size,
+        log_buf,
+        kern_version: 0,
+        prog_flags: 0,
+        prog_name,
+        prog_ifindex: 0,
+        expected_attach_type: 0,
+    };
+    // SAFETY: `attr` is a plain C struct whose pointers name `insns` (insn_cnt entries of the kernel's layout),
+    // the NUL-terminated `license` and, when given, `log` (log_size bytes, writable): all outlive the call, and the
+    // kernel copies what it keeps. The size passed is the struct's own.
+    let ret = unsafe {
+        nix::libc::syscall(
+            nix::libc::SYS_bpf,
+            5, /* BPF_PROG_LOAD */
+            &attr as *const ProgLoadAttr,
+            std::mem::size_of::<ProgLoadAttr>() as u32,
+        )
+    };
+    if ret < 0 {
+        return Err(nix::errno::Errno::last());
+    }
+    // SAFETY: a non-negative return is a fresh descriptor this process now owns, and only this OwnedFd closes it.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(ret as i32) })
+}
+
+/// bpf(BPF_PROG_ATTACH): attaches the program `prog` to `target` (a cgroup directory) as `attach_type`.
+pub fn bpf_prog_attach(target: BorrowedFd<'_>, prog: BorrowedFd<'_>, attach_type: u32, flags: u32) -> nix::Result<()> {
+    // The leading fields of `union bpf_attr` for BPF_PROG_ATTACH (replace_bpf_fd and later stay zero).
+    #[repr(C)]
+    struct ProgAttachAttr {
+        target_fd: u32,
+        attach_bpf_fd: u32,
+        attach_type: u32,
+        attach_flags: u32,
+    }
+    let attr = ProgAttachAttr {
+        target_fd: target.as_raw_fd() as u32,
+        attach_bpf_fd: prog.as_raw_fd() as u32,
+        attach_type,
+        attach_flags: flags,
+    };
+    // SAFETY: `attr` is a plain C struct of integers that lives through the call; both descriptors are borrowed,
+    // so open for its length. The kernel takes its own reference to the program.
+    let ret = unsafe {
+        nix::libc::syscall(
+            nix::libc::SYS_bpf,
+            8, /* BPF_PROG_ATTACH */
+            &attr as *const ProgAttachAttr,
+            std::mem::size_of::<ProgAttachAttr>() as u32,
+        )
+    };
+    if ret == 0 { Ok(()) } else { Err(nix::errno::Errno::last()) }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -5,6 +5,7 @@
 //! The tests need root and Debian's docker-registry and busybox-static; they run only with `REEF_E2E=1` (which
 //! `scripts/test-all` sets), so a plain `cargo test` stays hermetic.
 
+pub mod cgroup;
 pub mod cri;
 pub mod image;
 pub mod netns;

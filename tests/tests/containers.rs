@@ -8,7 +8,7 @@ use reef_tests::pod::{
     assert_no_container_left, container_config, create, memory_eater, mounts_under, pod_config, run_pod, setup, sh,
     status, wait_exited,
 };
-use reef_tests::require_e2e;
+use reef_tests::{cgroup, require_e2e};
 use tonic::Code;
 
 #[tokio::test]
@@ -188,12 +188,12 @@ async fn objects_half_made_when_reefd_died_are_cleaned_at_the_next_start() {
     assert!(!state.join("containers").join(&container[..16]).exists(), "the container's rootfs is gone");
     assert!(!s.reefd.root().join("containers").join(&container).exists());
     assert_eq!(mounts_under(&state), 0, "nothing stays mounted");
-    let cgroup = format!("/sys/fs/cgroup/memory/{}/reef-{container}", s.reefd.cgroup_parent());
+    let cgroup = cgroup::dir("memory", &format!("{}/reef-{container}", s.reefd.cgroup_parent()));
     let deadline = Instant::now() + Duration::from_secs(5);
-    while std::path::Path::new(&cgroup).exists() && Instant::now() < deadline {
+    while cgroup.exists() && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(!std::path::Path::new(&cgroup).exists(), "the half-made container's cgroup is gone: {cgroup}");
+    assert!(!cgroup.exists(), "the half-made container's cgroup is gone: {}", cgroup.display());
     let mut rt = s.reefd.runtime().await;
     assert!(
         rt.list_pod_sandbox(cri::ListPodSandboxRequest { filter: None }).await.unwrap().into_inner().items.is_empty()
@@ -212,10 +212,7 @@ impl Drop for CgroupParent {
 #[tokio::test]
 async fn resource_limits_land_in_the_container_cgroup_which_goes_with_it() {
     require_e2e!();
-    if !std::path::Path::new("/sys/fs/cgroup/memory").exists() {
-        eprintln!("skipped: this test reads cgroup v1 files");
-        return;
-    }
+    let v2 = cgroup::v2();
     // Declared first so it is dropped last, after reefd and its containers.
     let parent = CgroupParent(format!("reef-e2e-limits-{}", std::process::id()));
     let s = setup().await;
@@ -227,27 +224,45 @@ async fn resource_limits_land_in_the_container_cgroup_which_goes_with_it() {
     let mut config = container_config(&s, "capped", "exec sleep 300");
     config.linux.as_mut().unwrap().resources = Some(cri::LinuxContainerResources {
         memory_limit_in_bytes: 64 << 20,
+        // No swap, as kubelet asks it: memory+swap equal to memory.
+        memory_swap_limit_in_bytes: 64 << 20,
         cpu_shares: 512,
         cpu_quota: 50_000,
         cpu_period: 100_000,
+        cpuset_cpus: "0".into(),
+        // Keys of the unified hierarchy exist on v2 only; kubelet sends them only there.
+        unified: if v2 {
+            [("pids.max".to_string(), "100".to_string()), ("memory.high".to_string(), (48u64 << 20).to_string())]
+                .into_iter()
+                .collect()
+        } else {
+            Default::default()
+        },
         ..Default::default()
     });
     let id = create(&mut rt, &pod, &sandbox, config).await.expect("create");
     rt.start_container(cri::StartContainerRequest { container_id: id.clone() }).await.expect("start");
-    let dir = |ctrl: &str| std::path::PathBuf::from(format!("/sys/fs/cgroup/{ctrl}/{}/pod1/reef-{id}", parent.0));
-    let read =
-        |ctrl: &str, file: &str| std::fs::read_to_string(dir(ctrl).join(file)).unwrap_or_default().trim().to_string();
-    assert_eq!(read("memory", "memory.limit_in_bytes"), (64u64 << 20).to_string());
-    // Hosts mount cpu alone or joined with cpuacct.
-    let cpu = if std::path::Path::new("/sys/fs/cgroup/cpu,cpuacct").exists() { "cpu,cpuacct" } else { "cpu" };
-    assert_eq!(read(cpu, "cpu.shares"), "512");
-    assert_eq!(read(cpu, "cpu.cfs_quota_us"), "50000");
+    let path = format!("{}/pod1/reef-{id}", parent.0);
+    let read = |ctrl: &str, file: &str| cgroup::read(ctrl, &path, file);
+    assert_eq!(cgroup::memory_limit(&path), (64u64 << 20).to_string());
+    let (shares_file, shares) = cgroup::cpu_share_file(512);
+    assert_eq!(read("cpu", shares_file), shares);
+    assert_eq!(cgroup::cpu_quota(&path), "50000");
+    assert_eq!(read("cpuset", "cpuset.cpus"), "0");
+    if v2 {
+        assert_eq!(read("cpu", "cpu.max"), "50000 100000");
+        assert_eq!(read("memory", "memory.swap.max"), "0", "swap is v2's own limit: memory+swap less memory");
+        assert_eq!(read("pids", "pids.max"), "100", "a unified key");
+        assert_eq!(read("memory", "memory.high"), (48u64 << 20).to_string(), "a unified key");
+    } else {
+        assert_eq!(read("memory", "memory.memsw.limit_in_bytes"), (64u64 << 20).to_string());
+        let devices = read("devices", "devices.list");
+        assert!(
+            !devices.contains("a *:* rwm") && devices.contains("c 1:3 rwm"),
+            "default deny, /dev/null allowed: {devices}"
+        );
+    }
     assert!(!read("memory", "cgroup.procs").is_empty(), "the container's process is in its cgroup");
-    let devices = read("devices", "devices.list");
-    assert!(
-        !devices.contains("a *:* rwm") && devices.contains("c 1:3 rwm"),
-        "default deny, /dev/null allowed: {devices}"
-    );
     let exec = rt
         .exec_sync(cri::ExecSyncRequest {
             container_id: id.clone(),
@@ -259,12 +274,16 @@ async fn resource_limits_land_in_the_container_cgroup_which_goes_with_it() {
         .into_inner();
     let seen = String::from_utf8_lossy(&exec.stdout).to_string();
     assert!(!seen.is_empty() && seen.lines().all(|l| l.ends_with(":/")), "the container's cgroup is its / : {seen}");
-    // Its /sys/fs/cgroup holds its own cgroup of each hierarchy, read-only, and nothing of the node's others.
+    // Its /sys/fs/cgroup holds its own cgroup (of each hierarchy on v1), read-only, and nothing of the node's others.
+    let memory_file = if v2 { "memory.max" } else { "memory/memory.limit_in_bytes" };
+    let own_dir = if v2 { "" } else { "memory" };
     let view = sh(
         &mut rt,
         &id,
-        "cat /sys/fs/cgroup/memory/memory.limit_in_bytes; ls /sys/fs/cgroup/memory | grep -c '^reef-'; \
-         touch /sys/fs/cgroup/memory/x 2>/dev/null || echo read-only; ls /sys/fs/cgroup | grep -c unified",
+        &format!(
+            "cat /sys/fs/cgroup/{memory_file}; ls /sys/fs/cgroup/{own_dir} | grep -c '^reef-'; \
+             touch /sys/fs/cgroup/{own_dir}/x 2>/dev/null || echo read-only; ls /sys/fs/cgroup | grep -c unified"
+        ),
     )
     .await;
     let view = String::from_utf8_lossy(&view.stdout).to_string();
@@ -294,35 +313,55 @@ async fn resource_limits_land_in_the_container_cgroup_which_goes_with_it() {
         .unwrap();
     let memory = stats.memory.unwrap();
     assert!(memory.usage_bytes.unwrap().value > 0 && memory.working_set_bytes.is_some(), "{memory:?}");
-    assert!(stats.cpu.unwrap().timestamp > 0);
+    let cpu = stats.cpu.unwrap();
+    assert!(cpu.timestamp > 0);
+    assert!(cpu.usage_core_nano_seconds.is_some_and(|u| u.value > 0), "CPU time is counted: {cpu:?}");
     let listed =
         rt.list_container_stats(cri::ListContainerStatsRequest { filter: None }).await.unwrap().into_inner().stats;
     assert_eq!(listed.len(), 1);
+    let metrics = rt
+        .list_pod_sandbox_metrics(cri::ListPodSandboxMetricsRequest {})
+        .await
+        .expect("ListPodSandboxMetrics")
+        .into_inner()
+        .pod_metrics;
+    let metric = |name: &str| {
+        metrics
+            .iter()
+            .flat_map(|p| &p.container_metrics)
+            .flat_map(|c| &c.metrics)
+            .find(|m| m.name == name)
+            .and_then(|m| m.value.as_ref())
+            .map(|v| v.value)
+    };
+    assert_eq!(metric("container_spec_memory_limit_bytes"), Some(64 << 20));
+    assert_eq!(metric("container_spec_cpu_quota"), Some(50_000));
+    assert!(metric("container_memory_usage_bytes").is_some_and(|m| m > 0));
 
     let update = cri::UpdateContainerResourcesRequest {
         container_id: id.clone(),
         linux: Some(cri::LinuxContainerResources {
             memory_limit_in_bytes: 128 << 20,
+            memory_swap_limit_in_bytes: 128 << 20,
             cpu_shares: 256,
             ..Default::default()
         }),
         ..Default::default()
     };
     rt.update_container_resources(update).await.expect("UpdateContainerResources");
-    assert_eq!(read("memory", "memory.limit_in_bytes"), (128u64 << 20).to_string());
-    assert_eq!(read(cpu, "cpu.shares"), "256");
+    assert_eq!(cgroup::memory_limit(&path), (128u64 << 20).to_string());
+    let (shares_file, shares) = cgroup::cpu_share_file(256);
+    assert_eq!(read("cpu", shares_file), shares);
+    let now = status(&mut rt, &id).await.unwrap().resources.and_then(|r| r.linux).expect("resources in the status");
+    assert_eq!((now.memory_limit_in_bytes, now.cpu_shares), (128 << 20, 256), "the status reports the update");
     rt.remove_container(cri::RemoveContainerRequest { container_id: id.clone() }).await.expect("remove");
-    assert!(!dir("memory").exists(), "the cgroup goes with the container");
+    assert!(!cgroup::dir("memory", &path).exists(), "the cgroup goes with the container");
     rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod }).await.unwrap();
 }
 
 #[tokio::test]
 async fn a_create_that_fails_inside_the_container_leaves_no_cgroup_rootfs_record_or_log() {
     require_e2e!();
-    if !std::path::Path::new("/sys/fs/cgroup/memory").exists() {
-        eprintln!("skipped: this test reads cgroup v1 files");
-        return;
-    }
     let parent = CgroupParent(format!("reef-e2e-failed-create-{}", std::process::id()));
     let s = setup().await;
     let mut rt = s.reefd.runtime().await;
@@ -343,8 +382,9 @@ async fn a_create_that_fails_inside_the_container_leaves_no_cgroup_rootfs_record
     let err = create(&mut rt, &pod, &sandbox, config).await.unwrap_err();
     assert!(err.message().contains("/data"), "the error names the mount: {}", err.message());
 
-    let pod_cgroup = |ctrl: &str| std::path::PathBuf::from(format!("/sys/fs/cgroup/{ctrl}/{}/pod1", parent.0));
-    for ctrl in ["memory", "pids", "devices", "freezer"] {
+    let pod_cgroup = |ctrl: &str| cgroup::dir(ctrl, &format!("{}/pod1", parent.0));
+    let controllers: &[&str] = if cgroup::v2() { &["unified"] } else { &["memory", "pids", "devices", "freezer"] };
+    for &ctrl in controllers {
         let left: Vec<_> = std::fs::read_dir(pod_cgroup(ctrl))
             .map(|d| d.flatten().filter(|e| e.file_name().to_string_lossy().starts_with("reef-")).collect())
             .unwrap_or_default();
@@ -414,6 +454,31 @@ async fn reopening_the_log_after_rotation_loses_no_line() {
     let lines: Vec<&str> = all.lines().map(|l| l.rsplit(' ').next().unwrap_or_default()).collect();
     let expected: Vec<String> = (0..400).map(|i| format!("line{i}")).collect();
     assert_eq!(lines, expected, "every line once, in order, across the rotation");
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod }).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_container_opens_only_the_devices_it_was_given_not_even_a_node_it_made_itself() {
+    require_e2e!();
+    let s = setup().await;
+    let mut rt = s.reefd.runtime().await;
+    let sandbox = pod_config(&s, "devices");
+    let pod = run_pod(&mut rt, &sandbox).await;
+    let id = create(&mut rt, &pod, &sandbox, container_config(&s, "probe", "exec sleep 300")).await.unwrap();
+    rt.start_container(cri::StartContainerRequest { container_id: id.clone() }).await.unwrap();
+    // Making nodes is allowed (as under runc), opening them is not: /dev/mem's numbers and a disk's. The device
+    // cgroup on v1, the eBPF filter on v2.
+    let script = "head -c1 /dev/zero | wc -c; \
+                  mknod /dev/mem-like c 1 1 && echo made; head -c1 /dev/mem-like >/dev/null 2>/tmp/err || cat /tmp/err; \
+                  mknod /dev/disk-like b 8 0 && echo made; head -c1 /dev/disk-like >/dev/null 2>/tmp/err || cat /tmp/err";
+    let out = sh(&mut rt, &id, script).await;
+    let out = String::from_utf8_lossy(&out.stdout).to_string();
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 5, "{out}");
+    assert_eq!(lines[0].trim(), "1", "a standard device opens: {out}");
+    assert_eq!([lines[1], lines[3]], ["made", "made"], "{out}");
+    assert!(lines[2].contains("Operation not permitted"), "a char device not given: {out}");
+    assert!(lines[4].contains("Operation not permitted"), "a block device not given: {out}");
     rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod }).await.unwrap();
 }
 

@@ -299,24 +299,17 @@ fn rctl_run_detached_then_logs_follow_stats_and_update() {
     assert_eq!(json[0]["memory_limit"], 64u64 << 20);
     assert_eq!(json[0]["pids"], 1);
 
-    if std::path::Path::new("/sys/fs/cgroup/memory").exists() {
+    {
         let cgroup = format!("{}/reef-{id}", n.reefd.cgroup_parent());
-        let read = |ctrl: &str, file: &str| {
-            std::fs::read_to_string(format!("/sys/fs/cgroup/{ctrl}/{cgroup}/{file}"))
-                .unwrap_or_default()
-                .trim()
-                .to_string()
-        };
-        let cpu = if std::path::Path::new("/sys/fs/cgroup/cpu,cpuacct").exists() { "cpu,cpuacct" } else { "cpu" };
-        assert_eq!(read("memory", "memory.limit_in_bytes"), (64u64 << 20).to_string());
-        assert_eq!(read(cpu, "cpu.cfs_quota_us"), "50000");
+        assert_eq!(reef_tests::cgroup::memory_limit(&cgroup), (64u64 << 20).to_string());
+        assert_eq!(reef_tests::cgroup::cpu_quota(&cgroup), "50000");
         let up = rctl(&n.reefd, &["update", "--memory", "128m", "capped"]);
         assert!(up.status.success(), "{}", stderr(&up));
-        assert_eq!(read("memory", "memory.limit_in_bytes"), (128u64 << 20).to_string());
-        assert_eq!(read(cpu, "cpu.cfs_quota_us"), "50000", "the CPU limit not given stays");
+        assert_eq!(reef_tests::cgroup::memory_limit(&cgroup), (128u64 << 20).to_string());
+        assert_eq!(reef_tests::cgroup::cpu_quota(&cgroup), "50000", "the CPU limit not given stays");
         assert!(rctl(&n.reefd, &["update", "--cpus", "1.5", &id]).status.success());
-        assert_eq!(read(cpu, "cpu.cfs_quota_us"), "150000");
-        assert_eq!(read("memory", "memory.limit_in_bytes"), (128u64 << 20).to_string());
+        assert_eq!(reef_tests::cgroup::cpu_quota(&cgroup), "150000");
+        assert_eq!(reef_tests::cgroup::memory_limit(&cgroup), (128u64 << 20).to_string());
     }
     let nothing = rctl(&n.reefd, &["update", &id]);
     assert!(!nothing.status.success() && stderr(&nothing).contains("nothing to update"));

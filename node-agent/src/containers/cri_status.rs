@@ -43,7 +43,12 @@ pub fn status_of(containers: &Containers, c: &ContainerRecord, observed: &Observ
         containers.cgroup_path(c).and_then(|p| reef_runtime::cgroups::limits(&p)),
     ) {
         linux.memory_limit_in_bytes = now.memory_limit.map(|m| m as i64).unwrap_or_default();
-        linux.cpu_shares = now.cpu_shares.map(|s| s as i64).unwrap_or(linux.cpu_shares);
+        // On v2 the cgroup holds a weight, which cannot give back the exact shares: the shares asked are in force
+        // when they map to it.
+        let asked = reef_runtime::cgroups::cpu_weight(linux.cpu_shares.max(0) as u64);
+        if now.cpu_weight.is_none_or(|w| w != asked) {
+            linux.cpu_shares = now.cpu_shares.map(|s| s as i64).unwrap_or(linux.cpu_shares);
+        }
         linux.cpu_quota = now.cpu_quota.unwrap_or_default();
         linux.cpu_period = now.cpu_period.map(|p| p as i64).unwrap_or(linux.cpu_period);
     }

@@ -31,8 +31,20 @@ pub enum CgroupError {
     Missing { path: String },
     #[error("cgroup {path}: no {controller} hierarchy")]
     NoController { path: String, controller: &'static str },
+    /// On v2: the controller a limit needs is not enabled in the cgroup (its parent's `cgroup.subtree_control`
+    /// lacks it, as when the parent holds processes itself).
+    #[error("cgroup {path}: the {controller} controller is not enabled for it")]
+    NotEnabled { path: String, controller: String },
     #[error("cgroup {path}: {what}")]
     Invalid { path: String, what: String },
+    /// The kernel refused a step of cgroup v2's device rules (see `device_filter`) for the cgroup at `path`.
+    #[error("cgroup {path}: {step}")]
+    DeviceFilter {
+        path: PathBuf,
+        step: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cgroup parent {0:?} is not a systemd slice name")]
     NotASlice(String),
 }

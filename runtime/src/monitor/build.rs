@@ -40,6 +40,22 @@ pub(super) struct Made {
     pub cgroup: Option<ContainerCgroup>,
 }
 
+/// Why the build child could not make the container, and the cgroup it made when it had joined it itself
+/// (`from_here`): a process cannot remove the cgroup it is in, nor (on v2, whose hierarchy systemd mounts with
+/// nsdelegate) move itself out of its own cgroup namespace's root. The monitor removes that one once the child
+/// is gone.
+#[derive(Debug, Serialize, Deserialize)]
+struct Failed {
+    response: Response,
+    leftover: Option<ContainerCgroup>,
+}
+
+impl From<Response> for Failed {
+    fn from(response: Response) -> Failed {
+        Failed { response, leftover: None }
+    }
+}
+
 /// Forks a child that builds the container the Create request `line` describes, through `gate`, and returns
 /// what it made, or the response that says why it could not.
 pub(super) fn in_child(line: &str, stdio: Stdio, gate: &Gate, init: InitEnds) -> Result<Made, Response> {
@@ -56,8 +72,16 @@ pub(super) fn in_child(line: &str, stdio: Stdio, gate: &Gate, init: InitEnds) ->
     // down, a third of a millisecond the reply need not wait for. The monitor's reaper collects the child.
     let mut out = Vec::new();
     let _ = std::io::BufReader::new(&ours).read_until(b'\n', &mut out);
-    serde_json::from_slice::<Result<Made, Response>>(&out)
-        .unwrap_or_else(|_| Err(Response::error(ErrorKind::Launch, "the process building the container died")))
+    match serde_json::from_slice::<Result<Made, Failed>>(&out) {
+        Ok(Ok(made)) => Ok(made),
+        Ok(Err(Failed { response, leftover })) => {
+            if let Some(cgroup) = leftover {
+                remove_cgroups(&[(format!("a failed create ({})", cgroup.path()), cgroup)]);
+            }
+            Err(response)
+        }
+        Err(_) => Err(Response::error(ErrorKind::Launch, "the process building the container died")),
+    }
 }
 
 /// Forks the build child, which runs `builder` and never returns here. `init` goes with it: its ends then live
@@ -74,7 +98,7 @@ fn fork_builder(line: &str, stdio: Stdio, gate: &Gate, init: InitEnds, out: &Uni
 /// The build child: builds, hands the result over as one line on `out`, exits.
 fn builder(line: &str, stdio: Stdio, gate: &Gate, init: InitEnds, out: &UnixStream) -> ! {
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| build(line, stdio, gate, init)));
-    let result = result.unwrap_or_else(|_| Err(Response::error(ErrorKind::Launch, "building panicked")));
+    let result = result.unwrap_or_else(|_| Err(Response::error(ErrorKind::Launch, "building panicked").into()));
     let mut bytes = serde_json::to_vec(&result).unwrap_or_default();
     bytes.push(b'\n');
     let _ = (&*out).write_all(&bytes);
@@ -85,25 +109,34 @@ fn builder(line: &str, stdio: Stdio, gate: &Gate, init: InitEnds, out: &UnixStre
 }
 
 /// In the child: the plan, the cgroup, the launch, the limits.
-fn build(line: &str, stdio: Stdio, gate: &Gate, init: InitEnds) -> Result<Made, Response> {
+fn build(line: &str, stdio: Stdio, gate: &Gate, init: InitEnds) -> Result<Made, Failed> {
     let plan = match serde_json::from_str::<Request>(line) {
         Ok(Request::Create { plan, .. }) => plan,
-        Ok(_) => return Err(Response::error(ErrorKind::BadRequest, "not a create request")),
-        Err(e) => return Err(Response::error(ErrorKind::BadRequest, e.to_string())),
+        Ok(_) => return Err(Response::error(ErrorKind::BadRequest, "not a create request").into()),
+        Err(e) => return Err(Response::error(ErrorKind::BadRequest, e.to_string()).into()),
     };
     let pending = plan.cgroup.as_ref().map(PendingCgroup::new).transpose().map_err(cgroup_error)?;
     // In a pod's user namespace this process would lose its rights over the host's cgroupfs, which a failed
     // launch still needs to remove the cgroup.
     let joins_user_namespace = plan.join_namespaces.iter().any(|(flag, _)| *flag == CloneFlags::CLONE_NEWUSER);
-    let (pid, cgroup) = match pending {
-        Some(p) if p.needs_pid() || joins_user_namespace => through_intermediate(&plan, stdio, gate, init, p)?,
-        pending => from_here(&plan, stdio, gate, init, pending)?,
+    let (pid, cgroup, joined) = match pending {
+        Some(p) if p.needs_pid() || joins_user_namespace => {
+            let (pid, cgroup) = through_intermediate(&plan, stdio, gate, init, p)?;
+            (pid, cgroup, false)
+        }
+        pending => {
+            let (pid, cgroup) = from_here(&plan, stdio, gate, init, pending)?;
+            (pid, cgroup, true)
+        }
     };
     if let Err(e) = gate.wait_ready(&plan, pid) {
+        if joined {
+            return Err(Failed { response: launch_error(&e), leftover: cgroup });
+        }
         if let Some(c) = &cgroup {
             let _ = c.destroy();
         }
-        return Err(launch_error(&e));
+        return Err(launch_error(&e).into());
     }
     Ok(Made { pid: pid.as_raw(), own_pid_namespace: plan.new_namespaces.contains(CloneFlags::CLONE_NEWPID), cgroup })
 }
@@ -116,13 +149,13 @@ fn through_intermediate(
     gate: &Gate,
     init: InitEnds,
     pending: PendingCgroup,
-) -> Result<(Pid, Option<ContainerCgroup>), Response> {
+) -> Result<(Pid, Option<ContainerCgroup>), Failed> {
     let forked = gate.fork(plan, stdio, &pending.join_fds(), Forker::Intermediate, init);
     let pid = match forked {
         Ok(pid) => pid,
         Err(e) => {
             pending.abandon();
-            return Err(launch_error(&e));
+            return Err(launch_error(&e).into());
         }
     };
     // On an error here init finds its gate closed (the monitor drops it) and exits.
@@ -132,14 +165,15 @@ fn through_intermediate(
 
 /// Else the limits go on first, while this process is still in the host's namespaces, and it forks init itself:
 /// still before init runs anything of its own, so everything it ever runs is accounted and limited. Its device
-/// nodes are made under the device rules, which allow mknod.
+/// nodes are made under the device rules, which allow mknod. Once it has tried to fork, this process may be in
+/// the container's cgroup: a failure hands the cgroup back for the monitor to remove.
 fn from_here(
     plan: &LaunchPlan,
     stdio: Stdio,
     gate: &Gate,
     init: InitEnds,
     pending: Option<PendingCgroup>,
-) -> Result<(Pid, Option<ContainerCgroup>), Response> {
+) -> Result<(Pid, Option<ContainerCgroup>), Failed> {
     let cgroup = pending.as_ref().map(PendingCgroup::limit).transpose().map_err(cgroup_error)?;
     let join = pending.as_ref().map(PendingCgroup::join_fds).unwrap_or_default();
     // `pending` holds the descriptors `join` names until init is forked.
@@ -148,17 +182,13 @@ fn from_here(
     drop(pending);
     match forked {
         Ok(pid) => Ok((pid, cgroup)),
-        Err(e) => {
-            if let Some(c) = &cgroup {
-                let _ = c.destroy();
-            }
-            Err(launch_error(&e))
-        }
+        Err(e) => Err(Failed { response: launch_error(&e), leftover: cgroup }),
     }
 }
 
-fn cgroup_error(e: CgroupError) -> Response {
-    Response::Error { kind: ErrorKind::Launch, errno: e.errno().map(|e| e as i32), message: crate::error_chain(&e) }
+fn cgroup_error(e: CgroupError) -> Failed {
+    let message = crate::error_chain(&e);
+    Response::Error { kind: ErrorKind::Launch, errno: e.errno().map(|e| e as i32), message }.into()
 }
 
 fn launch_error(e: &LaunchError) -> Response {

@@ -182,6 +182,7 @@ impl Containers {
             user: pod.pinned.user.clone(),
         };
         let seccomp = spec::seccomp::filter(&security_context(config), |path| std::fs::read(path))?;
+        let apparmor = spec::security::apparmor_profile(&security_context(config), &spec::security::NodeAppArmor)?;
         Ok(spec::build(&SpecInput {
             container: config,
             sandbox,
@@ -193,6 +194,7 @@ impl Containers {
             available_capabilities: &self.available_capabilities,
             devices: &super::devices::lookup(&config.devices)?,
             seccomp: &seccomp,
+            apparmor: apparmor.as_deref(),
         })?)
     }
 

@@ -57,7 +57,14 @@ impl Containers {
         let spec = self.build_spec(pods, &pod, &with_pod_files, req.sandbox, &image_config, &overlay, &user, &id)?;
         let plan = plan(&spec)?;
         let log = ready_log(&pod, config)?;
-        self.create_in_monitor(&mut undo, pods, &pod, &id, &plan, log, config)?;
+        if let Err(e) = self.create_in_monitor(&mut undo, pods, &pod, &id, &plan, log, config) {
+            // reef-default may have been unloaded since it was found (aa-teardown, say): the next container that
+            // asks for it looks again, and loads it again.
+            if plan.apparmor_profile.as_deref() == Some(reef_runtime::apparmor::DEFAULT_PROFILE) {
+                reef_runtime::apparmor::recheck_default_profile();
+            }
+            return Err(e);
+        }
 
         let record = ContainerRecord {
             id: id.clone(),

@@ -340,6 +340,10 @@ struct ContainerSecurity {
     #[serde(alias = "readonlyPaths")]
     readonly_paths: Vec<String>,
     seccomp: Option<Profile>,
+    apparmor: Option<Profile>,
+    /// The deprecated string form (`runtime/default`, `unconfined`, `localhost/<name>`), as crictl files have it.
+    #[serde(alias = "apparmorProfile")]
+    apparmor_profile: String,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -437,6 +441,9 @@ impl ContainerFile {
                     masked_paths: s.masked_paths,
                     readonly_paths: s.readonly_paths,
                     seccomp: s.seccomp.map(Profile::into_cri),
+                    apparmor: s.apparmor.map(Profile::into_cri),
+                    #[allow(deprecated)]
+                    apparmor_profile: s.apparmor_profile,
                     ..Default::default()
                 }),
             }),
@@ -496,5 +503,21 @@ mod tests {
         let linux = c.linux.unwrap();
         assert_eq!(linux.security_context.unwrap().run_as_user.map(|u| u.value), Some(1000));
         assert_eq!(linux.resources.unwrap().memory_limit_in_bytes, 64 << 20);
+    }
+
+    #[test]
+    #[allow(deprecated)]
+    fn a_container_config_carries_both_apparmor_forms() {
+        let c = serde_yaml::from_str::<ContainerFile>(
+            "linux:\n  securityContext:\n    apparmor:\n      profileType: Localhost\n      localhostRef: deny-write\n    \
+             apparmorProfile: localhost/deny-write\n",
+        )
+        .map(ContainerFile::into_cri)
+        .unwrap();
+        let sc = c.linux.unwrap().security_context.unwrap();
+        let profile = sc.apparmor.unwrap();
+        assert_eq!(profile.profile_type, cri::security_profile::ProfileType::Localhost as i32);
+        assert_eq!(profile.localhost_ref, "deny-write");
+        assert_eq!(sc.apparmor_profile, "localhost/deny-write");
     }
 }

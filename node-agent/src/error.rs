@@ -110,8 +110,13 @@ impl ReefError {
 
 impl From<crate::spec::SpecError> for ReefError {
     fn from(e: crate::spec::SpecError) -> Self {
+        use reef_runtime::apparmor::AppArmorError;
         match e {
             crate::spec::SpecError::Unsupported(_) => ReefError::FailedPrecondition(e.to_string()),
+            // The node cannot apply the profile: no AppArmor, or Reef's default profile would not load.
+            crate::spec::SpecError::AppArmor(
+                AppArmorError::NotEnabled { .. } | AppArmorError::ReadProfiles(_) | AppArmorError::LoadDefault(_),
+            ) => ReefError::FailedPrecondition(e.to_string()),
             _ => ReefError::InvalidArgument(e.to_string()),
         }
     }

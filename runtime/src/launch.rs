@@ -94,6 +94,10 @@ pub struct LaunchPlan {
     /// of its own.
     #[serde(default)]
     pub terminal: bool,
+    /// The AppArmor profile the command runs under (`reef-default`, a Localhost profile's name); `None`:
+    /// unconfined. Set for the next execve, after the setup that needs more than the profile allows.
+    #[serde(default)]
+    pub apparmor_profile: Option<String>,
 }
 
 /// The mount namespace every container's is copied from, when it is not the caller's own: the node's, for a pod
@@ -335,6 +339,7 @@ fn child_error(plan: &LaunchPlan, step: Step, errno: nix::errno::Errno, index: u
         Step::Sysctl => plan.sysctls.get(index as usize).map(|(k, v)| format!("{k}={v}")),
         Step::ReadonlyPath => plan.readonly_paths.get(index as usize).cloned(),
         Step::Device => plan.devices.get(index as usize).map(|d| d.path.clone()),
+        Step::AppArmor => plan.apparmor_profile.as_ref().map(|p| format!("profile {p}")),
         _ => None,
     };
     LaunchError::Child { step, detail, errno }

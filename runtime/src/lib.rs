@@ -8,6 +8,7 @@
 
 #![deny(unsafe_code)]
 
+pub mod apparmor;
 pub mod cgroups;
 pub mod clock;
 pub mod error;

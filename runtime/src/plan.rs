@@ -44,6 +44,10 @@ fn refuse_unchanged_id(what: &str, id: u32) -> Result<(), PlanError> {
 /// What the spec asks that no container may have, checked once here for every caller.
 fn validate(spec: &Spec) -> Result<(), PlanError> {
     if let Some(process) = spec.process() {
+        if let Some(profile) = process.apparmor_profile() {
+            crate::apparmor::check_name(profile)
+                .map_err(|_| PlanError::Invalid(format!("an unusable AppArmor profile name {profile:?}")))?;
+        }
         let user = process.user();
         refuse_unchanged_id("uid", user.uid())?;
         refuse_unchanged_id("gid", user.gid())?;
@@ -161,6 +165,7 @@ pub fn plan_from_spec(spec: &Spec) -> Result<LaunchPlan, PlanError> {
         cgroup: linux.cgroups_path().as_ref().map(|p| cgroup_plan(&p.display().to_string(), linux)).transpose()?,
         rlimits: rlimits(process),
         capabilities,
+        apparmor_profile: process.apparmor_profile().clone(),
     })
 }
 

@@ -88,6 +88,7 @@ fn plan(rootfs: &Path, script: &str) -> LaunchPlan {
         oom_score_adj: None,
         terminal: false,
         seccomp: None,
+        apparmor_profile: None,
     }
 }
 
@@ -160,6 +161,62 @@ fn setup_failures_come_back_typed_before_start() {
         Err(other) => panic!("wrong error: {other:?}"),
         Ok(_) => panic!("a bogus mount must fail the launch"),
     }
+}
+
+#[test]
+fn the_apparmor_profile_is_set_for_the_exec_or_the_launch_fails_at_that_step_naming_it() {
+    if !privileged() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    busybox_rootfs(dir.path());
+    let mut p = plan(dir.path(), "cat /proc/self/attr/current");
+    if reef_runtime::apparmor::enabled() {
+        // `unconfined` is a label every AppArmor kernel knows; a made-up name is not.
+        p.apparmor_profile = Some("unconfined".into());
+        let mut container = launch(&p, Stdio::inherit()).expect("launch with a known label");
+        container.start().expect("start");
+        assert_eq!(wait(container.pid()).expect("wait"), Exit::Code(0));
+        p.apparmor_profile = Some("reef-test-no-such-profile".into());
+    } else {
+        // The kernel has no AppArmor: any profile is refused where it is set, never silently dropped.
+        p.apparmor_profile = Some("reef-default".into());
+    }
+    match launch(&p, Stdio::inherit()) {
+        Err(LaunchError::Child { step: Step::AppArmor, detail, .. }) => {
+            assert!(detail.as_deref().is_some_and(|d| d.contains(p.apparmor_profile.as_deref().unwrap())), "{detail:?}")
+        }
+        Err(other) => panic!("wrong error: {other:?}"),
+        Ok(_) => panic!("a profile the kernel does not have must fail the launch"),
+    }
+}
+
+#[test]
+fn the_apparmor_profile_is_written_only_to_procfs_not_to_a_file_mounted_over_proc() {
+    if !privileged() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    busybox_rootfs(dir.path());
+    // A directory shaped like /proc, with the attribute files as plain files, where the container's /proc goes.
+    let fake = tempfile::tempdir().unwrap();
+    for attr in ["thread-self/attr/apparmor", "self/attr"] {
+        std::fs::create_dir_all(fake.path().join(attr)).unwrap();
+    }
+    std::fs::write(fake.path().join("thread-self/attr/apparmor/exec"), "").unwrap();
+    std::fs::write(fake.path().join("self/attr/exec"), "").unwrap();
+    let mut p = plan(dir.path(), "true");
+    let fake_proc = fake.path().display().to_string();
+    p.mounts[0] = MountPlan::from_oci("/proc", "bind", &fake_proc, &cstrings(&["rbind", "rw"]));
+    p.masked_paths.clear();
+    p.readonly_paths.clear();
+    p.apparmor_profile = Some("reef-default".into());
+    match launch(&p, Stdio::inherit()) {
+        Err(LaunchError::Child { step: Step::AppArmor, errno, .. }) => assert_eq!(errno, nix::errno::Errno::EXDEV),
+        Err(other) => panic!("wrong error: {other:?}"),
+        Ok(_) => panic!("a profile written to a file that is not procfs's must fail the launch"),
+    }
+    assert_eq!(std::fs::read(fake.path().join("thread-self/attr/apparmor/exec")).unwrap(), b"");
 }
 
 #[test]

@@ -63,6 +63,7 @@ fn plan(rootfs: &Path, script: &str) -> LaunchPlan {
         oom_score_adj: None,
         terminal: false,
         seccomp: None,
+        apparmor_profile: None,
     }
 }
 

@@ -12,6 +12,8 @@ struct Info {
     socket: String,
     images: u64,
     conditions: Vec<Condition>,
+    /// `{"enabled": bool, "runtime_default": "reef-default" | null}`, from the runtime's verbose status.
+    apparmor: serde_json::Value,
     config: serde_json::Value,
 }
 
@@ -28,10 +30,12 @@ pub async fn run(clients: &Clients, args: &FormatArgs) -> anyhow::Result<()> {
         clients.reef().info(reef_api::v1::InfoRequest {}).await.map_err(|s| status_error("info", s))?.into_inner();
     let status = clients
         .runtime()
-        .status(k8s_cri::v1::StatusRequest { verbose: false })
+        .status(k8s_cri::v1::StatusRequest { verbose: true })
         .await
         .map_err(|s| status_error("status", s))?
         .into_inner();
+    let apparmor =
+        status.info.get("apparmor").and_then(|j| serde_json::from_str(j).ok()).unwrap_or(serde_json::Value::Null);
     let conditions = status
         .status
         .map(|s| s.conditions)
@@ -47,6 +51,7 @@ pub async fn run(clients: &Clients, args: &FormatArgs) -> anyhow::Result<()> {
         socket: info.socket,
         images: info.image_count,
         conditions,
+        apparmor,
         config: serde_json::from_str(&info.config_json).unwrap_or(serde_json::Value::Null),
     };
     match args.output {
@@ -57,6 +62,7 @@ pub async fn run(clients: &Clients, args: &FormatArgs) -> anyhow::Result<()> {
             println!("Root dir:   {}", out.root_dir);
             println!("State dir:  {}", out.state_dir);
             println!("Images:     {}", out.images);
+            println!("AppArmor:   {}", apparmor_line(&out.apparmor));
             println!("Conditions:");
             for c in &out.conditions {
                 let detail = if c.status { String::new() } else { format!(" ({}: {})", c.reason, c.message) };
@@ -65,5 +71,26 @@ pub async fn run(clients: &Clients, args: &FormatArgs) -> anyhow::Result<()> {
             Ok(())
         }
         f => crate::output::print_structured(&out, f),
+    }
+}
+
+fn apparmor_line(a: &serde_json::Value) -> String {
+    match (a["enabled"].as_bool(), a["runtime_default"].as_str()) {
+        (Some(true), Some(profile)) => format!("enabled (RuntimeDefault: {profile})"),
+        (Some(true), None) => "enabled".into(),
+        (Some(false), _) => "not enabled (RuntimeDefault runs unconfined; Localhost profiles are refused)".into(),
+        (None, _) => "unknown (an older reefd)".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_apparmor_line_says_what_runtime_default_means_here() {
+        let on = serde_json::json!({"enabled": true, "runtime_default": "reef-default"});
+        assert_eq!(super::apparmor_line(&on), "enabled (RuntimeDefault: reef-default)");
+        let off = serde_json::json!({"enabled": false, "runtime_default": null});
+        assert!(super::apparmor_line(&off).starts_with("not enabled"));
+        assert!(super::apparmor_line(&serde_json::Value::Null).starts_with("unknown"));
     }
 }

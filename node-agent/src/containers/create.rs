@@ -57,7 +57,14 @@ impl Containers {
         let spec = self.build_spec(pods, &pod, &with_pod_files, req.sandbox, &image_config, &overlay, &user, &id)?;
         let plan = plan(&spec)?;
         let log = ready_log(&pod, config)?;
-        self.create_in_monitor(&mut undo, pods, &pod, &id, &plan, log, config)?;
+        if let Err(e) = self.create_in_monitor(&mut undo, pods, &pod, &id, &plan, log, config) {
+            // reef-default may have been unloaded since it was found (aa-teardown, say): the next container that
+            // asks for it looks again, and loads it again.
+            if plan.apparmor_profile.as_deref() == Some(reef_runtime::apparmor::DEFAULT_PROFILE) {
+                reef_runtime::apparmor::recheck_default_profile();
+            }
+            return Err(e);
+        }
 
         let record = ContainerRecord {
             id: id.clone(),
@@ -182,6 +189,7 @@ impl Containers {
             user: pod.pinned.user.clone(),
         };
         let seccomp = spec::seccomp::filter(&security_context(config), |path| std::fs::read(path))?;
+        let apparmor = spec::security::apparmor_profile(&security_context(config), &spec::security::NodeAppArmor)?;
         Ok(spec::build(&SpecInput {
             container: config,
             sandbox,
@@ -193,6 +201,7 @@ impl Containers {
             available_capabilities: &self.available_capabilities,
             devices: &super::devices::lookup(&config.devices)?,
             seccomp: &seccomp,
+            apparmor: apparmor.as_deref(),
         })?)
     }
 

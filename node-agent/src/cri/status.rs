@@ -27,6 +27,7 @@ pub async fn handle(agent: &Arc<Agent>, req: cri::StatusRequest) -> Result<cri::
     let mut info = HashMap::new();
     if req.verbose {
         info.insert("config".to_string(), agent.config.redacted_json());
+        info.insert("apparmor".to_string(), apparmor_info());
     }
     Ok(cri::StatusResponse {
         status: Some(cri::RuntimeStatus { conditions }),
@@ -41,4 +42,16 @@ pub async fn handle(agent: &Arc<Agent>, req: cri::StatusRequest) -> Result<cri::
         // Groups are computed from the image's /etc/group under Merge and left out under Strict.
         features: Some(cri::RuntimeFeatures { supplemental_groups_policy: true }),
     })
+}
+
+/// Whether containers can be confined by AppArmor here, and what RuntimeDefault means (verbose info, JSON as the
+/// CRI's info values are): `{"enabled":true,"runtime_default":"reef-default"}`, or `null` where it runs
+/// unconfined.
+fn apparmor_info() -> String {
+    let enabled = reef_runtime::apparmor::enabled();
+    serde_json::json!({
+        "enabled": enabled,
+        "runtime_default": enabled.then_some(reef_runtime::apparmor::DEFAULT_PROFILE),
+    })
+    .to_string()
 }

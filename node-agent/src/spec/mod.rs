@@ -10,7 +10,7 @@ mod namespaces;
 mod process;
 mod resources;
 pub mod seccomp;
-mod security;
+pub mod security;
 
 use std::path::PathBuf;
 
@@ -38,6 +38,8 @@ pub enum SpecError {
     /// Well-formed, but not something this runtime can do.
     #[error("{0}")]
     Unsupported(String),
+    #[error(transparent)]
+    AppArmor(#[from] reef_runtime::apparmor::AppArmorError),
 }
 
 /// Everything `build` reads. A struct, not a list of parameters: the inputs keep growing.
@@ -59,12 +61,13 @@ pub struct SpecInput<'a> {
     pub available_capabilities: &'a [String],
     /// The seccomp filter (`seccomp::filter`, which reads a Localhost profile).
     pub seccomp: &'a seccomp::Filter,
+    /// The AppArmor profile (`security::apparmor_profile`, which asks the node's kernel); None: unconfined.
+    pub apparmor: Option<&'a str>,
 }
 
 pub fn build(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
     let mut spec = Spec::default();
     let security = input.container.linux.as_ref().and_then(|l| l.security_context.clone()).unwrap_or_default();
-    security::check_apparmor(&security)?;
     spec.set_root(Some(
         reef_runtime::oci_spec::runtime::RootBuilder::default()
             .path(input.rootfs.clone())
@@ -83,6 +86,7 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
     security::with_capabilities(&mut spec, &security, input.available_capabilities)?;
     security::with_paths(&mut spec, &security);
     security::with_no_new_privs(&mut spec, &security);
+    security::with_apparmor(&mut spec, input.apparmor);
     // Always: the device rules come with the resources, whether kubelet set any limit or not.
     let requested = input.container.linux.as_ref().and_then(|l| l.resources.clone()).unwrap_or_default();
     resources::with_resources(&mut spec, &requested, security.privileged)?;
@@ -156,6 +160,7 @@ pub(crate) mod fixture {
             available_capabilities: &[],
             devices: &[],
             seccomp: filter,
+            apparmor: None,
         })
     }
 }

@@ -1,9 +1,11 @@
-//! Capabilities, masked and read-only paths, no_new_privs: the default confinement and its CRI overrides.
+//! Capabilities, masked and read-only paths, no_new_privs and the AppArmor profile: the default confinement and its
+//! CRI overrides.
 
 use std::collections::HashSet;
 use std::str::FromStr;
 
 use k8s_cri::v1 as cri;
+use reef_runtime::apparmor::AppArmorError;
 use reef_runtime::oci_spec::runtime::{Capabilities, Capability, LinuxCapabilitiesBuilder, Spec};
 
 use super::SpecError;
@@ -145,19 +147,101 @@ pub fn with_no_new_privs(spec: &mut Spec, sc: &cri::LinuxContainerSecurityContex
     spec.process_mut().get_or_insert_with(Default::default).set_no_new_privileges(Some(sc.no_new_privs));
 }
 
-/// AppArmor: Reef loads no profile, so a Localhost profile (a named profile the pod relies on) is refused, and
-/// RuntimeDefault and Unconfined run without one (this node's kernel may not have AppArmor at all).
-pub fn check_apparmor(sc: &cri::LinuxContainerSecurityContext) -> Result<(), SpecError> {
-    #[allow(deprecated)]
-    let legacy = sc.apparmor_profile.starts_with("localhost/");
-    let localhost =
-        sc.apparmor.as_ref().is_some_and(|p| p.profile_type == cri::security_profile::ProfileType::Localhost as i32);
-    if localhost || legacy {
-        return Err(SpecError::Unsupported(
-            "AppArmor Localhost profiles are not supported by this runtime; use RuntimeDefault or Unconfined".into(),
-        ));
+/// The AppArmor profile a container asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AppArmor {
+    Unconfined,
+    RuntimeDefault,
+    /// A profile the node's operator loaded, by name.
+    Localhost(String),
+}
+
+const LOCALHOST_PREFIX: &str = "localhost/";
+
+fn invalid_apparmor(reason: String) -> SpecError {
+    SpecError::Invalid { field: "apparmor", reason }
+}
+
+/// From the CRI's `apparmor` field, or else the deprecated `apparmor_profile` string (`runtime/default`,
+/// `unconfined`, `localhost/<name>`) that kubelets send alongside it or, before 1.30, alone; the field wins when
+/// both are set, as in containerd and CRI-O. Neither set means RuntimeDefault: a container that names no profile
+/// gets the runtime's default where AppArmor is on (kubernetes#51746). A privileged container runs unconfined
+/// unless it names a Localhost profile.
+// The deprecated field is read on purpose: older kubelets send only it.
+#[allow(deprecated)]
+pub fn apparmor_choice(sc: &cri::LinuxContainerSecurityContext) -> Result<AppArmor, SpecError> {
+    use cri::security_profile::ProfileType;
+    let chosen = match &sc.apparmor {
+        Some(p) => match ProfileType::try_from(p.profile_type) {
+            Ok(ProfileType::RuntimeDefault) => AppArmor::RuntimeDefault,
+            Ok(ProfileType::Unconfined) => AppArmor::Unconfined,
+            // kubelet sends the bare name; the `localhost/` form (critest's) is taken too, as containerd does.
+            Ok(ProfileType::Localhost) => AppArmor::Localhost(
+                p.localhost_ref.strip_prefix(LOCALHOST_PREFIX).unwrap_or(&p.localhost_ref).to_string(),
+            ),
+            Err(_) => return Err(invalid_apparmor(format!("unknown profile type {}", p.profile_type))),
+        },
+        None => match sc.apparmor_profile.as_str() {
+            "" | "runtime/default" => AppArmor::RuntimeDefault,
+            "unconfined" => AppArmor::Unconfined,
+            other => match other.strip_prefix(LOCALHOST_PREFIX) {
+                Some(name) => AppArmor::Localhost(name.to_string()),
+                None => return Err(invalid_apparmor(format!("unknown profile {other:?}"))),
+            },
+        },
+    };
+    Ok(match chosen {
+        AppArmor::Localhost(name) if name.is_empty() => {
+            return Err(invalid_apparmor("a Localhost profile needs a name".into()));
+        }
+        AppArmor::RuntimeDefault if sc.privileged => AppArmor::Unconfined,
+        other => other,
+    })
+}
+
+/// What the node's AppArmor offers, behind a trait so the choice is tested without a kernel (`NodeAppArmor` asks
+/// the real one).
+pub trait AppArmorHost {
+    /// RuntimeDefault's profile, loaded if need be; `None` where AppArmor is off.
+    fn default_profile(&self) -> Result<Option<String>, AppArmorError>;
+    /// Fails unless the kernel enforces AppArmor and holds the profile `name`.
+    fn check_loaded(&self, name: &str) -> Result<(), AppArmorError>;
+}
+
+/// This node's kernel (`reef_runtime::apparmor`). Blocking: the first RuntimeDefault container may run
+/// apparmor_parser.
+pub struct NodeAppArmor;
+
+impl AppArmorHost for NodeAppArmor {
+    fn default_profile(&self) -> Result<Option<String>, AppArmorError> {
+        Ok(reef_runtime::apparmor::default_profile()?.map(str::to_string))
     }
-    Ok(())
+
+    fn check_loaded(&self, name: &str) -> Result<(), AppArmorError> {
+        reef_runtime::apparmor::check_loaded(name)
+    }
+}
+
+/// The profile the container's processes run under, `None` for unconfined. RuntimeDefault where AppArmor is off
+/// runs unconfined; a Localhost profile there, or one the kernel does not hold, is refused here, at create, with
+/// its name.
+pub fn apparmor_profile(
+    sc: &cri::LinuxContainerSecurityContext,
+    host: &impl AppArmorHost,
+) -> Result<Option<String>, SpecError> {
+    Ok(match apparmor_choice(sc)? {
+        AppArmor::Unconfined => None,
+        AppArmor::RuntimeDefault => host.default_profile()?,
+        AppArmor::Localhost(name) => {
+            host.check_loaded(&name)?;
+            Some(name)
+        }
+    })
+}
+
+/// OCI's `process.apparmorProfile`, which the launch plan carries to the exec.
+pub fn with_apparmor(spec: &mut Spec, profile: Option<&str>) {
+    spec.process_mut().get_or_insert_with(Default::default).set_apparmor_profile(profile.map(str::to_string));
 }
 
 #[cfg(test)]
@@ -165,7 +249,9 @@ mod tests {
     use k8s_cri::v1 as cri;
     use reef_runtime::oci_spec::runtime::Capability;
 
-    use super::check_apparmor;
+    use reef_runtime::apparmor::AppArmorError;
+
+    use super::{AppArmor, AppArmorHost, apparmor_choice, apparmor_profile, with_apparmor};
     use crate::spec::SpecError;
     use crate::spec::fixture::build_with;
 
@@ -241,13 +327,117 @@ mod tests {
         assert_eq!(spec.process().as_ref().unwrap().no_new_privileges(), Some(true));
     }
 
+    fn apparmor_sc(
+        field: Option<(cri::security_profile::ProfileType, &str)>,
+        deprecated: &str,
+        privileged: bool,
+    ) -> cri::LinuxContainerSecurityContext {
+        #[allow(deprecated)]
+        cri::LinuxContainerSecurityContext {
+            apparmor: field.map(|(t, r)| cri::SecurityProfile { profile_type: t as i32, localhost_ref: r.into() }),
+            apparmor_profile: deprecated.into(),
+            privileged,
+            ..Default::default()
+        }
+    }
+
     #[test]
-    fn apparmor_localhost_profiles_are_refused() {
-        let profile = |t: cri::security_profile::ProfileType| cri::LinuxContainerSecurityContext {
-            apparmor: Some(cri::SecurityProfile { profile_type: t as i32, localhost_ref: "p".into() }),
+    fn the_apparmor_field_wins_over_the_deprecated_string_and_neither_means_runtime_default() {
+        use cri::security_profile::ProfileType as T;
+        let choice = |f, d: &str| apparmor_choice(&apparmor_sc(f, d, false)).unwrap();
+        assert_eq!(choice(None, ""), AppArmor::RuntimeDefault);
+        assert_eq!(choice(None, "runtime/default"), AppArmor::RuntimeDefault);
+        assert_eq!(choice(None, "unconfined"), AppArmor::Unconfined);
+        assert_eq!(choice(None, "localhost/my-profile"), AppArmor::Localhost("my-profile".into()));
+        assert_eq!(choice(Some((T::Unconfined, "")), "localhost/other"), AppArmor::Unconfined);
+        assert_eq!(choice(Some((T::RuntimeDefault, "")), "unconfined"), AppArmor::RuntimeDefault);
+        // critest sends the new field with the old prefix (and a different, missing profile in the old field).
+        assert_eq!(
+            choice(Some((T::Localhost, "localhost/deny-write")), "localhost/non-existent"),
+            AppArmor::Localhost("deny-write".into())
+        );
+        assert_eq!(choice(Some((T::Localhost, "deny-write")), ""), AppArmor::Localhost("deny-write".into()));
+    }
+
+    #[test]
+    fn apparmor_requests_that_name_nothing_usable_are_invalid() {
+        use cri::security_profile::ProfileType as T;
+        let err = |f, d: &str| apparmor_choice(&apparmor_sc(f, d, false)).unwrap_err();
+        assert!(matches!(err(None, "docker-default"), SpecError::Invalid { field: "apparmor", .. }));
+        assert!(matches!(err(None, "localhost/"), SpecError::Invalid { field: "apparmor", .. }));
+        assert!(matches!(err(Some((T::Localhost, "")), ""), SpecError::Invalid { field: "apparmor", .. }));
+        let unknown = cri::LinuxContainerSecurityContext {
+            apparmor: Some(cri::SecurityProfile { profile_type: 42, localhost_ref: String::new() }),
             ..Default::default()
         };
-        assert!(check_apparmor(&profile(cri::security_profile::ProfileType::Localhost)).is_err());
-        assert!(check_apparmor(&profile(cri::security_profile::ProfileType::RuntimeDefault)).is_ok());
+        assert!(apparmor_choice(&unknown).is_err());
+    }
+
+    #[test]
+    fn privileged_containers_run_unconfined_unless_they_name_a_localhost_profile() {
+        use cri::security_profile::ProfileType as T;
+        let choice = |f, d: &str| apparmor_choice(&apparmor_sc(f, d, true)).unwrap();
+        assert_eq!(choice(None, ""), AppArmor::Unconfined);
+        assert_eq!(choice(Some((T::RuntimeDefault, "")), ""), AppArmor::Unconfined);
+        assert_eq!(choice(None, "localhost/p"), AppArmor::Localhost("p".into()));
+        assert_eq!(choice(Some((T::Localhost, "p")), ""), AppArmor::Localhost("p".into()));
+    }
+
+    /// A node whose AppArmor is on or off, holding the profiles named.
+    struct FakeHost {
+        enabled: bool,
+        loaded: &'static [&'static str],
+    }
+
+    impl AppArmorHost for FakeHost {
+        fn default_profile(&self) -> Result<Option<String>, AppArmorError> {
+            Ok(self.enabled.then(|| "reef-default".to_string()))
+        }
+
+        fn check_loaded(&self, name: &str) -> Result<(), AppArmorError> {
+            if !self.enabled {
+                return Err(AppArmorError::NotEnabled { profile: name.into() });
+            }
+            if !self.loaded.contains(&name) {
+                return Err(AppArmorError::NotLoaded { profile: name.into() });
+            }
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn without_apparmor_runtime_default_runs_unconfined_and_a_localhost_profile_is_refused_by_name() {
+        use cri::security_profile::ProfileType as T;
+        let off = FakeHost { enabled: false, loaded: &[] };
+        assert_eq!(apparmor_profile(&apparmor_sc(None, "", false), &off).unwrap(), None);
+        assert_eq!(apparmor_profile(&apparmor_sc(Some((T::RuntimeDefault, "")), "", false), &off).unwrap(), None);
+        let err = apparmor_profile(&apparmor_sc(Some((T::Localhost, "mine")), "", false), &off).unwrap_err();
+        assert!(matches!(&err, SpecError::AppArmor(AppArmorError::NotEnabled { .. })), "{err:?}");
+        assert!(err.to_string().contains("\"mine\""), "{err}");
+    }
+
+    #[test]
+    fn with_apparmor_runtime_default_is_reef_s_profile_and_localhost_profiles_must_be_loaded() {
+        use cri::security_profile::ProfileType as T;
+        let on = FakeHost { enabled: true, loaded: &["mine"] };
+        assert_eq!(apparmor_profile(&apparmor_sc(None, "", false), &on).unwrap().as_deref(), Some("reef-default"));
+        assert_eq!(apparmor_profile(&apparmor_sc(None, "unconfined", false), &on).unwrap(), None);
+        assert_eq!(
+            apparmor_profile(&apparmor_sc(Some((T::Localhost, "mine")), "", false), &on).unwrap().as_deref(),
+            Some("mine")
+        );
+        let err = apparmor_profile(&apparmor_sc(None, "localhost/missing", false), &on).unwrap_err();
+        assert!(matches!(&err, SpecError::AppArmor(AppArmorError::NotLoaded { .. })), "{err:?}");
+        assert!(err.to_string().contains("\"missing\""), "{err}");
+    }
+
+    #[test]
+    fn the_chosen_profile_lands_in_the_spec_and_the_launch_plan() {
+        let spec = build_with(|_, _, _| {}).unwrap();
+        assert_eq!(spec.process().as_ref().unwrap().apparmor_profile(), &None);
+        let mut spec = spec;
+        with_apparmor(&mut spec, Some("reef-default"));
+        let plan = reef_runtime::plan::plan_from_spec(&spec).unwrap();
+        assert_eq!(plan.apparmor_profile.as_deref(), Some("reef-default"));
     }
 }

@@ -5,7 +5,7 @@
 use std::os::fd::{AsRawFd, BorrowedFd};
 
 use super::prepared::Prepared;
-use super::process::{become_container_process, close_all_but, execvpe, set_stdio};
+use super::process::{become_container_process, close_all_but, execvpe, set_apparmor_exec, set_stdio};
 use super::protocol::{Step, check};
 use crate::sys;
 
@@ -16,6 +16,10 @@ pub(super) fn run(p: &Prepared<'_>, reports: BorrowedFd<'_>) -> ! {
     if p.plan.terminal {
         // A new session has no controlling terminal; the pty slave on stdin becomes this session's.
         check(reports, Step::Stdio, sys::set_controlling_terminal(0));
+    }
+    // The container's profile for every process in it, as runc gives an exec its container's.
+    if let Some(label) = &p.apparmor_exec {
+        check(reports, Step::AppArmor, set_apparmor_exec(label));
     }
     if let Some(program) = &p.plan.seccomp {
         check(reports, Step::Seccomp, sys::install_seccomp(program));

@@ -1,6 +1,6 @@
 //! The init role: the container's first process, PID 1 of its new PID namespace. It builds the container's
 //! view of the rootfs (`rootfs::setup` and `rootfs::devices`), pivots into it, sets the rest of what the plan asks
-//! (sysctls, masked and read-only paths, hostname, seccomp), becomes the container's process, reports Ready and
+//! (sysctls, masked and read-only paths, hostname, the AppArmor profile for the exec, seccomp), becomes the container's process, reports Ready and
 //! waits at the start gate, then execs the command.
 
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -11,7 +11,7 @@ use nix::mount::{MsFlags, mount};
 use nix::sys::stat::Mode;
 
 use super::prepared::Prepared;
-use super::process::{become_container_process, close_all_but, execvpe, set_stdio};
+use super::process::{become_container_process, close_all_but, execvpe, set_apparmor_exec, set_stdio};
 use super::protocol::{Pipes, Step, check, each, fail_at, send_ready};
 use crate::rootfs::{devices, setup};
 use crate::sys;
@@ -37,6 +37,11 @@ pub(super) fn run(p: &Prepared<'_>, pipes: Pipes<'_>) -> ! {
     }
     if let Some(adj) = p.plan.oom_score_adj {
         set_oom_score_adj(adj);
+    }
+    // Before seccomp (whose filter could refuse the write) and no_new_privs, as runc orders them; it takes
+    // effect only at the exec, so the setup below still runs unconfined.
+    if let Some(label) = &p.apparmor_exec {
+        check(reports, Step::AppArmor, set_apparmor_exec(label));
     }
     if let Some(program) = &p.plan.seccomp {
         check(reports, Step::Seccomp, sys::install_seccomp(program));

@@ -63,6 +63,8 @@ pub(super) struct Prepared<'a> {
     /// the rootfs then comes along as a detached tree, attached at `rootfs` in the copy.
     pub mounts_from: Option<BorrowedFd<'static>>,
     pub rootfs_tree: Option<OwnedFd>,
+    /// `exec <profile>`, what the process writes to its AppArmor attribute before the exec; None: unconfined.
+    pub apparmor_exec: Option<Vec<u8>>,
 }
 
 impl<'a> Prepared<'a> {
@@ -100,6 +102,7 @@ impl<'a> Prepared<'a> {
             cgroup_view: cgroup_view(plan),
             mounts_from,
             rootfs_tree,
+            apparmor_exec: plan.apparmor_profile.as_ref().map(|name| format!("exec {name}").into_bytes()),
         })
     }
 }

@@ -6,6 +6,8 @@ use std::ffi::{CStr, CString};
 use std::os::fd::{BorrowedFd, RawFd};
 
 use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::sys::stat::Mode;
 use nix::unistd::{Gid, Uid};
 
 use super::Stdio;
@@ -116,6 +118,22 @@ fn set_rlimit(resource: nix::sys::resource::Resource, soft: u64, hard: u64) {
 fn caps_errno(_e: &caps::errors::CapsError) -> Errno {
     let errno = Errno::last();
     if errno as i32 == 0 { Errno::EPERM } else { errno }
+}
+
+/// Names the AppArmor profile (`label`: `exec <profile>`) the next execve enters. The file must be procfs's: a
+/// container allowed to mount could have put a file of its own over /proc, and the write would then confine
+/// nothing (runc's CVE-2019-16884).
+pub(super) fn set_apparmor_exec(label: &[u8]) -> nix::Result<()> {
+    let flags = OFlag::O_WRONLY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW;
+    let fd = match nix::fcntl::open(c"/proc/thread-self/attr/apparmor/exec", flags, Mode::empty()) {
+        // Kernels before 5.8 have only the attribute every LSM shares.
+        Err(Errno::ENOENT) => nix::fcntl::open(c"/proc/self/attr/exec", flags, Mode::empty())?,
+        other => other?,
+    };
+    if nix::sys::statfs::fstatfs(&fd)?.filesystem_type() != nix::sys::statfs::PROC_SUPER_MAGIC {
+        return Err(Errno::EXDEV);
+    }
+    super::protocol::write_all(&fd, label)
 }
 
 /// execvpe against the container's PATH (from its environment), inside its filesystem.

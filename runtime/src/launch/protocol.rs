@@ -38,11 +38,12 @@ pub enum Step {
     Device,
     OomScoreAdj,
     JoinCgroup,
+    AppArmor,
     Unknown,
 }
 
 impl Step {
-    const ALL: [Step; 28] = [
+    const ALL: [Step; 29] = [
         Step::Pipe,
         Step::Fork,
         Step::Stdio,
@@ -71,6 +72,7 @@ impl Step {
         Step::Device,
         Step::OomScoreAdj,
         Step::JoinCgroup,
+        Step::AppArmor,
     ];
 
     fn from_u32(v: u32) -> Step {

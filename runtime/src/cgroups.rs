@@ -206,6 +206,17 @@ impl ContainerCgroup {
         self.hierarchies.oom_file(&self.path).is_some_and(|f| oom_kills_in(&f))
     }
 
+    /// The file to watch (inotify) for OOM kills as they happen: v2's `memory.events`, which the kernel notifies.
+    /// Under systemd the scope, and the file with it, is gone soon after its last process: what it counted must
+    /// be read before (see `monitor::oom`). v1's `memory.oom_control` is not notified this way; v1 cgroups stay
+    /// until Reef removes them.
+    pub fn oom_watch_file(&self) -> Option<std::path::PathBuf> {
+        match self.hierarchies {
+            Hierarchies::Unified => self.hierarchies.oom_file(&self.path),
+            Hierarchies::V1(_) => None,
+        }
+    }
+
     /// Removes it (stops the scope under systemd). Its processes must be gone.
     pub fn destroy(&self) -> Result<(), CgroupError> {
         let what = |source| CgroupError::Manager { path: self.path.clone(), source: Box::new(source) };

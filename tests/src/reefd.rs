@@ -200,7 +200,10 @@ impl Reefd {
         match self.driver {
             CgroupDriver::Cgroupfs => name,
             // A dash is a level of systemd's slice tree: none in the name, so the slice is a child of the root.
-            CgroupDriver::Systemd => format!("reefe2e{}.slice", name.replace(|c: char| !c.is_ascii_alphanumeric(), "")),
+            CgroupDriver::Systemd => {
+                let unique = name.trim_start_matches("reef-e2e-").replace(|c: char| !c.is_ascii_alphanumeric(), "");
+                format!("reefe2e{unique}.slice")
+            }
         }
     }
 

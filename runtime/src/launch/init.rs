@@ -19,6 +19,8 @@ use crate::sys;
 
 pub(super) fn run(p: &Prepared<'_>, pipes: Pipes<'_>) -> ! {
     let reports = pipes.reports;
+    // Before seccomp, which a profile may make refuse rt_sigaction.
+    sys::reset_signals();
     if p.cgroup_from_outside {
         wait_for_cgroup(p, pipes);
     }

@@ -43,7 +43,8 @@ fuzz_target!(|data: &[u8]| {
     };
     let parent = sandbox.linux.as_ref().map(|l| l.cgroup_parent.as_str()).unwrap_or_default();
     let default_parent = if case.systemd_cgroups { "reef.slice" } else { "reef" };
-    let cgroup = cgroup_path(case.systemd_cgroups, parent, default_parent, ID);
+    // A parent the driver refuses ends the case, as CreateContainer would.
+    let Ok(cgroup) = cgroup_path(case.systemd_cgroups, parent, default_parent, ID) else { return };
     let profile = case.seccomp_profile.clone();
     let Ok(seccomp) = seccomp_filter(&security, move |_| Ok(profile)) else { return };
     let input = SpecInput {

@@ -155,8 +155,23 @@ fn run(config: Config) -> anyhow::Result<()> {
             .context("start the exit watch")?;
         heap::spawn_trimmer();
         let socket = lock.bind()?;
-        server::serve(agent, socket, signals).await
+        let stopped = std::sync::Arc::clone(&agent);
+        server::serve(agent, socket, signals).await?;
+        release_mount_namespace(&stopped, &pin);
+        Ok(())
     })
+}
+
+/// At a clean stop with no pod left, reefd's mount namespace holds nothing to keep: its pin is taken back, so a
+/// stopped reefd leaves no mount behind. With pods, it stays for the next start to enter and find them.
+fn release_mount_namespace(agent: &agent::Agent, pin: &std::path::Path) {
+    if !agent.pods.list().is_empty() || pods::live_monitors(&agent.config.state_dir) {
+        return;
+    }
+    match reef_runtime::mount_ns::release(pin) {
+        Ok(()) => tracing::debug!(pin = %pin.display(), "no pod left: mount namespace released"),
+        Err(e) => tracing::warn!(error = %error::chain(&e), "release the mount namespace's pin"),
+    }
 }
 
 /// What the fuzz targets in `fuzz/` drive: the parsers and mappings untrusted input reaches. Not an API.

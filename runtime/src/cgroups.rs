@@ -130,16 +130,22 @@ impl PendingCgroup {
         self.plan.systemd.is_some()
     }
 
-    /// Once `pid` runs (and, under cgroupfs, has joined): puts it in under systemd, then applies the limits.
+    /// Once `pid` runs (and, under cgroupfs, has joined): under systemd, starts the scope around it with the
+    /// limits, and returns once the process is in; under cgroupfs, applies the limits.
     pub fn finish(self, pid: i32) -> Result<ContainerCgroup, CgroupError> {
         let plan = &self.plan;
         let Some(unit) = &plan.systemd else { return self.limit() };
         let what = |source| CgroupError::Manager { path: plan.path.clone(), source: Box::new(source) };
         let mut manager = SystemdManager::new(unit).map_err(what)?;
+        // Before the unit exists, `set` only gathers the properties: the scope then starts with its limits, and
+        // the container never runs a moment without them.
+        manager.set(&plan.resources).map_err(what)?;
         manager.add_proc(cgroups_rs::CgroupPid { pid: pid as u64 }).map_err(what)?;
-        if let Err(e) = manager.set(&plan.resources) {
+        let made = self.made();
+        let rest = wait_until_in(pid, &plan.path).and_then(|()| set_beyond_systemd(&made, &plan.resources));
+        if let Err(e) = rest {
             let _ = manager.destroy();
-            return Err(what(e));
+            return Err(e);
         }
         // systemd's properties carry no device rules: on v2 they are Reef's own filter on the scope's cgroup.
         if let (Some(dir), Some(devices)) = (v2_dir(hierarchies_of(plan), &plan.path), plan.resources.devices())
@@ -148,7 +154,7 @@ impl PendingCgroup {
             let _ = manager.destroy();
             return Err(e);
         }
-        Ok(self.made())
+        Ok(made)
     }
 
     /// Under cgroupfs, the limits, before or after a process joins.
@@ -217,6 +223,11 @@ impl ContainerCgroup {
         &self.path
     }
 
+    /// Whether systemd made it (a scope), rather than Reef.
+    pub fn is_systemd(&self) -> bool {
+        self.systemd.is_some()
+    }
+
     /// Processes still in it, from the file the kernel lists them in.
     pub fn pids(&self) -> Vec<i32> {
         std::fs::read_to_string(self.hierarchies.procs_file(&self.path))
@@ -229,6 +240,17 @@ impl ContainerCgroup {
     /// Whether the kernel's OOM killer ended a process of it, from the hierarchies it was made in.
     pub fn oom_killed(&self) -> bool {
         self.hierarchies.oom_file(&self.path).is_some_and(|f| oom_kills_in(&f))
+    }
+
+    /// The file to watch (inotify) for OOM kills as they happen: v2's `memory.events`, which the kernel notifies.
+    /// Under systemd the scope, and the file with it, is gone soon after its last process: what it counted must
+    /// be read before (see `monitor::oom`). v1's `memory.oom_control` is not notified this way; v1 cgroups stay
+    /// until Reef removes them.
+    pub fn oom_watch_file(&self) -> Option<std::path::PathBuf> {
+        match self.hierarchies {
+            Hierarchies::Unified => self.hierarchies.oom_file(&self.path),
+            Hierarchies::V1(_) => None,
+        }
     }
 
     /// Removes it (stops the scope under systemd). Its processes must be gone.
@@ -257,9 +279,21 @@ fn oom_kills_in(file: &Path) -> bool {
 /// hierarchy's root, from kubelet's parent slice (`kubepods-besteffort-pod<uid>.slice`).
 pub fn systemd_paths(parent_slice: &str, prefix: &str, name: &str) -> Result<(String, String), CgroupError> {
     let slice = if parent_slice.is_empty() { "system.slice" } else { parent_slice };
+    if !is_slice_name(slice) {
+        return Err(CgroupError::NotASlice(slice.into()));
+    }
     let dir = cgroups_rs::systemd::utils::expand_slice(slice).map_err(|_| CgroupError::NotASlice(slice.into()))?;
     let unit = format!("{prefix}-{name}.scope");
-    Ok((format!("{slice}:{prefix}:{name}"), format!("{dir}/{unit}")))
+    let path = if dir.is_empty() { unit } else { format!("{dir}/{unit}") };
+    Ok((format!("{slice}:{prefix}:{name}"), path))
+}
+
+/// Whether `name` is a slice unit's name systemd accepts: unit-name characters only, `.slice` at the end, and
+/// dashes only between non-empty parts (each dash is a level of the hierarchy; `-.slice` is the root).
+pub fn is_slice_name(name: &str) -> bool {
+    let Some(stem) = name.strip_suffix(".slice") else { return false };
+    let unit_chars = name.bytes().all(|b| b.is_ascii_alphanumeric() || b":-_.\\".contains(&b));
+    unit_chars && name.len() <= 255 && (stem == "-" || (!stem.is_empty() && stem.split('-').all(|p| !p.is_empty())))
 }
 
 /// What the CRI's stats report, from the container's cgroup.
@@ -375,20 +409,124 @@ pub fn limits(path: &str) -> Option<Limits> {
     })
 }
 
-/// UpdateContainerResources: applies new limits to a running container's cgroup.
-pub fn update(path: &str, resources: &oci_spec::runtime::LinuxResources) -> Result<(), CgroupError> {
-    if let Some(dir) = v2_dir(Hierarchies::node(), path) {
-        if !dir.is_dir() {
-            return Err(CgroupError::Missing { path: path.to_string() });
-        }
-        return v2::apply(&dir, resources);
-    }
+/// UpdateContainerResources: applies new limits to a running container's cgroup. Under systemd (`unit`, the
+/// plan's `slice:prefix:name`) they are the scope's properties, set over D-Bus: written to the files alone, systemd
+/// would put its own values back at the next `daemon-reload`. Only what systemd has no property for is written.
+pub fn update(
+    path: &str,
+    unit: Option<&str>,
+    resources: &oci_spec::runtime::LinuxResources,
+) -> Result<(), CgroupError> {
     let what = |source| CgroupError::Manager { path: path.to_string(), source: Box::new(source) };
-    let mut manager = FsManager::new(path).map_err(what)?;
-    if !manager.exists() {
+    let v2 = v2_dir(Hierarchies::node(), path);
+    let exists = match &v2 {
+        Some(dir) => dir.is_dir(),
+        None => FsManager::new(path).map_err(what)?.exists(),
+    };
+    if !exists {
         return Err(CgroupError::Missing { path: path.to_string() });
     }
-    manager.set(resources).map_err(what)
+    if let Some(unit) = unit {
+        SystemdManager::new(unit).and_then(|mut m| m.set(resources)).map_err(what)?;
+        let cgroup = ContainerCgroup {
+            path: path.to_string(),
+            systemd: Some(unit.to_string()),
+            hierarchies: Hierarchies::node().clone(),
+        };
+        return set_beyond_systemd(&cgroup, resources);
+    }
+    match v2 {
+        Some(dir) => v2::apply(&dir, resources),
+        None => FsManager::new(path).and_then(|mut m| m.set(resources)).map_err(what),
+    }
+}
+
+/// Waits until `pid` is in the cgroup at `path`: systemd answers StartTransientUnit before its job moves the
+/// process, and the container must not unshare its cgroup namespace, or run anything, before it is in.
+fn wait_until_in(pid: i32, path: &str) -> Result<(), CgroupError> {
+    let want = format!("/{}", path.trim_start_matches('/'));
+    let file = std::path::PathBuf::from(format!("/proc/{pid}/cgroup"));
+    // Generous: a loaded systemd under emulation takes its time, and giving up fails the container.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut pause = std::time::Duration::from_micros(100);
+    loop {
+        let listed = std::fs::read_to_string(&file).map_err(|source| CgroupError::Io { path: file.clone(), source })?;
+        // `hierarchy-id:controllers:path`; on v2 the one line `0::path`.
+        if listed.lines().any(|l| l.splitn(3, ':').nth(2) == Some(want.as_str())) {
+            return Ok(());
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(CgroupError::Invalid {
+                path: path.to_string(),
+                what: format!("systemd did not move process {pid} into its scope: {}", listed.trim()),
+            });
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(std::time::Duration::from_millis(10));
+    }
+}
+
+/// Under systemd, the limits it has no property for: `unified` keys become properties where systemd has one
+/// (runc's list), and the rest, with hugetlb's limits, are written to the scope's files (it is delegated).
+fn set_beyond_systemd(cgroup: &ContainerCgroup, r: &oci_spec::runtime::LinuxResources) -> Result<(), CgroupError> {
+    let Some(unit) = &cgroup.systemd else { return Ok(()) };
+    if !matches!(cgroup.hierarchies, Hierarchies::Unified) {
+        return Ok(());
+    }
+    let dir = Path::new("/sys/fs/cgroup").join(cgroup.path.trim_start_matches('/'));
+    let write = |file: &str, value: &str| {
+        let path = dir.join(file);
+        std::fs::write(&path, value).map_err(|source| CgroupError::Io { path, source })
+    };
+    let mut properties: Vec<cgroups_rs::systemd::Property<'static>> = Vec::new();
+    if let Some(unified) = r.unified() {
+        for (key, value) in unified {
+            match systemd_property(key, value) {
+                Some(property) => properties.push(property),
+                None => {
+                    if key.contains('/') || key.starts_with('.') {
+                        return Err(CgroupError::Invalid {
+                            path: cgroup.path.clone(),
+                            what: format!("unified key {key:?}"),
+                        });
+                    }
+                    write(key, value)?;
+                }
+            }
+        }
+    }
+    for limit in r.hugepage_limits().iter().flatten() {
+        write(&format!("hugetlb.{}.max", limit.page_size()), &limit.limit().to_string())?;
+    }
+    if properties.is_empty() {
+        return Ok(());
+    }
+    let what = |what: String| CgroupError::Invalid { path: cgroup.path.clone(), what };
+    let unit_name = SystemdManager::new(unit).map_err(|e| what(e.to_string()))?.unit().to_string();
+    let mut client = cgroups_rs::systemd::SystemdClient::new(&unit_name, vec![]).map_err(|e| what(e.to_string()))?;
+    client.set_properties(&properties).map_err(|e| what(format!("set the properties of {unit_name}: {e}")))
+}
+
+/// The systemd property a `unified` key maps to, as runc's systemd driver maps them: systemd would otherwise
+/// write its own value over the file at the next reload.
+fn systemd_property(key: &str, value: &str) -> Option<cgroups_rs::systemd::Property<'static>> {
+    let bytes = || -> Option<u64> {
+        match value.trim() {
+            "max" => Some(u64::MAX),
+            v => v.parse().ok(),
+        }
+    };
+    let name = match key {
+        "memory.min" => "MemoryMin",
+        "memory.low" => "MemoryLow",
+        "memory.high" => "MemoryHigh",
+        "memory.max" => "MemoryMax",
+        "memory.swap.max" => "MemorySwapMax",
+        "pids.max" => "TasksMax",
+        "cpu.weight" => "CPUWeight",
+        _ => return None,
+    };
+    Some((name, bytes()?.into()))
 }
 
 #[cfg(test)]
@@ -407,6 +545,18 @@ mod tests {
         assert!(!cgroup.oom_killed());
         std::fs::write(own.join("memory.oom_control"), "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n").unwrap();
         assert!(cgroup.oom_killed());
+    }
+
+    #[test]
+    fn slice_names_are_unit_names_ending_in_slice_with_no_empty_level() {
+        for good in ["kubepods.slice", "kubepods-burstable-pod0a_1b.slice", "-.slice", "a.b.slice"] {
+            assert!(is_slice_name(good), "{good}");
+        }
+        for bad in ["kubepods", ".slice", "-a.slice", "a-.slice", "a--b.slice", "a/b.slice", "a b.slice", "a.scope"] {
+            assert!(!is_slice_name(bad), "{bad}");
+        }
+        assert_eq!(systemd_paths("-.slice", "reef", "c").unwrap().1, "reef-c.scope");
+        assert!(systemd_paths("/test.slice", "reef", "c").is_err());
     }
 
     #[test]

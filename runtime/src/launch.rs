@@ -296,6 +296,13 @@ impl Gate {
         }
     }
 
+    /// Tells init, forked by `fork` from a plan whose cgroup is put in from outside (under systemd, the scope
+    /// made around its pid), that the cgroup now holds it. Init waits for this before anything else, then
+    /// unshares its cgroup namespace: rooted at its own scope, not at whatever cgroup it was forked in.
+    pub fn cgroup_joined(&self) -> Result<(), LaunchError> {
+        protocol::write_all(&self.start, &[1]).map_err(|e| LaunchError::Protocol { step: Step::JoinCgroup, errno: e })
+    }
+
     /// The container launched through this gate as `pid`, waiting for `Launched::start`.
     pub fn launched(self, pid: Pid) -> Launched {
         Launched { pid, start: Some(self.start), reports: self.reports }

@@ -69,6 +69,27 @@ pub fn node() -> Option<std::os::fd::BorrowedFd<'static>> {
     NODE.get().map(|n| n.as_fd())
 }
 
+/// Takes back the pin of reefd's own namespace (`enter_own`), at a clean stop with no pod left: unpinned, the
+/// namespace goes with this process, and the node's mount table no longer holds `<state>/ns` and `<state>/ns/mnt`
+/// after reefd is gone. The next start makes a new one. Nothing to do for a process that did not enter its own.
+pub fn release(pin: &Path) -> Result<(), MountNsError> {
+    if node().is_none() {
+        return Ok(());
+    }
+    let owned = pin.to_path_buf();
+    in_node(move || {
+        nix::mount::umount2(&owned, nix::mount::MntFlags::MNT_DETACH)?;
+        // The pin's directory was bound onto itself to be private (`enter`): that bind goes too.
+        if let Some(dir) = owned.parent() {
+            nix::mount::umount2(dir, nix::mount::MntFlags::MNT_DETACH)?;
+        }
+        // The pin file itself, left plain by the unmount.
+        let _ = std::fs::remove_file(&owned);
+        Ok(())
+    })
+    .map_err(|errno| MountNsError::Sys { step: "release the pin", path: pin.to_path_buf(), errno })
+}
+
 type Job = Box<dyn FnOnce() -> nix::Result<()> + Send>;
 
 /// The thread that runs `in_node`'s jobs, started at the first.

@@ -161,6 +161,32 @@ pub unsafe fn fork_sibling() -> nix::Result<Option<nix::unistd::Pid>> {
     }
 }
 
+/// Gives a container's process the signal handling a fresh process has: every signal unblocked and at its
+/// default action. exec keeps what is ignored and what is blocked, and the launch starts from the monitor (which
+/// blocks SIGCHLD for its signalfd) and reefd (Rust ignores SIGPIPE): a shell in the container would otherwise
+/// not die of SIGPIPE, and a `head | tail` whose reader is gone would read its whole input for nothing.
+pub fn reset_signals() {
+    // The kernel's own sigaction, all zero: SIG_DFL, no flags, no restorer, nothing masked; the same layout on
+    // every architecture for these fields. Raw, not glibc's: glibc refuses 32 and 33, which it keeps for itself,
+    // and those too were found ignored in containers.
+    let default = [0usize; 4];
+    for signal in 1..=64 {
+        // SAFETY: rt_sigaction reads `default` (of the kernel's size) and writes nothing back (null old action);
+        // SIG_DFL installs no handler, so nothing of this process runs in signal context. SIGKILL and SIGSTOP
+        // are refused by the kernel, harmlessly.
+        unsafe {
+            nix::libc::syscall(
+                nix::libc::SYS_rt_sigaction,
+                signal,
+                default.as_ptr(),
+                std::ptr::null_mut::<nix::libc::c_void>(),
+                8usize,
+            );
+        }
+    }
+    let _ = nix::sys::signal::SigSet::empty().thread_set_mask();
+}
+
 /// Installs a classic BPF seccomp program (an array of 8-byte `sock_filter`s) on the calling thread, which is
 /// the container's only thread. No allocation: the bytes were prepared before fork.
 pub fn install_seccomp(program: &[u8]) -> nix::Result<()> {

@@ -10,9 +10,29 @@ use reef_api::v1::reef_client::ReefClient;
 use tempfile::TempDir;
 use tonic::transport::Channel;
 
+/// The cgroup driver a test's reefd runs with: `REEF_TEST_CGROUP_DRIVER` (`systemd`, or `cgroupfs`, the default).
+/// Under systemd each test's reefd gets a slice of its own as its cgroup parent, stopped (scopes and all) when
+/// the test ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CgroupDriver {
+    Cgroupfs,
+    Systemd,
+}
+
+impl CgroupDriver {
+    pub fn from_env() -> CgroupDriver {
+        match std::env::var("REEF_TEST_CGROUP_DRIVER").as_deref() {
+            Err(_) | Ok("") | Ok("cgroupfs") => CgroupDriver::Cgroupfs,
+            Ok("systemd") => CgroupDriver::Systemd,
+            Ok(other) => panic!("REEF_TEST_CGROUP_DRIVER={other:?}: expected systemd or cgroupfs"),
+        }
+    }
+}
+
 pub struct Reefd {
     /// A tmpfs mounted at the root dir, for disk-full tests; unmounted on drop.
     small_root: bool,
+    pub driver: CgroupDriver,
     dir: TempDir,
     child: Option<Child>,
     /// TOML appended to the generated config (registry settings and the like).
@@ -91,6 +111,7 @@ impl Reefd {
         let dir = tempfile::Builder::new().prefix("reef-e2e-").tempdir().expect("reefd dir");
         let mut reefd = Reefd {
             small_root: false,
+            driver: CgroupDriver::from_env(),
             dir,
             child: None,
             extra: extra.to_string(),
@@ -107,8 +128,15 @@ impl Reefd {
         let net = NetNames::unique();
         let network = format!("subnet6 = \"{}\"\n{network}", net.subnet6);
         let dir = tempfile::Builder::new().prefix("reef-e2e-").tempdir().expect("reefd dir");
-        let mut reefd =
-            Reefd { small_root: false, dir, child: None, extra: extra.to_string(), net, network_extra: network };
+        let mut reefd = Reefd {
+            small_root: false,
+            driver: CgroupDriver::from_env(),
+            dir,
+            child: None,
+            extra: extra.to_string(),
+            net,
+            network_extra: network,
+        };
         reefd.write_config();
         reefd.spawn();
         reefd
@@ -129,6 +157,7 @@ impl Reefd {
         .expect("mount a tmpfs root");
         let mut reefd = Reefd {
             small_root: true,
+            driver: CgroupDriver::from_env(),
             dir,
             child: None,
             extra: extra.to_string(),
@@ -143,12 +172,17 @@ impl Reefd {
     fn write_config(&self) {
         let d = self.dir.path();
         let config = format!(
-            "root_dir = \"{}\"\nstate_dir = \"{}\"\nsocket = \"{}\"\nlog_level = \"debug\"\ncgroup_parent = \"{}\"\n{}\n\
+            "root_dir = \"{}\"\nstate_dir = \"{}\"\nsocket = \"{}\"\nlog_level = \"debug\"\ncgroup_parent = \"{}\"\n\
+             cgroup_driver = \"{}\"\n{}\n\
              [network]\nbridge = \"{}\"\nsubnet = \"{}\"\nnft_table = \"{}\"\n{}\n",
             self.root().display(),
             d.join("state").display(),
             self.socket().display(),
             self.cgroup_parent(),
+            match self.driver {
+                CgroupDriver::Cgroupfs => "cgroupfs",
+                CgroupDriver::Systemd => "systemd",
+            },
             self.extra,
             self.net.bridge,
             self.net.subnet,
@@ -158,9 +192,42 @@ impl Reefd {
         std::fs::write(self.config_path(), config).expect("write reefd config");
     }
 
-    /// The test's own cgroup parent, removed with everything in it when the test ends.
+    /// The test's own cgroup parent, removed with everything in it when the test ends: a directory below the
+    /// hierarchy's root under cgroupfs, a top-level slice (`reefe2e<unique>.slice`) under systemd.
     pub fn cgroup_parent(&self) -> String {
-        self.dir.path().file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "reef-e2e".into())
+        let name =
+            self.dir.path().file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "reef-e2e".into());
+        match self.driver {
+            CgroupDriver::Cgroupfs => name,
+            // A dash is a level of systemd's slice tree: none in the name, so the slice is a child of the root.
+            CgroupDriver::Systemd => {
+                let unique = name.trim_start_matches("reef-e2e-").replace(|c: char| !c.is_ascii_alphanumeric(), "");
+                format!("reefe2e{unique}.slice")
+            }
+        }
+    }
+
+    /// A pod's cgroup parent below the test's own, in the form kubelet sends for this driver: `/<parent>/<pod>`
+    /// under cgroupfs, the systemd path `/<parent>.slice/<parent>-<pod>.slice` under systemd.
+    pub fn pod_cgroup_parent(&self, pod: &str) -> String {
+        let parent = self.cgroup_parent();
+        match self.driver {
+            CgroupDriver::Cgroupfs => format!("/{parent}/{pod}"),
+            CgroupDriver::Systemd => {
+                let stem = parent.trim_end_matches(".slice");
+                format!("/{parent}/{stem}-{}.slice", pod.replace('-', "_"))
+            }
+        }
+    }
+
+    /// A container's cgroup, relative to the hierarchy's root, for a pod whose cgroup parent is `pod_parent`
+    /// (`pod_cgroup_parent`, or `cgroup_parent` for a pod without one): `reef-<id>`, or `reef-<id>.scope`.
+    pub fn container_cgroup(&self, pod_parent: &str, id: &str) -> String {
+        let parent = pod_parent.trim_matches('/');
+        match self.driver {
+            CgroupDriver::Cgroupfs => format!("{parent}/reef-{id}"),
+            CgroupDriver::Systemd => format!("{parent}/reef-{id}.scope"),
+        }
     }
 
     pub fn config_path(&self) -> PathBuf {
@@ -329,10 +396,24 @@ pub fn remove_cgroup_tree(name: &str) {
     }
 }
 
+/// Stops a test's slice under the systemd driver, and with it every scope and slice below it (their processes
+/// killed), then clears what systemd still lists as failed: a failed test must leave no unit behind.
+pub fn stop_slice(slice: &str) {
+    let quiet = |args: &[&str]| {
+        let _ = Command::new("systemctl").args(args).stdout(Stdio::null()).stderr(Stdio::null()).status();
+    };
+    quiet(&["stop", slice]);
+    // The scopes of containers that ended badly stay listed as failed; none but Reef's are named so.
+    quiet(&["reset-failed", slice, "reef-*.scope"]);
+}
+
 impl Drop for Reefd {
     fn drop(&mut self) {
         self.kill9();
         clean_up_after(self.dir.path());
+        if self.driver == CgroupDriver::Systemd {
+            stop_slice(&self.cgroup_parent());
+        }
         remove_cgroup_tree(&self.cgroup_parent());
         self.net.remove();
         if self.small_root {

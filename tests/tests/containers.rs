@@ -188,7 +188,7 @@ async fn objects_half_made_when_reefd_died_are_cleaned_at_the_next_start() {
     assert!(!state.join("containers").join(&container[..16]).exists(), "the container's rootfs is gone");
     assert!(!s.reefd.root().join("containers").join(&container).exists());
     assert_eq!(mounts_under(&state), 0, "nothing stays mounted");
-    let cgroup = cgroup::dir("memory", &format!("{}/reef-{container}", s.reefd.cgroup_parent()));
+    let cgroup = cgroup::dir("memory", &s.reefd.container_cgroup(&s.reefd.cgroup_parent(), &container));
     let deadline = Instant::now() + Duration::from_secs(5);
     while cgroup.exists() && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -200,26 +200,16 @@ async fn objects_half_made_when_reefd_died_are_cleaned_at_the_next_start() {
     );
 }
 
-/// A cgroup parent of the test's own, removed (processes and all) when the test ends.
-struct CgroupParent(String);
-
-impl Drop for CgroupParent {
-    fn drop(&mut self) {
-        reef_tests::reefd::remove_cgroup_tree(&self.0);
-    }
-}
-
 #[tokio::test]
 async fn resource_limits_land_in_the_container_cgroup_which_goes_with_it() {
     require_e2e!();
     let v2 = cgroup::v2();
-    // Declared first so it is dropped last, after reefd and its containers.
-    let parent = CgroupParent(format!("reef-e2e-limits-{}", std::process::id()));
     let s = setup().await;
+    // A kubelet-style pod parent below the test's own, which goes with the test's reefd.
+    let pod_parent = s.reefd.pod_cgroup_parent("pod1");
     let mut rt = s.reefd.runtime().await;
     let mut sandbox = pod_config(&s, "limited");
-    sandbox.linux =
-        Some(cri::LinuxPodSandboxConfig { cgroup_parent: format!("/{}/pod1", parent.0), ..Default::default() });
+    sandbox.linux = Some(cri::LinuxPodSandboxConfig { cgroup_parent: pod_parent.clone(), ..Default::default() });
     let pod = run_pod(&mut rt, &sandbox).await;
     let mut config = container_config(&s, "capped", "exec sleep 300");
     config.linux.as_mut().unwrap().resources = Some(cri::LinuxContainerResources {
@@ -242,7 +232,7 @@ async fn resource_limits_land_in_the_container_cgroup_which_goes_with_it() {
     });
     let id = create(&mut rt, &pod, &sandbox, config).await.expect("create");
     rt.start_container(cri::StartContainerRequest { container_id: id.clone() }).await.expect("start");
-    let path = format!("{}/pod1/reef-{id}", parent.0);
+    let path = s.reefd.container_cgroup(&pod_parent, &id);
     let read = |ctrl: &str, file: &str| cgroup::read(ctrl, &path, file);
     assert_eq!(cgroup::memory_limit(&path), (64u64 << 20).to_string());
     let (shares_file, shares) = cgroup::cpu_share_file(512);
@@ -362,12 +352,11 @@ async fn resource_limits_land_in_the_container_cgroup_which_goes_with_it() {
 #[tokio::test]
 async fn a_create_that_fails_inside_the_container_leaves_no_cgroup_rootfs_record_or_log() {
     require_e2e!();
-    let parent = CgroupParent(format!("reef-e2e-failed-create-{}", std::process::id()));
     let s = setup().await;
+    let pod_parent = s.reefd.pod_cgroup_parent("pod1");
     let mut rt = s.reefd.runtime().await;
     let mut sandbox = pod_config(&s, "failing");
-    sandbox.linux =
-        Some(cri::LinuxPodSandboxConfig { cgroup_parent: format!("/{}/pod1", parent.0), ..Default::default() });
+    sandbox.linux = Some(cri::LinuxPodSandboxConfig { cgroup_parent: pod_parent.clone(), ..Default::default() });
     let pod = run_pod(&mut rt, &sandbox).await;
     // The bind mount fails inside the new container, after its cgroup is made, limited and joined: its
     // destination lies below a file of the image.
@@ -382,7 +371,7 @@ async fn a_create_that_fails_inside_the_container_leaves_no_cgroup_rootfs_record
     let err = create(&mut rt, &pod, &sandbox, config).await.unwrap_err();
     assert!(err.message().contains("/data"), "the error names the mount: {}", err.message());
 
-    let pod_cgroup = |ctrl: &str| cgroup::dir(ctrl, &format!("{}/pod1", parent.0));
+    let pod_cgroup = |ctrl: &str| cgroup::dir(ctrl, pod_parent.trim_start_matches('/'));
     let controllers: &[&str] = if cgroup::v2() { &["unified"] } else { &["memory", "pids", "devices", "freezer"] };
     for &ctrl in controllers {
         let left: Vec<_> = std::fs::read_dir(pod_cgroup(ctrl))
@@ -492,9 +481,32 @@ async fn a_container_killed_for_memory_reports_oomkilled() {
     let id = create(&mut rt, &pod, &sandbox, memory_eater(&s, "eater")).await.unwrap();
     rt.start_container(cri::StartContainerRequest { container_id: id.clone() }).await.unwrap();
     let st = wait_exited(&mut rt, &id).await;
-    assert_eq!(st.state, cri::ContainerState::ContainerExited as i32);
+    let cgroup = s.reefd.container_cgroup(&s.reefd.cgroup_parent(), &id);
+    assert_eq!(st.state, cri::ContainerState::ContainerExited as i32, "still running: {}", cgroup_processes(&cgroup));
     assert_eq!(st.reason, "OOMKilled", "exit code {}", st.exit_code);
     rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod }).await.unwrap();
+}
+
+/// What runs in a container's cgroup (v2, or v1's memory hierarchy), with each process's state and where it
+/// waits, and the cgroup's memory events: why a container did not end when it should have.
+fn cgroup_processes(cgroup: &str) -> String {
+    let dirs = [format!("/sys/fs/cgroup/{cgroup}"), format!("/sys/fs/cgroup/memory/{cgroup}")];
+    let Some(dir) = dirs.iter().find(|d| std::path::Path::new(d).join("cgroup.procs").exists()) else {
+        return format!("no cgroup {cgroup}");
+    };
+    let read = |p: String| std::fs::read_to_string(p).unwrap_or_default().trim().to_string();
+    let mut out = format!("{dir}: memory.events [{}]", read(format!("{dir}/memory.events")).replace('\n', ", "));
+    for pid in read(format!("{dir}/cgroup.procs")).lines() {
+        let stat = read(format!("/proc/{pid}/stat"));
+        let state = stat.rsplit_once(") ").map(|(_, rest)| rest.chars().next().unwrap_or('?')).unwrap_or('?');
+        out.push_str(&format!(
+            "\n  {pid} {} state {state} wchan {} {}",
+            read(format!("/proc/{pid}/comm")),
+            read(format!("/proc/{pid}/wchan")),
+            read(format!("/proc/{pid}/stack")).lines().take(6).collect::<Vec<_>>().join(" < "),
+        ));
+    }
+    out
 }
 
 #[tokio::test]
@@ -804,4 +816,34 @@ async fn mounts_propagate_as_the_volume_asks_private_host_to_container_or_both_w
     );
     rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod }).await.unwrap();
     assert_eq!(mounts_under(&s.reefd.root()), 0, "no rootfs left mounted");
+}
+
+#[tokio::test]
+async fn a_container_starts_with_no_signal_blocked_or_ignored_and_a_reader_gone_ends_its_writer() {
+    require_e2e!();
+    let s = setup().await;
+    let mut rt = s.reefd.runtime().await;
+    let sandbox = pod_config(&s, "signals");
+    let pod = run_pod(&mut rt, &sandbox).await;
+    let script =
+        "grep -E '^Sig(Blk|Ign)' /proc/self/status; (yes; echo yes=$? >&2) | head -n 1 >/dev/null; exec sleep 300";
+    let id = create(&mut rt, &pod, &sandbox, container_config(&s, "plain", script)).await.expect("create");
+    rt.start_container(cri::StartContainerRequest { container_id: id.clone() }).await.expect("start");
+    let log = s.logs.path().join("plain.log");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut seen = String::new();
+    while !seen.contains("yes=") && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        seen = std::fs::read_to_string(&log).unwrap_or_default();
+    }
+    // `yes` dies of SIGPIPE once head is gone, rather than write forever: it does not inherit reefd's SIG_IGN.
+    assert!(seen.contains("yes=141"), "128 + SIGPIPE: {seen}");
+    assert!(seen.contains("SigBlk:\t0000000000000000"), "nothing blocked (the monitor blocks SIGCHLD): {seen}");
+    assert!(seen.contains("SigIgn:\t0000000000000000"), "nothing ignored (reefd ignores SIGPIPE): {seen}");
+    // Not through sh, which ignores SIGQUIT itself when it runs a command string.
+    let cmd = ["grep", "-E", "^Sig(Blk|Ign)", "/proc/self/status"].map(String::from).to_vec();
+    let exec = rt.exec_sync(cri::ExecSyncRequest { container_id: id.clone(), cmd, timeout: 10 }).await;
+    let exec = String::from_utf8_lossy(&exec.expect("ExecSync").into_inner().stdout).to_string();
+    assert!(exec.contains("SigBlk:\t0000000000000000") && exec.contains("SigIgn:\t0000000000000000"), "{exec}");
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod }).await.unwrap();
 }

@@ -213,3 +213,40 @@ async fn many_pods_started_at_once_all_come_up() {
         }
     }
 }
+
+/// Every mount point below `dir` in the node's table, reefd's own namespace pin included.
+fn all_mounts_under(dir: &std::path::Path) -> Vec<String> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let dir = dir.to_string_lossy().into_owned();
+    mountinfo.lines().filter_map(|l| l.split(' ').nth(4)).filter(|m| m.starts_with(&dir)).map(String::from).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reefd_stopped_with_no_pod_left_takes_back_its_mount_namespace_pin_and_one_with_pods_keeps_it() {
+    require_e2e!();
+    let mut reefd = Reefd::start("");
+    let state = reefd.socket().parent().unwrap().to_path_buf();
+    let id = run(&reefd, "kept").await.expect("RunPodSandbox");
+    let stopped = tokio::task::block_in_place(|| reefd.stop()).expect("reefd exit status");
+    assert!(stopped.success(), "{stopped:?}");
+    let pinned = all_mounts_under(&state);
+    assert!(
+        pinned.iter().any(|m| m.ends_with("/ns/mnt")),
+        "a pod is left: the pin stays for the next start: {pinned:?}"
+    );
+
+    reefd.spawn();
+    assert_eq!(
+        status(&reefd, &id).await.expect("the pod, found again").state,
+        cri::PodSandboxState::SandboxReady as i32
+    );
+    let mut rt = reefd.runtime().await;
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: id }).await.expect("RemovePodSandbox");
+    let stopped = tokio::task::block_in_place(|| reefd.stop()).expect("reefd exit status");
+    assert!(stopped.success(), "{stopped:?}");
+    assert_eq!(all_mounts_under(&state), Vec::<String>::new(), "no pod left: nothing of reefd stays mounted");
+
+    // The next start makes a namespace again, and serves.
+    reefd.spawn();
+    run(&reefd, "again").await.expect("RunPodSandbox after the pin was released");
+}

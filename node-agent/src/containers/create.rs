@@ -196,7 +196,7 @@ impl Containers {
             image: image_config,
             pod: &pod_ns,
             rootfs: overlay.target.clone(),
-            cgroup_path: spec::cgroup_path(self.systemd_cgroups, &pod.cgroup_parent, &self.default_cgroup_parent, id),
+            cgroup_path: spec::cgroup_path(self.systemd_cgroups, &pod.cgroup_parent, &self.default_cgroup_parent, id)?,
             user,
             available_capabilities: &self.available_capabilities,
             devices: &super::devices::lookup(&config.devices)?,

@@ -319,14 +319,18 @@ impl Containers {
     pub fn update_resources(&self, id: &str, r: &cri::LinuxContainerResources) -> Result<(), ReefError> {
         let _changing = self.record_changes.lock().unwrap_or_else(|p| p.into_inner());
         let c = self.get(id).ok_or_else(|| ReefError::NotFound(format!("container {id:?} not found")))?;
-        let path = self
-            .cgroup_path(&c)
+        let cgroup = c
+            .plan
+            .as_ref()
+            .and_then(|p| p.cgroup.as_ref())
             .ok_or_else(|| ReefError::FailedPrecondition(format!("container {} has no cgroup", c.id)))?;
+        let (path, unit) = (cgroup.path.clone(), cgroup.systemd.clone());
         crate::validate::update(r)?;
         let mut resources = spec::resources_for_update(r).map_err(|e| ReefError::InvalidArgument(e.to_string()))?;
         // Device rules are set once at creation; an update only changes limits.
         resources.set_devices(None);
-        reef_runtime::cgroups::update(&path, &resources)
+        // On this blocking thread, under systemd, a D-Bus connection opened and closed for the call.
+        reef_runtime::cgroups::update(&path, unit.as_deref(), &resources)
             .map_err(crate::error::runtime(format!("update the cgroup of container {}", c.id)))?;
         // ContainerStatus reports the limits in force: keep the record's copy in step (devices stay as created).
         let mut c = c;

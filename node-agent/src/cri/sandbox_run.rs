@@ -12,6 +12,11 @@ pub async fn handle(
     req: cri::RunPodSandboxRequest,
 ) -> Result<cri::RunPodSandboxResponse, ReefError> {
     let config = req.config.ok_or_else(|| ReefError::InvalidArgument("pod sandbox config is required".into()))?;
+    if agent.config.cgroup_driver == crate::config::CgroupDriver::Systemd {
+        // Refused here, not at the first CreateContainer: the parent is the pod's, and so is the mistake.
+        let parent = config.linux.as_ref().map(|l| l.cgroup_parent.as_str()).unwrap_or_default();
+        crate::spec::pod_slice(parent)?;
+    }
     let pod = crate::blocking::run("run pod task", move || {
         let pod = agent.pods.run(&config, &req.runtime_handler)?;
         agent.containers.watch_pod(&agent.pods, &pod.id);

@@ -20,7 +20,7 @@ use reef_runtime::oci_spec::runtime::Spec;
 
 pub use namespaces::{PodNamespaces, user_namespace};
 pub use process::{stop_signal, user_request};
-pub use resources::cgroup_path;
+pub use resources::{cgroup_path, pod_slice};
 
 /// The OCI form of CRI resources, for UpdateContainerResources.
 pub fn resources_for_update(

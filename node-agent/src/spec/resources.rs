@@ -133,16 +133,44 @@ pub fn with_sysctls(spec: &mut Spec, sysctls: &HashMap<String, String>) {
 
 /// The container's cgroup, in the form of kubelet's cgroup driver. cgroupfs: a path under the pod's parent, or the
 /// configured one (`reef/`) for pods without one, as docker's containers share `docker/`. systemd: runc's
-/// `<slice>:reef:<id>`, a scope of the container's own under the pod's slice (the configured parent when it is a
-/// slice, else `system.slice`).
-pub fn cgroup_path(systemd: bool, parent: &str, default: &str, id: &str) -> String {
+/// `<slice>:reef:<id>`, a scope of the container's own under the pod's slice (`pod_slice`), else the configured
+/// parent's when it names one, else `system.slice`.
+pub fn cgroup_path(systemd: bool, parent: &str, default: &str, id: &str) -> Result<String, SpecError> {
     if systemd {
-        let slice = [parent, default].into_iter().find(|p| p.ends_with(".slice")).unwrap_or("system.slice");
-        return format!("{slice}:reef:{id}");
+        let slice = match pod_slice(parent)? {
+            Some(slice) => slice,
+            None => pod_slice(default).ok().flatten().unwrap_or("system.slice"),
+        };
+        return Ok(format!("{slice}:reef:{id}"));
     }
     let parent = parent.trim_matches('/');
     let parent = if parent.is_empty() { default.trim_matches('/') } else { parent };
-    format!("{parent}/reef-{id}")
+    Ok(format!("{parent}/reef-{id}"))
+}
+
+/// The slice a pod's cgroup parent names under the systemd driver; `None` for no parent.
+///
+/// kubelet sends its slices as a path (`/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod<uid>.slice`,
+/// systemd's own expansion of the last name), critest a bare `/test.slice`: as containerd and CRI-O do, the last
+/// element is the slice, and systemd places it where its name says. The rest of the path is not checked against
+/// that expansion, as neither of them checks it; a last element that is no slice name (a cgroupfs path, from a
+/// kubelet whose driver is cgroupfs) is refused, rather than the container quietly put elsewhere.
+pub fn pod_slice(parent: &str) -> Result<Option<&str>, SpecError> {
+    let parent = parent.trim_end_matches('/');
+    if parent.is_empty() {
+        return Ok(None);
+    }
+    let last = parent.rsplit('/').next().unwrap_or(parent);
+    if reef_runtime::cgroups::is_slice_name(last) {
+        return Ok(Some(last));
+    }
+    Err(SpecError::Invalid {
+        field: "cgroup_parent",
+        reason: format!(
+            "{parent:?} is not a systemd slice (the systemd cgroup driver wants a name like kubepods-pod1.slice, \
+             or a path ending in one)"
+        ),
+    })
 }
 
 #[cfg(test)]
@@ -222,10 +250,26 @@ mod tests {
     #[test]
     fn container_cgroups_go_under_the_pod_s_parent_in_either_driver_s_form() {
         use super::cgroup_path;
-        assert_eq!(cgroup_path(false, "/kubepods/besteffort/pod1/", "reef", "c1"), "kubepods/besteffort/pod1/reef-c1");
-        assert_eq!(cgroup_path(false, "", "reef", "c1"), "reef/reef-c1");
-        assert_eq!(cgroup_path(true, "kubepods-pod1.slice", "reef", "c1"), "kubepods-pod1.slice:reef:c1");
-        assert_eq!(cgroup_path(true, "", "reef.slice", "c1"), "reef.slice:reef:c1");
-        assert_eq!(cgroup_path(true, "", "reef", "c1"), "system.slice:reef:c1");
+        let path = |systemd, parent, default| cgroup_path(systemd, parent, default, "c1").unwrap();
+        assert_eq!(path(false, "/kubepods/besteffort/pod1/", "reef"), "kubepods/besteffort/pod1/reef-c1");
+        assert_eq!(path(false, "", "reef"), "reef/reef-c1");
+        assert_eq!(path(true, "kubepods-pod1.slice", "reef"), "kubepods-pod1.slice:reef:c1");
+        assert_eq!(path(true, "", "reef.slice"), "reef.slice:reef:c1");
+        assert_eq!(path(true, "", "reef"), "system.slice:reef:c1");
+    }
+
+    #[test]
+    fn a_systemd_cgroup_parent_given_as_a_path_names_its_last_slice() {
+        use super::{cgroup_path, pod_slice};
+        let kubelet = "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod0a1b.slice";
+        assert_eq!(cgroup_path(true, kubelet, "reef", "c1").unwrap(), "kubepods-burstable-pod0a1b.slice:reef:c1");
+        assert_eq!(cgroup_path(true, "/test.slice", "reef", "c1").unwrap(), "test.slice:reef:c1");
+        assert_eq!(cgroup_path(true, "/test.slice/", "reef", "c1").unwrap(), "test.slice:reef:c1");
+        assert_eq!(cgroup_path(true, "", "/reef.slice", "c1").unwrap(), "reef.slice:reef:c1");
+        assert_eq!(pod_slice("").unwrap(), None);
+        for bad in ["/kubepods/burstable/pod1", "kubepods", "/a.slice/.slice", "/x/a--b.slice", "/x/-a.slice"] {
+            let err = pod_slice(bad).unwrap_err().to_string();
+            assert!(err.contains("not a systemd slice"), "{bad}: {err}");
+        }
     }
 }

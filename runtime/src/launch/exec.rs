@@ -10,6 +10,8 @@ use super::protocol::{Step, check};
 use crate::sys;
 
 pub(super) fn run(p: &Prepared<'_>, reports: BorrowedFd<'_>) -> ! {
+    // Before seccomp, which a profile may make refuse rt_sigaction.
+    sys::reset_signals();
     check(reports, Step::Stdio, set_stdio(p.stdio));
     close_all_but(&[reports.as_raw_fd()]);
     let _ = nix::unistd::setsid();

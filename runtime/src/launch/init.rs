@@ -8,6 +8,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use nix::mount::{MsFlags, mount};
+use nix::sched::CloneFlags;
 use nix::sys::stat::Mode;
 
 use super::prepared::Prepared;
@@ -18,6 +19,11 @@ use crate::sys;
 
 pub(super) fn run(p: &Prepared<'_>, pipes: Pipes<'_>) -> ! {
     let reports = pipes.reports;
+    // Before seccomp, which a profile may make refuse rt_sigaction.
+    sys::reset_signals();
+    if p.cgroup_from_outside {
+        wait_for_cgroup(p, pipes);
+    }
     check(reports, Step::Stdio, set_stdio(p.stdio));
     if p.plan.terminal {
         // The pty slave on stdin becomes the controlling terminal of the container's own session.
@@ -55,6 +61,25 @@ pub(super) fn run(p: &Prepared<'_>, pipes: Pipes<'_>) -> ! {
         _ => sys::exit_now(0),
     }
     execvpe(p, reports)
+}
+
+/// Under systemd init is moved into its scope from outside, after the fork: it waits for the word that the scope
+/// holds it (a first byte at the start gate, `Gate::cgroup_joined`), so that nothing it does is accounted
+/// elsewhere, then unshares its cgroup namespace, which is rooted where it is now: the container sees its own
+/// scope as `/`, its limits in `/sys/fs/cgroup`.
+fn wait_for_cgroup(p: &Prepared<'_>, pipes: Pipes<'_>) {
+    let mut word = [0u8; 1];
+    loop {
+        match pipes.start.map(|start| nix::unistd::read(start, &mut word)) {
+            Some(Ok(1)) => break,
+            Some(Err(Errno::EINTR)) => continue,
+            // The gate was closed without a word: the scope could not be made, and the caller says why.
+            _ => sys::exit_now(0),
+        }
+    }
+    if p.plan.new_namespaces.contains(CloneFlags::CLONE_NEWCGROUP) {
+        check(pipes.reports, Step::Unshare, nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP));
+    }
 }
 
 /// Attaches the rootfs in this (new) mount namespace and mounts the plan's mounts and devices in it; returns the

@@ -71,7 +71,12 @@ pub(super) fn enter(p: &Prepared<'_>) -> Result<(), (Step, Errno)> {
         nix::unistd::setresgid(gid, gid, gid).map_err(|e| (Step::Setgid, e))?;
         nix::unistd::setresuid(uid, uid, uid).map_err(|e| (Step::Setuid, e))?;
     }
-    nix::sched::unshare(p.plan.new_namespaces).map_err(|e| (Step::Unshare, e))
+    let mut new = p.plan.new_namespaces;
+    if p.cgroup_from_outside {
+        // Init unshares it once its scope holds it (`init::wait_for_cgroup`).
+        new.remove(CloneFlags::CLONE_NEWCGROUP);
+    }
+    nix::sched::unshare(new).map_err(|e| (Step::Unshare, e))
 }
 
 /// Forks the container's init from a process that has `enter`ed; returns its pid.

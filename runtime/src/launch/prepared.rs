@@ -57,6 +57,9 @@ pub(super) struct Prepared<'a> {
     /// Written `0` by the process that forks init, which moves it into the container's cgroup (see
     /// `cgroups::CgroupJoin`).
     pub cgroup: Vec<BorrowedFd<'a>>,
+    /// Init is put in its cgroup from outside once forked (systemd's scope): it waits for the word at its start
+    /// gate (`Gate::cgroup_joined`), and unshares the cgroup namespace itself, after, not the intermediate.
+    pub cgroup_from_outside: bool,
     /// On a v1 host, what the container's `/sys/fs/cgroup` holds (see `rootfs::setup::mount_one`); None elsewhere.
     pub cgroup_view: Option<Vec<(CString, CgroupEntry)>>,
     /// The mount namespace the container's is copied from, when not the caller's (`launch::copy_mounts_from`);
@@ -99,6 +102,7 @@ impl<'a> Prepared<'a> {
             env: cstrings("env", &plan.env)?,
             stdio,
             cgroup,
+            cgroup_from_outside: !exec && plan.cgroup.as_ref().is_some_and(|c| c.systemd.is_some()),
             cgroup_view: cgroup_view(plan),
             mounts_from,
             rootfs_tree,

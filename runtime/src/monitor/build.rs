@@ -142,7 +142,7 @@ fn build(line: &str, stdio: Stdio, gate: &Gate, init: InitEnds) -> Result<Made, 
 }
 
 /// Under systemd the scope is made around the pid: an intermediate forks init, and this process stays in the
-/// host's namespaces to talk to systemd while init sets itself up (on the other core).
+/// host's namespaces to talk to systemd; init waits at its gate until the scope holds it (`Gate::cgroup_joined`).
 fn through_intermediate(
     plan: &LaunchPlan,
     stdio: Stdio,
@@ -160,6 +160,12 @@ fn through_intermediate(
     };
     // On an error here init finds its gate closed (the monitor drops it) and exits.
     let cgroup = pending.finish(pid.as_raw()).map_err(cgroup_error)?;
+    if cgroup.is_systemd()
+        && let Err(e) = gate.cgroup_joined()
+    {
+        let _ = cgroup.destroy();
+        return Err(launch_error(&e).into());
+    }
     Ok((pid, Some(cgroup)))
 }
 

@@ -11,6 +11,7 @@
 pub mod attach;
 mod build;
 pub mod client;
+mod oom;
 mod pod_init;
 pub mod protocol;
 mod reaper;
@@ -62,6 +63,8 @@ struct Container {
     exit: Option<ExitRecord>,
     /// The exit status arrived; the record is written once the pipes are drained, so no line comes after it.
     pending_exit: Option<(i32, Option<i32>)>,
+    /// Its cgroup counted an OOM kill, as seen while it could still be read (`oom`).
+    oom_killed: bool,
     /// PID 1 of a namespace of its own: its exit takes every process of the container with it. In the pod's
     /// shared namespace nothing does that, so the monitor kills what is left in the container's cgroup.
     own_pid_namespace: bool,
@@ -126,6 +129,8 @@ pub struct Monitor {
     shutdown: bool,
     /// PID 1 of the pod's shared PID namespace, when the pod has one.
     pod_init: Option<pod_init::PodPidNamespace>,
+    /// The containers' `memory.events`, watched for OOM kills.
+    oom: oom::OomWatch,
 }
 
 /// Writes `value` as JSON to `path` atomically: readers see the old file or the new one, never half of one.
@@ -170,6 +175,7 @@ impl Monitor {
             containers: HashMap::new(),
             shutdown: false,
             pod_init: None,
+            oom: oom::OomWatch::default(),
         })
     }
 
@@ -223,6 +229,7 @@ impl Monitor {
                     }
                 }
                 Src::Stdin(id) => self.write_stdin(&id, &[]),
+                Src::Oom => self.note_oom_kills(),
             }
         }
         for i in closed_conns.into_iter().rev() {
@@ -239,6 +246,10 @@ impl Monitor {
             PollFd::new(self.listener.as_fd(), PollFlags::POLLIN),
             PollFd::new(self.signals.as_fd(), PollFlags::POLLIN),
         ];
+        if let Some(fd) = self.oom.fd() {
+            fds.push(PollFd::new(fd, PollFlags::POLLIN));
+            sources.push(Src::Oom);
+        }
         for (i, c) in self.conns.iter().enumerate() {
             let flags = if c.out.is_empty() { PollFlags::POLLIN } else { PollFlags::POLLIN | PollFlags::POLLOUT };
             fds.push(PollFd::new(c.writer.as_fd(), flags));
@@ -298,6 +309,7 @@ enum Src {
     Pipe(String, Stream),
     Attacher(usize),
     Stdin(String),
+    Oom,
 }
 
 fn state_of(c: &Container) -> ContainerState {

@@ -1,5 +1,6 @@
 //! The monitor as the pod's one reaper: every exited child is collected here and matched to its container; an
-//! exit is recorded (`<id>.exit`, with whether the cgroup saw an OOM kill) once the container's output is read.
+//! exit is recorded (`<id>.exit`, with whether the cgroup saw an OOM kill, as watched by `oom` or read at the
+//! exit) once the container's output is read.
 
 use std::io::Write;
 use std::time::SystemTime;
@@ -41,6 +42,17 @@ impl Monitor {
         }
         if let Some(c) = self.containers.values_mut().find(|c| c.pid == pid && c.exit.is_none()) {
             c.pending_exit = Some((code, signal));
+            // At once, before the pipes are drained: under systemd the cgroup goes soon after its last process.
+            c.oom_killed |= c.cgroup.as_ref().is_some_and(|g| g.oom_killed());
+        }
+    }
+
+    /// Reads the `memory.events` the kernel notified: an OOM kill is latched while the file is still there.
+    pub(super) fn note_oom_kills(&mut self) {
+        for id in self.oom.changed() {
+            if let Some(c) = self.containers.get_mut(&id).filter(|c| c.exit.is_none()) {
+                c.oom_killed |= c.cgroup.as_ref().is_some_and(|g| g.oom_killed());
+            }
         }
     }
 
@@ -58,7 +70,7 @@ impl Monitor {
                 drain(c, &mut self.attachers, id, stream, EXIT_DRAIN);
             }
             let _ = c.log.flush_partial(SystemTime::now());
-            let oom_killed = c.cgroup.as_ref().is_some_and(|g| g.oom_killed());
+            let oom_killed = c.oom_killed || c.cgroup.as_ref().is_some_and(|g| g.oom_killed());
             let record = ExitRecord { code, signal, finished_at, oom_killed };
             write_record(&self.dir, id, "exit", &record);
             c.exit = Some(record);

@@ -133,6 +133,7 @@ impl Monitor {
             return Response::error(ErrorKind::InvalidState, format!("container {id} is still running"));
         }
         self.attachers.retain(|a| a.container != id);
+        self.oom.remove(id);
         // A created container that never started: closing its gate makes its init exit; reap it below.
         if let Some(mut c) = self.containers.remove(id) {
             if c.launched.is_some() && c.exit.is_none() {
@@ -220,9 +221,13 @@ impl Monitor {
             started_at: None,
             exit: None,
             pending_exit: None,
+            oom_killed: false,
             own_pid_namespace: made.own_pid_namespace,
         };
         let state = state_of(&c);
+        if let Some(cgroup) = &c.cgroup {
+            self.oom.add(&id, cgroup);
+        }
         self.containers.insert(id, c);
         Response::Ok { state: Some(state) }
     }

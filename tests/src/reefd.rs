@@ -109,18 +109,7 @@ impl Reefd {
     /// Like `start`, with `network` TOML keys added to the `[network]` table the harness writes.
     pub fn start_with_network(extra: &str, network: &str) -> Reefd {
         let dir = tempfile::Builder::new().prefix("reef-e2e-").tempdir().expect("reefd dir");
-        let mut reefd = Reefd {
-            small_root: false,
-            driver: CgroupDriver::from_env(),
-            dir,
-            child: None,
-            extra: extra.to_string(),
-            net: NetNames::unique(),
-            network_extra: network.to_string(),
-        };
-        reefd.write_config();
-        reefd.spawn();
-        reefd
+        Reefd::launch(dir, extra, NetNames::unique(), network.to_string(), false)
     }
 
     /// Like `start_with_network`, with the run's own IPv6 subnet configured too (dual stack).
@@ -128,18 +117,7 @@ impl Reefd {
         let net = NetNames::unique();
         let network = format!("subnet6 = \"{}\"\n{network}", net.subnet6);
         let dir = tempfile::Builder::new().prefix("reef-e2e-").tempdir().expect("reefd dir");
-        let mut reefd = Reefd {
-            small_root: false,
-            driver: CgroupDriver::from_env(),
-            dir,
-            child: None,
-            extra: extra.to_string(),
-            net,
-            network_extra: network,
-        };
-        reefd.write_config();
-        reefd.spawn();
-        reefd
+        Reefd::launch(dir, extra, net, network, false)
     }
 
     /// Like `start`, with the root dir on a tmpfs of `size` (e.g. "4m"), so that the disk fills up.
@@ -155,14 +133,19 @@ impl Reefd {
             Some(format!("size={size}").as_str()),
         )
         .expect("mount a tmpfs root");
+        Reefd::launch(dir, extra, NetNames::unique(), String::new(), true)
+    }
+
+    /// Writes the config into `dir` and starts reefd on it, with the cgroup driver the environment asks for.
+    fn launch(dir: tempfile::TempDir, extra: &str, net: NetNames, network_extra: String, small_root: bool) -> Reefd {
         let mut reefd = Reefd {
-            small_root: true,
+            small_root,
             driver: CgroupDriver::from_env(),
             dir,
             child: None,
             extra: extra.to_string(),
-            net: NetNames::unique(),
-            network_extra: String::new(),
+            net,
+            network_extra,
         };
         reefd.write_config();
         reefd.spawn();
